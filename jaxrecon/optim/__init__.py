@@ -1,0 +1,1 @@
+"""Optimiser pieces: the EMA teacher as an optax transformation."""
