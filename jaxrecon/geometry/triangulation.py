@@ -21,6 +21,7 @@ no differentiation through the elimination), which is several times faster than 
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -37,8 +38,9 @@ class TriangulationInfo(NamedTuple):
   """Per-point diagnostics of `triangulate_with_info`; every field has shape (..., n).
 
   num_views: number of views with weight > 0.
-  parallax: twice the weighted RMS angle (radians) of the viewing rays around their mean
-    direction; for two views it is the angle between the two rays. Near 0 the depth is unknown.
+  parallax: ray spread in radians, 2 arcsin of the weighted RMS sine of the angles between the
+    viewing rays and their mean direction; for two views it is the angle between the two rays.
+    Near 0 the depth is unknown.
   in_front: the point lies in front of (positive depth in) every view that observes it.
   valid: num_views >= 2, parallax >= min_parallax and in_front.
   """
@@ -148,7 +150,9 @@ def _frame_solve(minv, centres, u, v, w):
   # float32) keeps parallel rays (zero baseline) finite; it pulls such a point towards the mean
   # camera centre and is flagged through `parallax`. Above ~1e-4 rad its bias is below 1e-3.
   eps = (10.0 * jnp.finfo(w.dtype).eps) ** 2
-  i33 = 1.0 / (schur + eps * wsum + jnp.finfo(w.dtype).tiny)
+  den = schur + eps * wsum
+  ok = den > 1e-30  # false only for points no view observes: then everything below is 0
+  i33 = jnp.where(ok, 1.0 / jnp.where(ok, den, 1.0), 0.0)
   y1, y2 = a11 * r1 + a12 * r2, a12 * r1 + a22 * r2
   z3 = (r3 - (n13 * y1 + n23 * y2)) * i33
   z1, z2 = y1 - g1 * z3, y2 - g2 * z3
@@ -286,6 +290,8 @@ def _prepare(proj, pixels, weights):
   return (flat(proj, (v, 3, 4)), flat(pixels, (v, n, 2)), flat(weights, (v, n)), batch)
 
 
+# jit at definition: eager calls would otherwise retrace the view scans on every call (~1 s).
+@functools.partial(jax.jit, static_argnames=("solver",))
 def triangulate(proj, pixels, weights=None, *, solver: str = "ray"):
   """Triangulates tracks from several views by weighted linear least squares (DLT).
 
@@ -312,6 +318,7 @@ def triangulate(proj, pixels, weights=None, *, solver: str = "ray"):
   return points.reshape(batch + points.shape[1:])
 
 
+@jax.jit
 def triangulate_with_info(proj, pixels, weights=None, *, min_parallax: float = np.deg2rad(0.5)):
   """`triangulate` (ray solver) plus per-point `TriangulationInfo`.
 
@@ -326,7 +333,7 @@ def triangulate_with_info(proj, pixels, weights=None, *, min_parallax: float = n
   schur = jax.lax.stop_gradient(schur)
   observed = weights > 0
   wsum = jnp.sum(args[-1], axis=1)
-  parallax = 2.0 * jnp.sqrt(safe_div(schur, wsum))
+  parallax = 2.0 * jnp.arcsin(jnp.minimum(jnp.sqrt(safe_div(schur, wsum)), 1.0))
   num_views = jnp.sum(observed, axis=1)
   pts = jax.lax.stop_gradient(points)
   hom_depth = jnp.einsum("bvk,bnk->bvn", proj[:, :, 2, :3], pts) + proj[:, :, None, 2, 3]
