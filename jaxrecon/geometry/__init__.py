@@ -19,3 +19,14 @@ Conventions (stated once, used everywhere in jaxrecon)
 * Degenerate input (empty masks, zero baseline, parallel rays, points behind a camera) gives finite
   values and finite gradients; functions that can fail to be well defined also return validity masks.
 """
+
+from jaxrecon.geometry.alignment import apply_similarity, umeyama, weighted_mad, weighted_median
+from jaxrecon.geometry.cameras import (backproject_depth, camera_centers, compose_poses,
+                                       crop_intrinsics, inverse_intrinsics, invert_pose, make_pose,
+                                       pixel_grid, project, projection_matrix, scale_intrinsics,
+                                       transform_points, unproject)
+from jaxrecon.geometry.rotations import (axis_angle_to_matrix, matrix_to_axis_angle,
+                                         matrix_to_quaternion, quaternion_to_matrix,
+                                         random_rotation, rotation_angle, rotation_from_9d)
+from jaxrecon.geometry.sampling import sample_bilinear
+from jaxrecon.geometry.triangulation import TriangulationInfo, triangulate, triangulate_with_info

@@ -319,7 +319,8 @@ def triangulate(proj, pixels, weights=None, *, solver: str = "ray"):
 
 
 @jax.jit
-def triangulate_with_info(proj, pixels, weights=None, *, min_parallax: float = np.deg2rad(0.5)):
+def triangulate_with_info(proj, pixels, weights=None, *,
+                          min_parallax: float = float(np.deg2rad(0.5))):
   """`triangulate` (ray solver) plus per-point `TriangulationInfo`.
 
   Args as in `triangulate`; min_parallax (radians) is the ray spread below which a point is not

@@ -56,7 +56,7 @@ def _pair_mask(weights):
 
 def registration_loss(tracks, visibility, depth, world_from_cam, intrinsics, *,
                       form: str = "angular", robust: str = "cauchy",
-                      robust_scale: float = np.deg2rad(1.0), depth_weight: float = 1.0,
+                      robust_scale: float = float(np.deg2rad(1.0)), depth_weight: float = 1.0,
                       min_parallax: float = 1e-3, min_depth: float = 1e-6):
   """Multi-view registration loss over tracks (one of `FORMS`, see the module docstring).
 
