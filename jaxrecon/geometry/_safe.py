@@ -9,6 +9,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 
+def as_float(x):
+  """x as an array of its floating dtype, at least float32 (ints and bf16/f16 are upcast)."""
+  x = jnp.asarray(x)
+  return x.astype(jnp.promote_types(jnp.result_type(x, float), jnp.float32))
+
+
 def safe_norm(x, axis=-1, keepdims=False, eps=1e-12):
   """Euclidean norm with gradient 0 (not NaN) at x = 0. x: (..., d) -> (...)."""
   sq = jnp.sum(x * x, axis=axis, keepdims=keepdims)

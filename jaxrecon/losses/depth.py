@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrecon.geometry._safe import masked_mean
+from jaxrecon.geometry._safe import as_float, masked_mean
 from jaxrecon.geometry._shapes import check_shape
 from jaxrecon.geometry.alignment import weighted_mad, weighted_median
 
@@ -23,9 +23,17 @@ from jaxrecon.geometry.alignment import weighted_mad, weighted_median
 _REL_FLAT = 1e-6
 
 
-def _float(x):
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(jnp.result_type(x, float), jnp.float32))
+def _prepare(pred_depth, mono_depth, mask, confidence=None):
+  """Checks shapes; returns pred (float), mono (same dtype) and valid (bool), all broadcast."""
+  dims = check_shape(pred_depth, "... h w", "pred_depth")
+  check_shape(mono_depth, "... h w", "mono_depth", dims)
+  if confidence is not None:
+    check_shape(confidence, "... h w", "confidence", dims)
+  check_shape(mask, "... h w", "mask", dims)
+  shape = dims["..."] + (dims["h"], dims["w"])
+  pred = jnp.broadcast_to(as_float(pred_depth), shape)
+  mono = jnp.broadcast_to(jnp.asarray(mono_depth, pred.dtype), shape)
+  return pred, mono, jnp.broadcast_to(jnp.asarray(mask) > 0, shape)
 
 
 def _flat(x):
@@ -47,7 +55,7 @@ def median_mad_normalize(depth, weights):
   """
   dims = check_shape(depth, "... h w", "depth")
   check_shape(weights, "... h w", "weights", dims)
-  depth = _float(depth)
+  depth = as_float(depth)
   batch = dims["..."]
   depth = jnp.broadcast_to(depth, batch + depth.shape[-2:])
   weights = jnp.broadcast_to(jnp.asarray(weights, depth.dtype), depth.shape)
@@ -85,15 +93,8 @@ def relative_depth_loss(pred_depth, mono_depth, confidence, mask, *, alpha=1.0, 
     diagnostics: data_term (mean |G(pred) - G(mono)|), weighted_data_term (mean W |...|),
       mean_confidence, low_confidence_fraction (fraction of valid pixels with W < 1), num_valid.
   """
-  dims = check_shape(pred_depth, "... h w", "pred_depth")
-  check_shape(mono_depth, "... h w", "mono_depth", dims)
-  check_shape(confidence, "... h w", "confidence", dims)
-  check_shape(mask, "... h w", "mask", dims)
-  shape = dims["..."] + (dims["h"], dims["w"])
-  pred = jnp.broadcast_to(_float(pred_depth), shape)
-  dtype = pred.dtype
-  mono = jnp.broadcast_to(jnp.asarray(mono_depth, dtype), shape)
-  valid = jnp.broadcast_to(jnp.asarray(mask) > 0, shape)
+  pred, mono, valid = _prepare(pred_depth, mono_depth, mask, confidence=confidence)
+  shape, dtype = pred.shape, pred.dtype
   m = valid.astype(dtype)
   if ambiguity:
     conf = jnp.broadcast_to(jnp.asarray(confidence, dtype), shape)
@@ -139,14 +140,8 @@ def ssi_depth_loss(pred_depth, mono_depth, mask):
     diagnostics: mean_scale, mean_shift (over maps with a valid pixel), num_valid.
     A map whose prediction has no spread gets s = 0, t = mean(y) (finite).
   """
-  dims = check_shape(pred_depth, "... h w", "pred_depth")
-  check_shape(mono_depth, "... h w", "mono_depth", dims)
-  check_shape(mask, "... h w", "mask", dims)
-  shape = dims["..."] + (dims["h"], dims["w"])
-  pred = jnp.broadcast_to(_float(pred_depth), shape)
+  pred, mono, valid = _prepare(pred_depth, mono_depth, mask)
   dtype = pred.dtype
-  mono = jnp.broadcast_to(jnp.asarray(mono_depth, dtype), shape)
-  valid = jnp.broadcast_to(jnp.asarray(mask) > 0, shape)
   m = _flat(valid.astype(dtype))
   y = _flat(median_mad_normalize(mono, jax.lax.stop_gradient(valid.astype(dtype))))
   p = jnp.where(m > 0, _flat(pred), 0.0)

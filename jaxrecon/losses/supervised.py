@@ -10,15 +10,10 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrecon.geometry._safe import masked_mean, safe_div, safe_norm
+from jaxrecon.geometry._safe import as_float, masked_mean, safe_div, safe_norm
 from jaxrecon.geometry._shapes import check_shape
 from jaxrecon.geometry.cameras import compose_poses, invert_pose
 from jaxrecon.geometry.rotations import rotation_angle
-
-
-def _float(x):
-  x = jnp.asarray(x)
-  return x.astype(jnp.promote_types(jnp.result_type(x, float), jnp.float32))
 
 
 def _relative_poses(world_from_cam):
@@ -67,7 +62,7 @@ def supervised_loss(pred_depth, pred_confidence, pred_world_from_cam, gt_depth, 
                        f"{tuple(jnp.shape(x))}")
     check_shape(jnp.asarray(x)[..., :3, :], "... v 3 4", name, dims)
   shape = dims["..."] + (dims["v"], dims["h"], dims["w"])
-  pred = jnp.broadcast_to(_float(pred_depth), shape)
+  pred = jnp.broadcast_to(as_float(pred_depth), shape)
   dtype = pred.dtype
   conf = jnp.broadcast_to(jnp.asarray(pred_confidence, dtype), shape)
   gt = jnp.broadcast_to(jnp.asarray(gt_depth, dtype), shape)
