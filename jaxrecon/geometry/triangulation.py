@@ -109,7 +109,7 @@ def _frame_solve(minv, centres, u, v, w):
     mean ray, i.e. the squared ray spread (radians^2) times the total weight.
   """
   origin = jnp.mean(centres, axis=0)                                  # (B, 3)
-  zeros = jnp.zeros(u.shape[1:], u.dtype)
+  zeros = jnp.zeros_like(u[0])  # *_like keeps shard_map's per-device type of the carries
 
   def mean_pass(acc, x):
     minv_i, _, u_i, v_i, w_i = x
@@ -281,7 +281,7 @@ def _prepare(proj, pixels, weights):
   check_shape(pixels, "... v n 2", "pixels", dims)
   batch = dims.pop("...")
   if weights is None:
-    weights = jnp.ones(pixels.shape[:-1], pixels.dtype)
+    weights = jnp.ones_like(jnp.asarray(pixels)[..., 0])  # per-device under shard_map, like pixels
   check_shape(weights, "... v n", "weights", dims)
   batch = tuple(np.broadcast_shapes(batch, jnp.shape(weights)[:-2]))
   v, n = dims["v"], dims["n"]
