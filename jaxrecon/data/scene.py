@@ -19,7 +19,7 @@ class Scene:
   """v views of one static scene.
 
   images: (v, h, w, 3) uint8 RGB.
-  intrinsics: (v, 3, 3) float64 K in pixels.
+  intrinsics: optional (v, 3, 3) float64 K in pixels (None when unknown, e.g. CamVid).
   cam_from_world: optional (v, 4, 4) float64 extrinsics (world -> camera).
   depth: optional (v, h, w) float32 camera z in world units; 0 where unknown (sky, holes).
   labels: optional (v, h, w) uint8 semantic class per pixel, IGNORE_LABEL where unlabelled.
@@ -27,7 +27,7 @@ class Scene:
   name: the scene's name.
   """
   images: np.ndarray
-  intrinsics: np.ndarray
+  intrinsics: Optional[np.ndarray] = None
   cam_from_world: Optional[np.ndarray] = None
   depth: Optional[np.ndarray] = None
   labels: Optional[np.ndarray] = None
