@@ -1,0 +1,136 @@
+"""On-disk cache of expert outputs: one .npz per scene (no pickle) plus a provenance JSON.
+
+    cache_scenes(jobs, out_dir, provenance=...)
+
+runs each job (a scene name and a function returning the scene's record, a dict of arrays; see
+`jaxrecon.data.pipeline`) and writes `out_dir/<name>.npz` atomically (temporary file + rename, so
+a killed run never leaves a half-written scene). A re-run skips scenes already written; a scene
+whose job raises is reported and the others go on. `out_dir/provenance.json` records which
+experts with which settings and package versions produced the files; a re-run with different
+provenance refuses to mix the two in one folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+import traceback
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+PROVENANCE = "provenance.json"
+
+
+@dataclasses.dataclass
+class CacheReport:
+  """What `cache_scenes` did: scene names written, skipped (already there) and failed (with the
+  error message)."""
+  written: list = dataclasses.field(default_factory=list)
+  skipped: list = dataclasses.field(default_factory=list)
+  failed: dict = dataclasses.field(default_factory=dict)
+
+
+def versions() -> dict:
+  """Versions of the packages whose behaviour shapes the cached pseudo-labels."""
+  import cv2  # noqa: PLC0415 (kept local: only provenance needs it)
+
+  import jaxrecon  # noqa: PLC0415
+  return {"jaxrecon": jaxrecon.__version__, "numpy": np.__version__, "opencv": cv2.__version__,
+          "python": sys.version.split()[0]}
+
+
+def write_npz_atomic(path, arrays: Mapping[str, np.ndarray]) -> None:
+  """Writes arrays to `path` (.npz) via a temporary file in the same folder and a rename."""
+  path = pathlib.Path(path)
+  for key, value in arrays.items():
+    if np.asarray(value).dtype == object:
+      raise ValueError(f"{path.name}: array {key!r} has dtype object (would need pickle)")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def _check_provenance(out_dir: pathlib.Path, provenance: dict) -> None:
+  path = out_dir / PROVENANCE
+  if path.exists():
+    try:
+      old = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise ValueError(f"{path}: corrupt provenance file ({e})") from e
+    if old.get("settings") != provenance:
+      raise ValueError(f"{out_dir}: holds scenes made with other settings ({path}); use another "
+                       f"folder or delete it")
+  else:
+    record = {"settings": provenance, "versions": versions(),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+def _progress(done, total, start, name, stream):
+  elapsed = time.perf_counter() - start
+  eta = elapsed / done * (total - done) if done else float("nan")
+  width = 30
+  bar = "#" * int(width * done / max(total, 1))
+  stream.write(f"\r[{bar:<{width}}] {done}/{total} scenes  {elapsed:6.1f}s  eta {eta:6.1f}s  "
+               f"{name[:30]:<30}")
+  stream.flush()
+
+
+def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]]]], out_dir, *,
+                 provenance: dict, progress: bool = True, stream=None) -> CacheReport:
+  """Runs the jobs not yet cached and writes one .npz per scene.
+
+  Args:
+    jobs: (scene name, function returning the scene's record) pairs; names must be unique and
+      usable as file names.
+    out_dir: the cache folder (created if missing).
+    provenance: JSON-serialisable description of the experts and their settings.
+    progress: show a progress bar on `stream` (default stderr).
+  Returns:
+    CacheReport. Failed scenes are listed with their error; their files are not written.
+  """
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  jobs = list(jobs)
+  names = [n for n, _ in jobs]
+  if len(set(names)) != len(names):
+    raise ValueError("jobs: scene names are not unique")
+  for name in names:
+    if not name or os.sep in name or name.startswith("."):
+      raise ValueError(f"jobs: {name!r} is not usable as a file name")
+  provenance = json.loads(json.dumps(provenance, sort_keys=True, default=str))
+  _check_provenance(out_dir, provenance)
+  stream = sys.stderr if stream is None else stream
+  report = CacheReport()
+  start = time.perf_counter()
+  for i, (name, job) in enumerate(jobs):
+    target = out_dir / f"{name}.npz"
+    if target.exists():
+      report.skipped.append(name)
+    else:
+      try:
+        write_npz_atomic(target, job())
+        report.written.append(name)
+      except Exception as e:  # noqa: BLE001 (one bad scene must not stop the others)
+        report.failed[name] = f"{type(e).__name__}: {e}"
+        stream.write(f"\nscene {name} failed: {type(e).__name__}: {e}\n"
+                     f"{traceback.format_exc(limit=3)}")
+    if progress:
+      _progress(i + 1, len(jobs), start, name, stream)
+  if progress:
+    stream.write("\n")
+  stream.write(f"cache {out_dir}: {len(report.written)} written, {len(report.skipped)} already "
+               f"there, {len(report.failed)} failed\n")
+  return report

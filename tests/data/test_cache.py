@@ -1,0 +1,62 @@
+"""Expert cache: atomic .npz per scene, skip finished scenes, report failures, guard provenance."""
+import io
+import json
+
+import numpy as np
+import pytest
+
+from jaxrecon.data.cache import PROVENANCE, cache_scenes, write_npz_atomic
+from jaxrecon.data.pipeline import NpzSource
+
+
+def _job(value, calls):
+  def run():
+    calls.append(value)
+    return {"images": np.full((1, 2, 2, 3), value, np.uint8), "tracks": np.zeros((0, 1, 2))}
+  return run
+
+
+def test_writes_skips_and_reports(tmp_path):
+  calls, log = [], io.StringIO()
+  jobs = [("a", _job(1, calls)), ("b", _job(2, calls))]
+  report = cache_scenes(jobs, tmp_path, provenance={"expert": "x", "k": 1}, stream=log)
+  assert report.written == ["a", "b"] and not report.failed
+  assert np.all(NpzSource([tmp_path / "b.npz"])[0]["images"] == 2)
+  info = json.loads((tmp_path / PROVENANCE).read_text())
+  assert info["settings"] == {"expert": "x", "k": 1} and "numpy" in info["versions"]
+  # A re-run only does what is missing.
+  report = cache_scenes(jobs + [("c", _job(3, calls))], tmp_path,
+                        provenance={"expert": "x", "k": 1}, stream=log)
+  assert report.skipped == ["a", "b"] and report.written == ["c"] and calls == [1, 2, 3]
+  assert "2/3" in log.getvalue() or "3/3" in log.getvalue()
+
+
+def test_failing_scene_is_reported_and_others_continue(tmp_path):
+  def boom():
+    raise RuntimeError("no features")
+  log = io.StringIO()
+  report = cache_scenes([("bad", boom), ("good", _job(5, []))], tmp_path, provenance={},
+                        stream=log, progress=False)
+  assert report.written == ["good"] and "no features" in report.failed["bad"]
+  assert not (tmp_path / "bad.npz").exists()
+  assert "scene bad failed" in log.getvalue()
+  assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_other_settings_are_refused(tmp_path):
+  cache_scenes([("a", _job(1, []))], tmp_path, provenance={"k": 1}, stream=io.StringIO())
+  with pytest.raises(ValueError, match="other settings"):
+    cache_scenes([("a", _job(1, []))], tmp_path, provenance={"k": 2}, stream=io.StringIO())
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+  with pytest.raises(ValueError, match="pickle"):
+    write_npz_atomic(tmp_path / "x.npz", {"bad": np.array([object()], dtype=object)})
+  assert not list(tmp_path.iterdir())
+
+
+def test_bad_names(tmp_path):
+  with pytest.raises(ValueError, match="unique"):
+    cache_scenes([("a", _job(1, [])), ("a", _job(1, []))], tmp_path, provenance={})
+  with pytest.raises(ValueError, match="file name"):
+    cache_scenes([("../x", _job(1, []))], tmp_path, provenance={})
