@@ -1,0 +1,183 @@
+"""Pairwise SIFT matching with geometric verification under known intrinsics (numpy + OpenCV).
+
+Pipeline per image: grey conversion, OpenCV SIFT keypoints and descriptors. Per view pair (i, j):
+two-nearest-neighbour search in both directions, Lowe's ratio test, a mutual (cross) check, then an
+essential-matrix RANSAC on K-normalised coordinates; only RANSAC inliers are kept.
+
+Pixels follow `jaxrecon.geometry`: (u, v) = (column, row), centre of the top-left pixel at (0, 0)
+(OpenCV's keypoint convention). Everything here is host-side numpy; nothing is jit-compiled.
+Determinism: cv2's RANSAC is seeded with `cv2.setRNGSeed(settings.seed)` before every pair, so the
+same images and settings give the same matches whatever the pair order or the process.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Sequence
+
+import cv2
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class MatcherSettings:
+  """Settings of `detect_features` / `match_pair` / `match_views`.
+
+  max_features: SIFT keypoints kept per image (the strongest); 0 keeps all.
+  ratio: Lowe's ratio test: keep a match when best distance < ratio * second best.
+  mutual: keep only matches that are each other's nearest neighbour in both directions.
+  ransac_threshold_px: RANSAC inlier threshold, pixels (converted to normalised image
+    coordinates with the mean focal length of the pair).
+  ransac_confidence: RANSAC confidence in (0, 1).
+  min_inliers: pairs with fewer verified matches are discarded entirely (their geometry is not
+    trustworthy).
+  window: match view i with views j in (i, i + window]; None matches all pairs (v (v - 1) / 2).
+    Use a window for ordered sequences where far views barely overlap.
+  seed: seed of cv2's RANSAC random generator.
+  """
+  max_features: int = 4000
+  ratio: float = 0.8
+  mutual: bool = True
+  ransac_threshold_px: float = 1.0
+  ransac_confidence: float = 0.999
+  min_inliers: int = 15
+  window: int | None = None
+  seed: int = 0
+
+  def __post_init__(self):
+    if not 0.0 < self.ratio <= 1.0:
+      raise ValueError(f"ratio must lie in (0, 1], got {self.ratio}")
+    if self.ransac_threshold_px <= 0:
+      raise ValueError(f"ransac_threshold_px must be positive, got {self.ransac_threshold_px}")
+    if not 0.0 < self.ransac_confidence < 1.0:
+      raise ValueError(f"ransac_confidence must lie in (0, 1), got {self.ransac_confidence}")
+    if self.window is not None and self.window < 1:
+      raise ValueError(f"window must be >= 1 or None, got {self.window}")
+    if self.max_features < 0 or self.min_inliers < 5:
+      raise ValueError("max_features must be >= 0 and min_inliers >= 5 (the 5-point minimum)")
+
+
+class Features(NamedTuple):
+  """SIFT features of one image.
+
+  keypoints: (n, 2) float32 pixel positions (u, v).
+  descriptors: (n, 128) float32 SIFT descriptors.
+  """
+  keypoints: np.ndarray
+  descriptors: np.ndarray
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+  image = np.asarray(image)
+  if image.ndim == 3 and image.shape[-1] == 1:
+    image = image[..., 0]
+  if image.ndim == 3:
+    # RGB in (the jaxrecon image layout); the grey weights barely matter for SIFT.
+    image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+  if image.ndim != 2:
+    raise ValueError(f"expected an (h, w) or (h, w, c) image, got shape {image.shape}")
+  if image.dtype != np.uint8:
+    # Float images in [0, 1] are the other common layout; SIFT wants 8-bit.
+    image = np.clip(np.asarray(image, np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+  return image
+
+
+def detect_features(image: np.ndarray, settings: MatcherSettings = MatcherSettings()) -> Features:
+  """SIFT keypoints and descriptors of one image ((h, w, 3) RGB or (h, w) grey; uint8 or float
+  in [0, 1]). Returns `Features` (possibly with n = 0)."""
+  sift = cv2.SIFT_create(nfeatures=settings.max_features)
+  keypoints, descriptors = sift.detectAndCompute(_grey(image), None)
+  if descriptors is None or not keypoints:
+    return Features(np.zeros((0, 2), np.float32), np.zeros((0, 128), np.float32))
+  points = np.asarray([kp.pt for kp in keypoints], dtype=np.float32).reshape(-1, 2)
+  return Features(points, np.asarray(descriptors, np.float32))
+
+
+def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> np.ndarray:
+  """(n_query,) int index into train of the ratio-test survivors, -1 elsewhere."""
+  out = np.full(len(query), -1, np.int64)
+  if len(query) == 0 or len(train) < 2:
+    return out
+  matcher = cv2.BFMatcher(cv2.NORM_L2)
+  for pair in matcher.knnMatch(query, train, k=2):
+    if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance:
+      out[pair[0].queryIdx] = pair[0].trainIdx
+  return out
+
+
+def _normalise(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
+  """(n, 2) pixels -> (n, 2) normalised image coordinates K^-1 [u v 1] (float64)."""
+  homogeneous = np.concatenate([points.astype(np.float64), np.ones((len(points), 1))], axis=1)
+  rays = homogeneous @ np.linalg.inv(intrinsics).T
+  return rays[:, :2] / rays[:, 2:3]
+
+
+def match_pair(features_i: Features, features_j: Features, intrinsics_i: np.ndarray,
+               intrinsics_j: np.ndarray, settings: MatcherSettings = MatcherSettings(),
+               ) -> np.ndarray:
+  """Verified matches between two images.
+
+  Args:
+    features_i, features_j: `Features` of the two images.
+    intrinsics_i, intrinsics_j: (3, 3) K of each view, pixels.
+    settings: `MatcherSettings`.
+  Returns:
+    (m, 2) int64 keypoint index pairs (index into features_i, index into features_j), sorted by
+    the first column; m = 0 when the pair fails the ratio/mutual test or has fewer than
+    `settings.min_inliers` RANSAC inliers.
+  """
+  empty = np.zeros((0, 2), np.int64)
+  forward = _ratio_matches(features_i.descriptors, features_j.descriptors, settings.ratio)
+  candidates = np.flatnonzero(forward >= 0)
+  if settings.mutual and len(candidates):
+    backward = _ratio_matches(features_j.descriptors, features_i.descriptors, settings.ratio)
+    candidates = candidates[backward[forward[candidates]] == candidates]
+  if len(candidates) < settings.min_inliers:
+    return empty
+  pairs = np.stack([candidates, forward[candidates]], axis=1)
+  x_i = _normalise(features_i.keypoints[pairs[:, 0]], intrinsics_i)
+  x_j = _normalise(features_j.keypoints[pairs[:, 1]], intrinsics_j)
+  # RANSAC on normalised coordinates works for two different K; the threshold is converted from
+  # pixels with the pair's mean focal length.
+  focal = 0.25 * (intrinsics_i[0, 0] + intrinsics_i[1, 1] + intrinsics_j[0, 0] + intrinsics_j[1, 1])
+  cv2.setRNGSeed(settings.seed)
+  essential, inliers = cv2.findEssentialMat(
+      x_i, x_j, np.eye(3), method=cv2.RANSAC, prob=settings.ransac_confidence,
+      threshold=settings.ransac_threshold_px / abs(focal))
+  if essential is None or inliers is None:
+    return empty
+  inliers = inliers.reshape(-1).astype(bool)
+  if inliers.sum() < settings.min_inliers:
+    return empty
+  return pairs[inliers]
+
+
+def view_pairs(num_views: int, window: int | None) -> list[tuple[int, int]]:
+  """The (i, j), i < j, pairs that `match_views` matches: all, or j - i <= window."""
+  reach = num_views if window is None else window
+  return [(i, j) for i in range(num_views) for j in range(i + 1, min(num_views, i + reach + 1))]
+
+
+def match_views(images: Sequence[np.ndarray], intrinsics: np.ndarray,
+                settings: MatcherSettings = MatcherSettings(),
+                ) -> tuple[list[Features], dict[tuple[int, int], np.ndarray]]:
+  """Detects features in v images and matches the view pairs `settings.window` selects.
+
+  Args:
+    images: v images, each (h, w, 3) RGB or (h, w) grey.
+    intrinsics: (v, 3, 3) K per view, pixels.
+    settings: `MatcherSettings`.
+  Returns:
+    (features, matches): a list of v `Features`, and a dict (i, j) -> (m, 2) int64 verified
+    keypoint index pairs (see `match_pair`) for every matched pair with i < j (pairs that failed
+    verification are absent).
+  """
+  intrinsics = np.asarray(intrinsics, np.float64)
+  if intrinsics.shape != (len(images), 3, 3):
+    raise ValueError(f"intrinsics must be ({len(images)}, 3, 3), got {intrinsics.shape}")
+  features = [detect_features(image, settings) for image in images]
+  matches = {}
+  for i, j in view_pairs(len(images), settings.window):
+    pair = match_pair(features[i], features[j], intrinsics[i], intrinsics[j], settings)
+    if len(pair):
+      matches[(i, j)] = pair
+  return features, matches

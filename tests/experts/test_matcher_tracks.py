@@ -1,0 +1,185 @@
+"""Tests of jaxrecon.experts.matcher / tracks: union-find merging on hand-made matches, and SIFT
+tracks on the first views of Middlebury templeRing checked against the ground-truth cameras."""
+import numpy as np
+import pytest
+
+from jaxrecon.experts import matcher as matcher_lib
+from jaxrecon.experts import tracks as tracks_lib
+
+_NUM_VIEWS = 8
+
+
+# --- build_tracks on synthetic matches ----------------------------------------------------------
+
+
+def _keypoints(counts):
+  """View i, keypoint k sits at pixel (k, 10 i) so every observation is recognisable."""
+  return [np.stack([np.arange(n), np.full(n, 10.0 * i)], axis=1).astype(np.float32)
+          for i, n in enumerate(counts)]
+
+
+def test_build_tracks_merges_chains_and_drops_conflicts():
+  keypoints = _keypoints([4, 4, 4])
+  matches = {
+      (0, 1): np.array([[0, 1], [2, 2], [3, 3]]),
+      (1, 2): np.array([[1, 3], [2, 0]]),
+      # 0:3 - 1:3 and 0:3 - 2:2 - plus 2:2 - 1:0 puts keypoints 3 and 0 of view 1 in one track.
+      (0, 2): np.array([[3, 2]]),
+  }
+  matches[(1, 2)] = np.concatenate([matches[(1, 2)], [[0, 2]]])
+  out = tracks_lib.build_tracks(keypoints, matches, tracks_lib.TrackSettings(max_tracks=5))
+  assert out.num_conflicting == 1
+  assert out.pixels.shape == (5, 3, 2) and out.pixels.dtype == np.float32
+  assert out.visible.shape == (5, 3) and out.mask.tolist() == [True, True, False, False, False]
+  # Longest first: 0:0 - 1:1 - 2:3, then 0:2 - 1:2 - 2:0.
+  assert out.keypoints[:2].tolist() == [[0, 1, 3], [2, 2, 0]]
+  np.testing.assert_array_equal(out.pixels[0], [[0, 0], [1, 10], [3, 20]])
+  assert np.isnan(out.pixels[2:]).all() and not out.visible[2:].any()
+
+
+def test_build_tracks_truncates_longest_first_and_respects_min_length():
+  keypoints = _keypoints([3, 3, 3])
+  matches = {(0, 1): np.array([[0, 0], [1, 1], [2, 2]]), (1, 2): np.array([[1, 1]])}
+  out = tracks_lib.build_tracks(keypoints, matches, tracks_lib.TrackSettings(max_tracks=1))
+  assert out.keypoints.tolist() == [[1, 1, 1]]
+  out = tracks_lib.build_tracks(keypoints, matches,
+                                tracks_lib.TrackSettings(max_tracks=4, min_length=3))
+  assert out.mask.sum() == 1 and out.visible[0].all()
+
+
+def test_build_tracks_rejects_bad_indices():
+  with pytest.raises(ValueError, match="out of range"):
+    tracks_lib.build_tracks(_keypoints([2, 2]), {(0, 1): np.array([[0, 5]])})
+  with pytest.raises(ValueError, match="distinct views"):
+    tracks_lib.build_tracks(_keypoints([2, 2]), {(1, 1): np.array([[0, 0]])})
+
+
+def test_view_pairs_window():
+  assert matcher_lib.view_pairs(4, None) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+  assert matcher_lib.view_pairs(4, 1) == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_settings_are_validated():
+  with pytest.raises(ValueError, match="ratio"):
+    matcher_lib.MatcherSettings(ratio=1.5)
+  with pytest.raises(ValueError, match="window"):
+    matcher_lib.MatcherSettings(window=0)
+
+
+# --- templeRing ---------------------------------------------------------------------------------
+
+
+def _read_par(path):
+  """name -> (K (3, 3), cam_from_world (4, 4)) from a Middlebury *_par.txt (tiny parser, so this
+  test does not depend on the data package)."""
+  cameras = {}
+  for line in path.read_text().splitlines()[1:]:
+    fields = line.split()
+    if len(fields) != 22:
+      continue
+    values = np.asarray(fields[1:], np.float64)
+    pose = np.eye(4)
+    pose[:3, :3] = values[9:18].reshape(3, 3)
+    pose[:3, 3] = values[18:21]
+    cameras[fields[0]] = (values[:9].reshape(3, 3), pose)
+  return cameras
+
+
+@pytest.fixture(scope="module")
+def temple(shared_data):
+  """First `_NUM_VIEWS` templeRing views: (images, K (v, 3, 3), cam_from_world (v, 4, 4))."""
+  import cv2
+  folder = shared_data / "templeRing"
+  cameras = _read_par(folder / "templeR_par.txt")
+  names = sorted(p.name for p in folder.glob("*.png") if p.name in cameras)[:_NUM_VIEWS]
+  images = [cv2.cvtColor(cv2.imread(str(folder / n)), cv2.COLOR_BGR2RGB) for n in names]
+  intrinsics = np.stack([cameras[n][0] for n in names])
+  poses = np.stack([cameras[n][1] for n in names])
+  return images, intrinsics, poses
+
+
+@pytest.fixture(scope="module")
+def temple_matches(temple):
+  images, intrinsics, _ = temple
+  return matcher_lib.match_views(images, intrinsics, matcher_lib.MatcherSettings(seed=0))
+
+
+@pytest.fixture(scope="module")
+def temple_tracks(temple_matches):
+  features, matches = temple_matches
+  return tracks_lib.build_tracks([f.keypoints for f in features], matches,
+                                 tracks_lib.TrackSettings(max_tracks=2000))
+
+
+def _fundamental(k_i, pose_i, k_j, pose_j):
+  """F with x_j^T F x_i = 0 for pixels x_i, x_j of the same point (ground-truth cameras)."""
+  relative = pose_j @ np.linalg.inv(pose_i)
+  rotation, translation = relative[:3, :3], relative[:3, 3]
+  cross = np.array([[0, -translation[2], translation[1]], [translation[2], 0, -translation[0]],
+                    [-translation[1], translation[0], 0]])
+  return np.linalg.inv(k_j).T @ cross @ rotation @ np.linalg.inv(k_i)
+
+
+def _symmetric_epipolar_px(f, x_i, x_j):
+  """(n,) mean of the distances of x_j to the line F x_i and of x_i to the line F^T x_j, px."""
+  h_i = np.concatenate([x_i, np.ones((len(x_i), 1))], axis=1)
+  h_j = np.concatenate([x_j, np.ones((len(x_j), 1))], axis=1)
+  line_j, line_i = h_i @ f.T, h_j @ f
+  residual = np.abs(np.sum(h_j * line_j, axis=1))
+  return 0.5 * (residual / np.hypot(line_j[:, 0], line_j[:, 1])
+                + residual / np.hypot(line_i[:, 0], line_i[:, 1]))
+
+
+def test_temple_tracks_are_many_and_consistent_with_ground_truth(temple, temple_tracks):
+  _, intrinsics, poses = temple
+  out = temple_tracks
+  assert out.pixels.shape == (2000, _NUM_VIEWS, 2) and out.visible.shape == (2000, _NUM_VIEWS)
+  num_tracks = int(out.mask.sum())
+  assert num_tracks >= 300
+  assert (out.visible[out.mask].sum(axis=1) >= 2).all()
+  assert np.isfinite(out.pixels[out.visible]).all() and np.isnan(out.pixels[~out.visible]).all()
+  errors = []
+  for i in range(_NUM_VIEWS):
+    for j in range(i + 1, _NUM_VIEWS):
+      both = out.mask & out.visible[:, i] & out.visible[:, j]
+      if both.any():
+        f = _fundamental(intrinsics[i], poses[i], intrinsics[j], poses[j])
+        errors.append(_symmetric_epipolar_px(f, out.pixels[both, i].astype(np.float64),
+                                             out.pixels[both, j].astype(np.float64)))
+  errors = np.concatenate(errors)
+  print(f"templeRing {_NUM_VIEWS} views: {num_tracks} tracks, {len(errors)} observation pairs, "
+        f"median epipolar error {np.median(errors):.3f} px, "
+        f"90th percentile {np.percentile(errors, 90):.3f} px")
+  assert np.median(errors) < 1.0
+
+
+def test_temple_tracks_have_no_conflicting_observations(temple_tracks):
+  out = temple_tracks
+  # One keypoint per view per track by construction; also no keypoint is used by two tracks.
+  for view in range(_NUM_VIEWS):
+    used = out.keypoints[out.mask & out.visible[:, view], view]
+    assert len(np.unique(used)) == len(used)
+
+
+def test_temple_pair_matches_are_verified_and_deterministic(temple, temple_matches):
+  images, intrinsics, poses = temple
+  features, matches = temple_matches
+  assert (0, 1) in matches and len(matches[(0, 1)]) >= 100
+  again = matcher_lib.match_pair(features[0], features[1], intrinsics[0], intrinsics[1],
+                                 matcher_lib.MatcherSettings(seed=0))
+  np.testing.assert_array_equal(again, matches[(0, 1)])
+  pairs = matches[(0, 1)]
+  f = _fundamental(intrinsics[0], poses[0], intrinsics[1], poses[1])
+  errors = _symmetric_epipolar_px(f, features[0].keypoints[pairs[:, 0]].astype(np.float64),
+                                  features[1].keypoints[pairs[:, 1]].astype(np.float64))
+  assert np.median(errors) < 0.5
+  # Mutual check: no keypoint appears twice on either side.
+  assert len(np.unique(pairs[:, 0])) == len(pairs) and len(np.unique(pairs[:, 1])) == len(pairs)
+
+
+def test_window_matches_only_neighbours(temple_matches, temple):
+  images, intrinsics, _ = temple
+  features, _ = temple_matches
+  settings = matcher_lib.MatcherSettings(window=1)
+  _, matches = matcher_lib.match_views(images[:3], intrinsics[:3], settings)
+  assert set(matches) <= {(0, 1), (1, 2)}
