@@ -1,4 +1,4 @@
-"""Tests of jaxrecon.data.middlebury: error messages on corrupt input (tmp_path) and the real
+"""Tests of jaxrecon.data.formats.middlebury: error messages on corrupt input (tmp_path) and the real
 templeRing calibration (../shared/data, skipped when absent)."""
 import re
 
@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxrecon.data import middlebury
+from jaxrecon.data.formats import middlebury
 
 # One valid view line body (K, R, t) after the name: K of templeRing, R = identity, t = (0, 0, 0.5).
 _K = "1520.4 0 302.32 0 1525.9 246.87 0 0 1"

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrecon.data import middlebury
+from jaxrecon.data.formats import middlebury
 from jaxrecon.geometry.triangulation import triangulate
 
 NUM_VIEWS = 6          # templeR0013-0018: 5 neighbouring pairs, 4 consecutive triples

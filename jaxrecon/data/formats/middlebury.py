@@ -8,7 +8,8 @@ with the projection P = K [R | t]: world -> homogeneous pixel, [R | t] = `cam_fr
 camera axes, image origin top-left (the conventions of `jaxrecon.geometry`). World units are those
 of the data set (metres for templeRing / dinoRing).
 
-This is deliberately small (numpy in, numpy out); the data issue generalises it into Scene readers.
+`read_middlebury` returns the views whose images exist as a `Scene`; `read_cameras` and
+`load_views` give the calibration alone and the raw (cameras, images) pairs.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+
+from jaxrecon.data.formats import _io
+from jaxrecon.data.scene import Scene
 
 # Name, 9 entries of K, 9 of R, 3 of t.
 _FIELDS_PER_LINE = 1 + 9 + 9 + 3
@@ -190,3 +194,26 @@ def load_views(folder: str | os.PathLike, calibration: str | os.PathLike | None 
                             f"exists in {folder}")
   images = [read_image(folder / name) for name in present]
   return MiddleburyViews(cameras.select(present), images)
+
+
+def read_middlebury(folder: str | os.PathLike, calibration: str | os.PathLike | None = None,
+                    ) -> Scene:
+  """The calibrated views of a Middlebury folder as a `Scene` (no depth, no labels).
+
+  Args:
+    folder: directory with the images (and, by default, the single `*_par.txt`).
+    calibration: the `*_par.txt` file; default: the only one in `folder`.
+  Returns:
+    `Scene` of the v views whose image exists, sorted by file name: images (v, h, w, 3) uint8,
+    intrinsics (v, 3, 3) pixels, cam_from_world (v, 4, 4) in the data set's world units, names =
+    file stems (e.g. "templeR0013"), name = the folder's name.
+  Raises:
+    as `load_views`, and ValueError naming the first image whose size differs from the others.
+  """
+  folder = pathlib.Path(folder)
+  views = load_views(folder, calibration)
+  paths = [folder / name for name in views.cameras.names]
+  images = _io.stack_same_size(views.images, paths)
+  return Scene(images=images, intrinsics=views.cameras.intrinsics,
+               cam_from_world=views.cameras.cam_from_world,
+               names=tuple(pathlib.Path(n).stem for n in views.cameras.names), name=folder.name)

@@ -1,0 +1,174 @@
+"""Reader for COLMAP text models (`cameras.txt` + `images.txt`) and their images.
+
+cameras.txt, one line per camera ('#' lines are comments):
+
+    CAMERA_ID MODEL WIDTH HEIGHT PARAMS...
+    SIMPLE_PINHOLE: f cx cy        PINHOLE: fx fy cx cy
+
+Any other model (with distortion) is rejected: the package's cameras are pinholes.
+
+images.txt, two lines per image: `IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME` (the world-to-camera
+rotation as a scalar-first quaternion and translation, OpenCV axes), then the image's 2D points
+(ignored here; it may be empty).
+
+Pixel convention: COLMAP puts the centre of the top-left pixel at (0.5, 0.5); the package puts it
+at (0, 0). So cx, cy are shifted by -0.5 on reading (focal lengths are unchanged).
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxrecon.data.formats import _io
+from jaxrecon.data.scene import Scene
+
+SUPPORTED_MODELS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4}  # model -> number of parameters
+
+
+class ColmapCamera(NamedTuple):
+  """One COLMAP camera: K (3, 3) float64 in the package's pixel convention; size in pixels."""
+  intrinsics: np.ndarray
+  width: int
+  height: int
+
+
+def _content_lines(path: pathlib.Path):
+  """(1-based line number, text) of the lines that are not comments (blank lines kept)."""
+  for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    if not line.lstrip().startswith("#"):
+      yield lineno, line
+
+
+def read_cameras_txt(path: str | os.PathLike) -> dict[int, ColmapCamera]:
+  """Parses cameras.txt -> {camera id: ColmapCamera}.
+
+  Raises:
+    FileNotFoundError naming a missing file; ValueError naming the file and line for an
+    unsupported camera model (named), a wrong number of fields, a non-numeric value, a repeated
+    id, or a non-positive size or focal length.
+  """
+  path = _io.require_file(path, "COLMAP cameras file")
+  cameras = {}
+  for lineno, line in _content_lines(path):
+    fields = line.split()
+    if not fields:
+      continue
+    where = f"{path}: line {lineno}"
+    if len(fields) < 4:
+      raise ValueError(f"{where}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS..., got "
+                       f"{len(fields)} fields")
+    model = fields[1]
+    if model not in SUPPORTED_MODELS:
+      raise ValueError(f"{where}: camera model {model!r} is not supported (only "
+                       f"{', '.join(SUPPORTED_MODELS)}: undistort the images first)")
+    if len(fields) != 4 + SUPPORTED_MODELS[model]:
+      raise ValueError(f"{where}: a {model} camera has {4 + SUPPORTED_MODELS[model]} fields, got "
+                       f"{len(fields)}")
+    try:
+      camera_id, width, height = int(fields[0]), int(fields[2]), int(fields[3])
+    except ValueError:
+      raise ValueError(f"{where}: CAMERA_ID, WIDTH and HEIGHT must be integers") from None
+    params = _io.parse_floats(fields[4:], where, first_column=5)
+    if model == "SIMPLE_PINHOLE":
+      params = np.array([params[0], params[0], params[1], params[2]])
+    fx, fy, cx, cy = params
+    if width <= 0 or height <= 0 or fx <= 0 or fy <= 0:
+      raise ValueError(f"{where}: size and focal lengths must be positive")
+    if camera_id in cameras:
+      raise ValueError(f"{where}: camera id {camera_id} is listed twice")
+    # -0.5: COLMAP's top-left pixel centre is (0.5, 0.5), ours is (0, 0).
+    k = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])
+    cameras[camera_id] = ColmapCamera(k, width, height)
+  if not cameras:
+    raise ValueError(f"{path}: no cameras")
+  return cameras
+
+
+def _wxyz_to_matrix(q: np.ndarray) -> np.ndarray:
+  w, x, y, z = q / np.linalg.norm(q)
+  return np.array([
+      [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+def read_images_txt(path: str | os.PathLike) -> list[tuple[str, int, np.ndarray]]:
+  """Parses images.txt -> [(image name, camera id, cam_from_world (4, 4))] in file order.
+
+  The first line of each pair is parsed; the second (2D points) is skipped unread.
+  Raises:
+    FileNotFoundError naming a missing file; ValueError naming the file and line for a wrong
+    number of fields, a non-numeric value, a zero quaternion or a repeated image name.
+  """
+  path = _io.require_file(path, "COLMAP images file")
+  lines = list(_content_lines(path))
+  # Leading and trailing blank lines are not a pair; an image whose points line is blank is.
+  while lines and not lines[-1][1].strip():
+    lines.pop()
+  while lines and not lines[0][1].strip():
+    lines.pop(0)
+  result, seen = [], set()
+  for lineno, line in lines[::2]:
+    where = f"{path}: line {lineno}"
+    fields = line.split()
+    if len(fields) != 10:
+      raise ValueError(f"{where}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME (10 "
+                       f"fields), got {len(fields)}")
+    values = _io.parse_floats(fields[1:8], where, first_column=2)
+    try:
+      camera_id = int(fields[8])
+    except ValueError:
+      raise ValueError(f"{where}: CAMERA_ID is not an integer: {fields[8]!r}") from None
+    if np.linalg.norm(values[:4]) < 1e-8:
+      raise ValueError(f"{where}: zero quaternion")
+    if fields[9] in seen:
+      raise ValueError(f"{where}: image {fields[9]!r} is listed twice")
+    seen.add(fields[9])
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = _wxyz_to_matrix(values[:4]), values[4:]
+    result.append((fields[9], camera_id, pose))
+  if not result:
+    raise ValueError(f"{path}: no images")
+  return result
+
+
+def read_colmap(model_dir: str | os.PathLike, image_dir: str | os.PathLike) -> Scene:
+  """Reads a COLMAP text model and its images as a `Scene`.
+
+  Args:
+    model_dir: folder with cameras.txt and images.txt (e.g. sparse/0).
+    image_dir: folder the image NAMEs are relative to.
+  Returns:
+    `Scene` sorted by image name: images (v, h, w, 3) uint8, intrinsics (v, 3, 3) in the package's
+    pixel convention, cam_from_world (v, 4, 4) in the model's units, names = image names without
+    suffix, name = the image folder's parent's name.
+  Raises:
+    as the parsers above; ValueError naming images.txt and line for an unknown camera id, naming
+    an image whose size differs from its camera's; FileNotFoundError naming a missing image.
+  """
+  model_dir = _io.require_dir(model_dir, "COLMAP model folder")
+  image_dir = _io.require_dir(image_dir, "image folder")
+  cameras = read_cameras_txt(model_dir / "cameras.txt")
+  entries = sorted(read_images_txt(model_dir / "images.txt"), key=lambda entry: entry[0])
+  images, intrinsics, poses, paths = [], [], [], []
+  for name, camera_id, pose in entries:
+    if camera_id not in cameras:
+      raise ValueError(f"{model_dir / 'images.txt'}: image {name!r} uses camera {camera_id}, "
+                       f"which {model_dir / 'cameras.txt'} does not define")
+    camera = cameras[camera_id]
+    path = image_dir / name
+    image = _io.read_rgb(path)
+    if image.shape[:2] != (camera.height, camera.width):
+      raise ValueError(f"image {path}: size {image.shape[1]}x{image.shape[0]} differs from its "
+                       f"camera {camera_id} ({camera.width}x{camera.height})")
+    images.append(image)
+    intrinsics.append(camera.intrinsics)
+    poses.append(pose)
+    paths.append(path)
+  return Scene(images=_io.stack_same_size(images, paths), intrinsics=np.stack(intrinsics),
+               cam_from_world=np.stack(poses),
+               names=tuple(str(pathlib.PurePath(n).with_suffix("")) for n, _, _ in entries),
+               name=image_dir.resolve().parent.name)
