@@ -22,9 +22,10 @@ import dataclasses
 import functools
 from typing import Mapping, Sequence
 
-import cv2
 import grain
 import numpy as np
+
+from jaxrecon.data.transforms import crop_resize_camera, resize_images, resize_nearest
 
 REQUIRED = ("images", "intrinsics", "mono_depth", "tracks", "visibility")
 OPTIONAL = ("depth", "cam_from_world", "labels")
@@ -131,37 +132,12 @@ def select_views(visibility, num_views, rng, *, mode="window", min_shared_tracks
 
 
 def crop_box(src_hw, out_hw, zoom, rng):
-  """A random crop (top, left, crop_h, crop_w) of the output aspect ratio, zoomed by `zoom`."""
+  """A random integer crop (top, left, crop_h, crop_w) of about the output aspect ratio, zoomed
+  by a factor drawn from `zoom` (1 = the largest such crop)."""
   (h, w), (oh, ow) = src_hw, out_hw
   scale = min(h / oh, w / ow) / rng.uniform(*zoom)
-  ch, cw = oh * scale, ow * scale
-  return rng.uniform(0, h - ch), rng.uniform(0, w - cw), ch, cw
-
-
-def crop_resize_camera(intrinsics, tracks, box, out_hw):
-  """Intrinsics (..., 3, 3) and pixels (..., 2) after cropping `box` and resizing to `out_hw`.
-
-  Under the pixel-centre convention a pixel u of the source lands at (u - left + 0.5) s - 0.5 with
-  s = out_w / crop_w (likewise v); K changes the same way (fx s, (cx - left + 0.5) s - 0.5).
-  """
-  top, left, ch, cw = box
-  sy, sx = out_hw[0] / ch, out_hw[1] / cw
-  k = np.array(intrinsics, np.float64)
-  k[..., 0, :] *= sx
-  k[..., 1, :] *= sy
-  k[..., 0, 2] += (0.5 - left) * sx - 0.5
-  k[..., 1, 2] += (0.5 - top) * sy - 0.5
-  pix = (tracks - [left - 0.5, top - 0.5]) * [sx, sy] - 0.5
-  return k, pix
-
-
-def _warp(image, box, out_hw, interpolation):
-  """Crops the float box and resizes it with one affine warp (sub-pixel exact, no rounding)."""
-  top, left, ch, cw = box
-  sy, sx = out_hw[0] / ch, out_hw[1] / cw
-  m = np.array([[sx, 0.0, (0.5 - left) * sx - 0.5], [0.0, sy, (0.5 - top) * sy - 0.5]])
-  return cv2.warpAffine(image, m, (out_hw[1], out_hw[0]), flags=interpolation,
-                        borderMode=cv2.BORDER_REPLICATE)
+  ch, cw = min(h, max(1, round(oh * scale))), min(w, max(1, round(ow * scale)))
+  return int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)), ch, cw
 
 
 def photometric_jitter(images, rng, strength):
@@ -198,18 +174,17 @@ def make_sample(record, rng, config: PipelineConfig):
   box = crop_box(src_hw, out_hw, config.zoom, rng)
   intrinsics, pix = crop_resize_camera(record["intrinsics"][views], record["tracks"][:, views],
                                        box, out_hw)
+  top, left, ch, cw = box
+  cut = lambda key: np.asarray(record[key])[views, top:top + ch, left:left + cw]
   inside = np.all((pix >= 0) & (pix <= [out_hw[1] - 1, out_hw[0] - 1]), axis=-1)
   visible = np.asarray(record["visibility"], bool)[:, views] & inside & np.all(np.isfinite(pix), -1)
   tracks, visibility = pick_tracks(pix, visible, config.max_tracks, rng)
-  images = np.stack([_warp(record["images"][i], box, out_hw, cv2.INTER_AREA) for i in views])
-  images = images.astype(np.float32) / 255.0
+  images = resize_images(cut("images"), out_hw).astype(np.float32) / 255.0
   if config.photometric > 0:
     images = photometric_jitter(images, rng, config.photometric).astype(np.float32)
   # Depth-like maps and labels use nearest neighbour: blending across a depth edge would invent
   # surfaces floating between foreground and background.
-  nearest = lambda key, dtype: np.stack(
-      [_warp(np.asarray(record[key][i]), box, out_hw, cv2.INTER_NEAREST) for i in views]
-  ).astype(dtype)
+  nearest = lambda key, dtype: resize_nearest(cut(key), out_hw).astype(dtype)
   sample = {"images": images, "intrinsics": intrinsics.astype(np.float32), "tracks": tracks,
             "visibility": visibility, "mono_depth": nearest("mono_depth", np.float32)}
   if "depth" in record:

@@ -3,6 +3,8 @@
 Pixels follow the package's convention (centre of the top-left pixel at (0, 0), image spanning
 [-0.5, w - 0.5]), so a resize maps the image edges onto each other: u' = (u + 0.5) s - 0.5, the
 rule of `geometry.scale_intrinsics`. Poses never change: neither transform moves the camera.
+The array-level pieces (`resize_images`, `resize_nearest`, `crop_resize_camera`) also serve the
+training pipeline (`jaxrecon.data.pipeline`).
 
 Resampling per field:
 * images: area averaging when shrinking (no aliasing), bilinear when enlarging.
@@ -16,11 +18,9 @@ from __future__ import annotations
 import dataclasses
 
 import cv2
-import jax
 import numpy as np
 
 from jaxrecon.data.scene import Scene
-from jaxrecon.geometry.cameras import crop_intrinsics, scale_intrinsics
 
 
 def _nearest_indices(size_in: int, size_out: int) -> np.ndarray:
@@ -32,18 +32,40 @@ def _nearest_indices(size_in: int, size_out: int) -> np.ndarray:
   return np.clip(np.floor(centres).astype(np.int64), 0, size_in - 1)
 
 
-def _resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-  """(v, h, w) -> (v, *size) by nearest pixel centre; the dtype is kept."""
+def resize_nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """(v, h, w) -> (v, *size) by nearest pixel centre (depth, labels); the dtype is kept."""
   rows = _nearest_indices(maps.shape[1], size[0])
   cols = _nearest_indices(maps.shape[2], size[1])
   return maps[:, rows[:, None], cols[None, :]]
 
 
-def _host_float64(fn, *args) -> np.ndarray:
-  # The geometry functions are jnp; x64 here keeps the Scene's float64 K exact without requiring
-  # the caller to enable x64 globally.
-  with jax.enable_x64(True):
-    return np.asarray(fn(*args), dtype=np.float64)
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """(v, h, w, c) -> (v, *size, c): area averaging when shrinking, bilinear when enlarging."""
+  h, w = size
+  shrink = h <= images.shape[1] and w <= images.shape[2]
+  interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+  return np.stack([cv2.resize(np.asarray(image), (w, h), interpolation=interpolation)
+                   for image in images])
+
+
+def crop_resize_camera(intrinsics, pixels, box, out_hw):
+  """Intrinsics (..., 3, 3) and pixels (..., 2) after cutting `box` and resizing it to `out_hw`.
+
+  box = (top, left, crop_h, crop_w) in source pixels (may be fractional). A source pixel u lands
+  at (u - left + 0.5) s - 0.5 with s = out_w / crop_w (likewise v), and K changes the same way:
+  fx s, (cx - left + 0.5) s - 0.5 (`geometry.crop_intrinsics` then `scale_intrinsics`; this is
+  their float64 numpy twin for host-side data code, tested against them). pixels may be None.
+  """
+  top, left, ch, cw = box
+  sy, sx = out_hw[0] / ch, out_hw[1] / cw
+  k = np.array(intrinsics, np.float64)
+  k[..., 0, :] *= sx
+  k[..., 1, :] *= sy
+  k[..., 0, 2] += (0.5 - left) * sx - 0.5
+  k[..., 1, 2] += (0.5 - top) * sy - 0.5
+  if pixels is None:
+    return k, None
+  return k, (np.asarray(pixels) - [left - 0.5, top - 0.5]) * [sx, sy] - 0.5
 
 
 def resize(scene: Scene, size: tuple[int, int]) -> Scene:
@@ -60,15 +82,11 @@ def resize(scene: Scene, size: tuple[int, int]) -> Scene:
   if h <= 0 or w <= 0:
     raise ValueError(f"resize: size must be positive (h, w), got {size}")
   h_in, w_in = scene.image_size
-  shrink = h <= h_in and w <= w_in
-  interpolation = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-  images = np.stack([cv2.resize(np.asarray(image), (w, h), interpolation=interpolation)
-                     for image in scene.images])
+  images = resize_images(np.asarray(scene.images), (h, w))
   intrinsics = None
   if scene.intrinsics is not None:
-    intrinsics = _host_float64(scale_intrinsics, np.asarray(scene.intrinsics, np.float64),
-                               w / w_in, h / h_in)
-  nearest = lambda x: None if x is None else _resize_nearest(np.asarray(x), (h, w))
+    intrinsics, _ = crop_resize_camera(scene.intrinsics, None, (0, 0, h_in, w_in), (h, w))
+  nearest = lambda x: None if x is None else resize_nearest(np.asarray(x), (h, w))
   return dataclasses.replace(scene, images=images, intrinsics=intrinsics,
                              depth=nearest(scene.depth), labels=nearest(scene.labels))
 
@@ -94,7 +112,6 @@ def crop(scene: Scene, top: int, left: int, h: int, w: int) -> Scene:
   cut = lambda x: None if x is None else np.asarray(x)[:, top:top + h, left:left + w].copy()
   intrinsics = None
   if scene.intrinsics is not None:
-    intrinsics = _host_float64(crop_intrinsics, np.asarray(scene.intrinsics, np.float64),
-                               left, top)
+    intrinsics, _ = crop_resize_camera(scene.intrinsics, None, (top, left, h, w), (h, w))
   return dataclasses.replace(scene, images=cut(scene.images), intrinsics=intrinsics,
                              depth=cut(scene.depth), labels=cut(scene.labels))

@@ -94,3 +94,16 @@ def test_crop_outside_the_image_is_rejected(window):
 def test_resize_to_nothing_is_rejected():
   with pytest.raises(ValueError, match="positive"):
     transforms.resize(_scene(), (0, 4))
+
+
+def test_host_camera_update_matches_the_geometry_functions():
+  """crop_resize_camera (numpy, for data workers) = geometry's crop_intrinsics + scale_intrinsics."""
+  from jaxrecon.data.transforms import crop_resize_camera
+  from jaxrecon.geometry.cameras import crop_intrinsics, project, scale_intrinsics
+  k = np.array([[500.0, 0.3, 319.5], [0.0, 480.0, 239.5], [0.0, 0.0, 1.0]])
+  box, out = (37.0, 51.0, 300.0, 400.0), (120, 200)
+  want = scale_intrinsics(crop_intrinsics(k, box[1], box[0]), out[1] / box[3], out[0] / box[2])
+  pts = np.array([[0.1, -0.2, 2.0], [0.3, 0.1, 3.0]])
+  got_k, got_pix = crop_resize_camera(k, project(pts, k)[0], box, out)
+  np.testing.assert_allclose(got_k, np.asarray(want), atol=1e-9)
+  np.testing.assert_allclose(got_pix, np.asarray(project(pts, got_k)[0]), atol=1e-9)
