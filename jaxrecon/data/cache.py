@@ -54,6 +54,7 @@ def write_npz_atomic(path, arrays: Mapping[str, np.ndarray]) -> None:
   try:
     with os.fdopen(fd, "wb") as f:
       np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is meant to be shared
     os.replace(tmp, path)
   except BaseException:
     pathlib.Path(tmp).unlink(missing_ok=True)

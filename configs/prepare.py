@@ -1,0 +1,32 @@
+"""Pseudo-label cache: `python -m jaxrecon.prepare --config=configs/prepare.py[:VARIANT] --out=DIR`.
+
+Variants:
+  synthetic (default): 8 scenes of the embedded procedural world, SIFT tracks, simulated
+    monocular depth (the demo data of configs/reliev3r.py).
+  synthetic_fast: the same scenes with simulated tracks (no SIFT; for quick tests).
+  folder: scenes in `folder.root` (generic folder format, one sub-folder per scene) with SIFT tracks
+    and monocular depth maps written by an external model into `<scene>/mono_depth/`.
+"""
+import ml_collections
+
+from jaxrecon.data.records import default_expert_settings
+
+
+def get_config(arg: str = "synthetic"):
+  variants = ("synthetic", "synthetic_fast", "folder")
+  if arg not in variants:
+    raise ValueError(f"configs/prepare.py: variant must be one of {variants}, got {arg!r}")
+  c = ml_collections.ConfigDict(default_expert_settings())
+  c.source = "folder" if arg == "folder" else "synthetic"
+  c.synthetic = dict(num_scenes=8, seed=0, num_views=8, height=128, width=128, path="orbit")
+  c.folder = dict(root="")
+  c.tracker = "simulated" if arg == "synthetic_fast" else "sift"
+  c.depth_expert = "files" if arg == "folder" else "simulated"
+  c.depth_dir = "mono_depth"   # "files" expert: <scene>/<depth_dir>/<image stem>.npy|.png|.pfm
+  c.disparity = False          # the files hold disparity (converted to 1 / disparity)
+  c.png_scale = 0.001          # one step of a 16-bit PNG
+  c.matcher.window = 3         # match each view with its 3 neighbours on either side
+  c.tracks.max_tracks = 1024
+  c.simulated_tracker.num_tracks = 1024
+  c.lock()
+  return c
