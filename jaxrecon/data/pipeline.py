@@ -23,6 +23,7 @@ import functools
 from typing import Mapping, Sequence
 
 import grain
+from absl import flags
 import numpy as np
 
 from jaxrecon.data.transforms import crop_resize_camera, resize_images, resize_nearest
@@ -218,5 +219,8 @@ def make_dataset(source, config: PipelineConfig, *, process_index: int = 0,
   ds = ds.repeat(None).random_map(functools.partial(make_sample, config=config))
   ds = ds.batch(config.batch_size, drop_remainder=True).to_iter_dataset()
   if config.worker_count > 0:
+    # grain's workers read absl flags; outside absl.app (scripts, notebooks) nobody parsed them.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.worker_count))
   return ds
