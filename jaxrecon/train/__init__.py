@@ -1,0 +1,1 @@
+"""Training: train state, objectives, the sharded step, checkpoints and the loop."""

@@ -1,0 +1,107 @@
+"""Orbax checkpoints of the train state together with the grain data iterator's position.
+
+One checkpoint per saved step holds both items, written asynchronously (training goes on while the
+arrays are written) and atomically by Orbax (a killed save leaves no half checkpoint behind), so a
+run killed at any moment restarts from its last complete checkpoint and continues with exactly the
+batches it would have seen. Multi-host: every process calls `save`; Orbax writes one checkpoint
+for all of them (arrays sharded across hosts are written by their owners).
+
+Resume order (`restore_or_init`): the run's own workdir if it holds a checkpoint, else
+`init_from` (another run's checkpoint folder or a step folder inside it; only the train state is
+taken, the data iterator starts fresh), else a fresh state.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Callable, Optional
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores {state, data iterator} under `directory` (keeps the last `keep`).
+
+  Args:
+    directory: folder of this run's checkpoints (created if missing).
+    keep: number of most recent checkpoints kept.
+    async_save: write in a background thread (call `wait` before reading the files or exiting).
+  """
+
+  def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
+    self.directory = pathlib.Path(directory).absolute()
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                           enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, data_iterator: Optional[grain.DatasetIterator] = None,
+           *, force: bool = False) -> bool:
+    """Starts saving `state` (a pytree of arrays) and the iterator's position at `step`."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self._manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, abstract_state: Any, data_iterator: Optional[grain.DatasetIterator] = None,
+              step: Optional[int] = None) -> Any:
+    """The state at `step` (default latest); moves `data_iterator` to its saved position.
+
+    abstract_state: pytree of jax.ShapeDtypeStruct (with shardings) describing the state.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{self.directory}: no checkpoint to restore")
+    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _state_only(path: pathlib.Path, abstract_state: Any) -> Any:
+  """Restores just the train state from another run's folder or one of its step folders."""
+  if (path / "state").is_dir():          # a step folder: <run>/<step>/state
+    step_dir = path
+  else:                                  # a run folder: take its latest step
+    steps = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()), reverse=True)
+    if not steps:
+      raise FileNotFoundError(f"init_from {path}: no checkpoint found")
+    step_dir = path / str(steps[0])
+  with ocp.StandardCheckpointer() as ckpt:
+    return ckpt.restore(step_dir / "state", abstract_state)
+
+
+def restore_or_init(checkpointer: Checkpointer, init_fn: Callable[[], Any], *,
+                    data_iterator: Optional[grain.DatasetIterator] = None,
+                    init_from: Optional[str] = None) -> tuple[Any, str]:
+  """Train state by the resume order workdir -> init_from -> fresh.
+
+  Args:
+    checkpointer: this run's checkpoints.
+    init_fn: builds a fresh state (also used, under jax.eval_shape, for the restore target).
+    data_iterator: moved to the saved position when resuming this run's own checkpoint.
+    init_from: optional path of another run (or one of its step folders) to start from.
+  Returns:
+    (state, origin) with origin "workdir:<step>", "init_from:<path>" or "fresh".
+  """
+  if checkpointer.latest_step() is not None:
+    abstract = jax.eval_shape(init_fn)
+    step = checkpointer.latest_step()
+    return checkpointer.restore(abstract, data_iterator, step), f"workdir:{step}"
+  if init_from:
+    abstract = jax.eval_shape(init_fn)
+    return _state_only(pathlib.Path(init_from).absolute(), abstract), f"init_from:{init_from}"
+  return init_fn(), "fresh"
