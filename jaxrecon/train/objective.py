@@ -35,7 +35,8 @@ class ObjectiveConfig:
     least-squares scale and shift) or "off".
   alpha: weight of -log W in the ambiguity-aware loss (paper 1.0; ablated 0.2 / 0.5 / 2.0).
   registration: a form of `losses.registration.FORMS` or "off".
-  reg_weight: lambda, weight of the registration loss (paper 0.5).
+  reg_weight: lambda, weight of the registration loss (paper 0.5), applied to the robust
+    penalty in units of robust_scale^2 (so a residual at the robust scale costs ~0.35).
   robust_scale: radians where the registration penalty turns robust.
   supervised: train the fully supervised sibling instead (ground-truth depth and poses).
   supervised_alpha: alpha of the supervised confidence term.
@@ -91,7 +92,11 @@ def objective(outputs, batch, config: ObjectiveConfig):
     reg, reg_diag = registration_loss(batch["tracks"], batch["visibility"], depth, world_from_cam,
                                       batch["intrinsics"], form=config.registration,
                                       robust_scale=config.robust_scale)
-    terms["registration"] = config.reg_weight * reg
+    # Robust penalties are ~ r^2 / 2 for small residuals r (radians): ~1e-4 at the 1 degree
+    # scale, which would be swamped by the O(1) depth term in the shared network weights. In
+    # units of the robust scale (divided by its square) a residual at the scale costs ~0.35.
+    units = 1.0 if config.registration == "l2_3d" else config.robust_scale ** 2
+    terms["registration"] = config.reg_weight * reg / units
   else:
     reg_diag = {}
   loss = sum(terms.values())
