@@ -122,6 +122,8 @@ def train(config, workdir) -> dict:
   """Trains (or resumes) a run; returns the final held-out evaluation (mean over scenes)."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:  # what this run was trained with (read by jaxrecon.reconstruct)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
   train_paths, eval_paths = scene_files(config, workdir)
   pipeline = PipelineConfig(**config.pipeline.to_dict())
   dataset = make_dataset(NpzSource(train_paths), pipeline, process_index=jax.process_index(),
