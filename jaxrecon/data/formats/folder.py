@@ -68,21 +68,29 @@ def _read_intrinsics_txt(path: pathlib.Path, names) -> np.ndarray:
   return np.stack([per_view[name] for name in names])
 
 
+def read_intrinsics_file(path: pathlib.Path, names) -> np.ndarray:
+  """K (v, 3, 3) float64 for the images `names` from an intrinsics file of this format: JSON (one
+  3x3 list for all, or {name: 3x3}) when the suffix is .json, else text (3 lines of 3 numbers, or
+  `name k11 ... k33` per line). ValueError naming the file when malformed."""
+  path = pathlib.Path(path)
+  if path.suffix.lower() == ".json":
+    k = _per_view_matrices(_io.read_json(path, "intrinsics"), list(names), (3, 3), path)
+  else:
+    k = _read_intrinsics_txt(path, list(names))
+  if not (np.all(k[:, 0, 0] > 0) and np.all(k[:, 1, 1] > 0)
+          and np.all(k[:, 2] == [0.0, 0.0, 1.0]) and np.all(k[:, 1, 0] == 0)):
+    raise ValueError(f"{path}: K must be upper triangular with fx, fy > 0 and last row 0 0 1")
+  return k
+
+
 def _read_intrinsics(folder: pathlib.Path, names):
   json_path, txt_path = folder / "intrinsics.json", folder / "intrinsics.txt"
   if json_path.is_file() and txt_path.is_file():
     raise ValueError(f"{folder}: both intrinsics.json and intrinsics.txt exist; keep one")
-  if json_path.is_file():
-    k = _per_view_matrices(_io.read_json(json_path, "intrinsics"), names, (3, 3), json_path)
-    where = json_path
-  elif txt_path.is_file():
-    k, where = _read_intrinsics_txt(txt_path, names), txt_path
-  else:
-    return None
-  if not (np.all(k[:, 0, 0] > 0) and np.all(k[:, 1, 1] > 0)
-          and np.all(k[:, 2] == [0.0, 0.0, 1.0]) and np.all(k[:, 1, 0] == 0)):
-    raise ValueError(f"{where}: K must be upper triangular with fx, fy > 0 and last row 0 0 1")
-  return k
+  for path in (json_path, txt_path):
+    if path.is_file():
+      return read_intrinsics_file(path, names)
+  return None
 
 
 def _read_poses(path: pathlib.Path, names):

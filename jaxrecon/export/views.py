@@ -1,0 +1,113 @@
+"""Inputs and per-view outputs of a reconstruction: images, intrinsics, maps, poses.json."""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Optional, Sequence
+
+import cv2
+import matplotlib
+import numpy as np
+
+from jaxrecon.data.formats import _io, folder as folder_format
+
+INTRINSICS_NAMES = ("intrinsics.json", "intrinsics.txt")
+
+
+def read_images(image_dir: str | os.PathLike) -> tuple[list[pathlib.Path], np.ndarray]:
+  """All images directly in `image_dir`, sorted by file name.
+
+  Returns:
+    (paths, images (v, h, w, 3) uint8 RGB).
+  Raises:
+    FileNotFoundError naming a missing folder or one without images; ValueError naming an
+    unreadable image file, two files with one stem, or the first image whose size differs.
+  """
+  paths = _io.list_images(_io.require_dir(image_dir, "images folder"))
+  stems = [p.stem for p in paths]
+  if len(set(stems)) != len(stems):
+    raise ValueError(f"{image_dir}: two images share a name up to the suffix")
+  return paths, _io.stack_same_size([_io.read_rgb(p) for p in paths], paths)
+
+
+def find_intrinsics(image_dir: pathlib.Path, explicit: Optional[str] = None) -> pathlib.Path:
+  """The intrinsics file: `explicit` if given, else intrinsics.json / .txt in the images folder,
+  else in its parent. FileNotFoundError (listing where it looked) when there is none."""
+  if explicit:
+    return _io.require_file(explicit, "intrinsics file")
+  looked = []
+  for folder in (image_dir, image_dir.parent):
+    found = [folder / n for n in INTRINSICS_NAMES if (folder / n).is_file()]
+    if len(found) > 1:
+      raise ValueError(f"{folder}: both intrinsics.json and intrinsics.txt exist; keep one")
+    if found:
+      return found[0]
+    looked += [str(folder / n) for n in INTRINSICS_NAMES]
+  raise FileNotFoundError("no intrinsics: pass --intrinsics=FILE or put intrinsics.json / "
+                          "intrinsics.txt next to the images (looked for " + ", ".join(looked)
+                          + ")")
+
+
+def read_intrinsics(path: str | os.PathLike, names: Sequence[str]) -> np.ndarray:
+  """K (v, 3, 3) float64 per image from a file in the generic folder format's intrinsics layout
+  (`jaxrecon.data.formats.folder`): JSON (one 3x3 list or {stem: 3x3}) when the suffix is .json,
+  else text (3 lines of 3 numbers, or `stem k11 ... k33` per line). Pixels in the package's
+  convention (top-left pixel centre at (0, 0)). ValueError naming the file when malformed."""
+  return folder_format.read_intrinsics_file(_io.require_file(path, "intrinsics file"), names)
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+  """(v, h, w) float maps -> (v, *size) float32, bilinear about pixel centres (cv2's rule
+  u' = (u + 0.5) s - 0.5 matches the package's pixel convention)."""
+  h, w = size
+  return np.stack([cv2.resize(np.asarray(m, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+                   for m in maps])
+
+
+def colorize(values: np.ndarray, *, cmap: str = "turbo", percentiles=(2.0, 98.0)) -> np.ndarray:
+  """(h, w) float map -> (h, w, 3) uint8 RGB, the colour map spanning the map's own percentiles
+  (non-finite values black)."""
+  values = np.asarray(values, np.float64)
+  finite = np.isfinite(values)
+  if not finite.any():
+    return np.zeros(values.shape + (3,), np.uint8)
+  lo, hi = np.percentile(values[finite], percentiles)
+  scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+  rgb = matplotlib.colormaps[cmap](np.where(finite, scaled, 0.0))[..., :3]
+  return np.where(finite[..., None], np.round(rgb * 255), 0).astype(np.uint8)
+
+
+def write_poses_json(path: str | os.PathLike, names, files, intrinsics, world_from_cam,
+                     image_size, *, extra: Optional[dict] = None) -> pathlib.Path:
+  """poses.json: per image cam_from_world, world_from_cam (4x4) and K (3x3), conventions named.
+
+  Args:
+    names: v image stems (the keys); files: v image file names.
+    intrinsics: (v, 3, 3) K for images of `image_size` (h, w), package pixel convention.
+    world_from_cam: (v, 4, 4) camera-to-world poses (OpenCV axes); cam_from_world is its rigid
+      inverse (float64).
+    extra: more top-level entries (e.g. provenance).
+  """
+  world_from_cam = np.asarray(world_from_cam, np.float64)
+  cam_from_world = _io.rigid_inverse(world_from_cam)
+  h, w = (int(s) for s in image_size)
+  table = {
+      "conventions": {
+          "axes": "OpenCV camera axes: x right, y down, z forward",
+          "cam_from_world": "4x4 world-to-camera (extrinsics): X_cam = cam_from_world @ X_world",
+          "world_from_cam": "4x4 camera-to-world: X_world = world_from_cam @ X_cam; last column "
+                            "= camera centre",
+          "intrinsics": "3x3 K in pixels of the original image (width x height), centre of the "
+                        "top-left pixel at (0, 0) (COLMAP's cx, cy are these + 0.5)",
+          "units": "model units: the world frame and global scale are the network's gauge",
+      },
+      "width": w, "height": h, **(extra or {}),
+      "images": {name: {"file": file, "cam_from_world": c.tolist(), "world_from_cam": p.tolist(),
+                        "intrinsics": np.asarray(k, np.float64).tolist()}
+                 for name, file, c, p, k in zip(names, files, cam_from_world, world_from_cam,
+                                                intrinsics)},
+  }
+  path = pathlib.Path(path)
+  path.write_text(json.dumps(table, indent=1))
+  return path

@@ -1,0 +1,192 @@
+"""`python -m jaxrecon.reconstruct --checkpoint=RUN --images=DIR --out=OUT [--intrinsics=FILE]`.
+
+Runs a trained Reliev3R model on all images of a folder at once (one scene, b = 1, v = number of
+images) and writes depth, confidence, poses, a fused point cloud and a COLMAP text model.
+
+Inputs
+  --checkpoint  a run's workdir (holding checkpoints/) or its checkpoints/ folder; the latest step
+                is restored. The architecture comes from the run's own `config.json` (written by
+                `jaxrecon.train.loop.train`) when the workdir has one; otherwise from --config
+                (default configs/reliev3r.py, overridable as --config.model.depth=...). When
+                config.json exists, --config is ignored (it would have to match the checkpoint).
+  --images      folder of .png/.jpg/... images, sorted by file name, all of one size.
+  --intrinsics  intrinsics.json / .txt in the generic folder format (jaxrecon.data.formats.folder,
+                K of the original images, top-left pixel centre at (0, 0)); default: the file of
+                that name in the images folder, else in its parent.
+Images are resized (whole frame, no crop; the aspect ratio may change) to the model input size
+config.pipeline.(height, width), K rescaled with them.
+
+Outputs in --out (model units; the world frame and scale are the network's gauge)
+  depth/<stem>.npy         float32 (h, w) camera-frame z at the ORIGINAL image resolution
+                           (bilinearly upsampled from the model's), + <stem>.png (turbo colours,
+                           2-98 % percentiles of that view)
+  confidence/<stem>.npy    float32 (h, w) confidence W in (0, 2), same resolution, + .png (viridis)
+  poses.json               per image cam_from_world, world_from_cam (4x4), K (3x3); conventions
+                           named in the file
+  points.ply               fused coloured points from the model-resolution maps: x y z float32,
+                           red green blue uchar, confidence float32; per view, pixels under the
+                           --min_confidence_percentile-th confidence percentile are dropped
+  colmap/images/           copies of the input images
+  colmap/sparse/0/         cameras.txt (PINHOLE, original resolution), images.txt, points3D.txt
+                           (the fused points, empty tracks)
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import shutil
+import sys
+import time
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxrecon import export
+from jaxrecon.data.formats import _io
+from jaxrecon.data.transforms import crop_resize_camera, resize_images
+from jaxrecon.train.checkpoint import Checkpointer
+from jaxrecon.train.loop import build, predict
+
+DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "reliev3r.py"
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "model config when the run has no config.json (default configs/reliev3r.py)")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "run workdir or its checkpoints/ folder")
+_IMAGES = flags.DEFINE_string("images", None, "folder of the scene's images (one size)")
+_INTRINSICS = flags.DEFINE_string("intrinsics", None, "intrinsics.json/.txt (default: found next "
+                                  "to the images)")
+_OUT = flags.DEFINE_string("out", None, "output folder")
+_MIN_PERCENTILE = flags.DEFINE_float("min_confidence_percentile", 10.0, "per view, drop points "
+                                     "under this confidence percentile from the point cloud")
+flags.mark_flags_as_required(["checkpoint", "images", "out"])
+
+
+class Progress:
+  """Stage counter on stderr: `[k/n] stage ... (elapsed s)`."""
+
+  def __init__(self, total: int):
+    self.total, self.done, self.start = total, 0, time.perf_counter()
+
+  def __call__(self, stage: str) -> None:
+    self.done += 1
+    print(f"[{self.done}/{self.total}] {stage} ({time.perf_counter() - self.start:.1f} s)",
+          file=sys.stderr, flush=True)
+
+
+def locate_run(checkpoint: str) -> tuple[pathlib.Path, pathlib.Path]:
+  """(workdir, checkpoints folder) of --checkpoint (a workdir or its checkpoints/ folder)."""
+  path = pathlib.Path(checkpoint).absolute()
+  if not path.is_dir():
+    raise FileNotFoundError(f"checkpoint folder not found: {path}")
+  if (path / "checkpoints").is_dir():
+    return path, path / "checkpoints"
+  return (path.parent if path.name == "checkpoints" else path), path
+
+
+def load_config(workdir: pathlib.Path, flag_config) -> tuple[ml_collections.ConfigDict, str]:
+  """(config, where from): <workdir>/config.json, else the --config flag, else the default."""
+  stored = workdir / "config.json"
+  if stored.is_file():
+    return ml_collections.ConfigDict(json.loads(stored.read_text())), str(stored)
+  if flag_config is not None:
+    return flag_config, "--config"
+  spec = importlib.util.spec_from_file_location("reliev3r_config", DEFAULT_CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(), str(DEFAULT_CONFIG)
+
+
+def load_model(config, checkpoints: pathlib.Path):
+  """(graphdef, train state, step) of the latest checkpoint in `checkpoints`."""
+  graphdef, _, init_state = build(config)
+  manager = Checkpointer(checkpoints, async_save=False)
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{checkpoints}: no checkpoint to restore")
+  state = manager.restore(jax.eval_shape(init_state), step=step)
+  manager.close()
+  return graphdef, state, step
+
+
+def _save_maps(folder: pathlib.Path, names, maps, cmap: str) -> None:
+  folder.mkdir(parents=True, exist_ok=True)
+  for name, values in zip(names, maps):
+    np.save(folder / f"{name}.npy", values.astype(np.float32))
+    _io.write_png(folder / f"{name}.png", export.colorize(values, cmap=cmap))
+
+
+def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
+                min_confidence_percentile: float = 10.0) -> dict:
+  """Everything the CLI does (see the module docstring); returns a summary dict."""
+  progress = Progress(7)
+  image_dir = pathlib.Path(images)
+  paths, rgb = export.read_images(image_dir)
+  names = [p.stem for p in paths]
+  k_path = export.views.find_intrinsics(image_dir, intrinsics)
+  k = export.read_intrinsics(k_path, names)
+  size = rgb.shape[1:3]
+  progress(f"read {len(paths)} images of {size[1]}x{size[0]} and {k_path}")
+
+  workdir, checkpoints = locate_run(checkpoint)
+  config, config_source = load_config(workdir, flag_config)
+  graphdef, state, step = load_model(config, checkpoints)
+  progress(f"restored step {step} from {checkpoints} (config {config_source})")
+
+  model_hw = (int(config.pipeline.height), int(config.pipeline.width))
+  small = resize_images(rgb, model_hw)
+  k_small, _ = crop_resize_camera(k, None, (0, 0, size[0], size[1]), model_hw)
+  pred = predict(graphdef, state, (small.astype(np.float32) / 255.0)[None])
+  depth, confidence = np.asarray(pred["depth"][0]), np.asarray(pred["confidence"][0])
+  world_from_cam = np.asarray(pred["world_from_cam"][0], np.float64)
+  progress(f"ran the model on {len(names)} views at {model_hw[1]}x{model_hw[0]}")
+
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  _save_maps(out / "depth", names, export.resize_maps(depth, size), "turbo")
+  _save_maps(out / "confidence", names, export.resize_maps(confidence, size), "viridis")
+  progress("wrote depth/ and confidence/")
+
+  export.write_poses_json(out / "poses.json", names, [p.name for p in paths], k, world_from_cam,
+                          size, extra={"checkpoint": str(checkpoints), "step": step,
+                                       "model_input_size": list(model_hw)})
+  progress("wrote poses.json")
+
+  xyz, colors, conf, _ = export.fuse_points(
+      depth, confidence, small, k_small, world_from_cam,
+      min_confidence_percentile=min_confidence_percentile)
+  export.write_ply(out / "points.ply", xyz, colors, conf)
+  progress(f"wrote points.ply ({len(xyz)} points)")
+
+  colmap_images = out / "colmap" / "images"
+  colmap_images.mkdir(parents=True, exist_ok=True)
+  for path in paths:
+    shutil.copy2(path, colmap_images / path.name)
+  export.write_colmap_text(out / "colmap" / "sparse" / "0", [p.name for p in paths], k,
+                           _io.rigid_inverse(world_from_cam), size,
+                           points=(xyz, colors))
+  progress("wrote colmap/ (images, sparse/0)")
+  return {"views": len(names), "points": int(len(xyz)), "step": step, "out": str(out)}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  try:
+    summary = reconstruct(_CHECKPOINT.value, _IMAGES.value, _OUT.value,
+                          intrinsics=_INTRINSICS.value, flag_config=_CONFIG.value,
+                          min_confidence_percentile=_MIN_PERCENTILE.value)
+  except (FileNotFoundError, ValueError) as error:
+    print(f"reconstruct: error: {error}", file=sys.stderr)
+    return 1
+  print(f"reconstructed {summary['views']} views ({summary['points']} points) -> "
+        f"{summary['out']}", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  app.run(main)
