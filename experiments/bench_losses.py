@@ -26,6 +26,10 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+# float64 rows (the accuracy comparison with kornia, which solves in float64) need x64; the
+# float32 rows still compute in float32.
+jax.config.update("jax_enable_x64", True)
+
 from jaxrecon.geometry.triangulation import triangulate  # noqa: E402
 
 try:
@@ -72,9 +76,9 @@ def timeit(fn, repeats):
   return float(np.median(times))
 
 
-def jax_fns(proj, pixels):
-  p = jnp.asarray(proj, jnp.float32)
-  u = jnp.asarray(pixels, jnp.float32)
+def jax_fns(proj, pixels, dtype=jnp.float32):
+  p = jnp.asarray(proj, dtype)
+  u = jnp.asarray(pixels, dtype)
   fwd = jax.jit(triangulate)
   grad = jax.jit(jax.grad(lambda p, u: jnp.sum(triangulate(p, u) ** 2), argnums=(0, 1)))
   return (lambda: fwd(p, u).block_until_ready(),
@@ -110,8 +114,9 @@ def bench_triangulation(sizes, repeats):
   print("\n## Triangulation, single thread (median of %d runs; ratio = jaxrecon / reference)\n" % repeats)
   print("| views | n | jaxrecon fwd ms | jaxrecon fwd+bwd ms | OpenCV fwd ms | fwd ratio vs OpenCV "
         "| kornia fwd ms | kornia fwd+bwd ms | fwd+bwd ratio vs kornia | max reproj px jaxrecon "
-        "| max reproj px kornia |")
-  print("|---" * 11 + "|")
+        "| max reproj px kornia | jaxrecon f64 fwd+bwd ms | f64 fwd+bwd ratio vs kornia "
+        "| max reproj px jaxrecon f64 |")
+  print("|---" * 14 + "|")
   for views in (2, 8):
     for n in sizes:
       proj, pixels, _ = make_problem(views, n)
@@ -123,6 +128,9 @@ def bench_triangulation(sizes, repeats):
         p32, u32 = proj.astype(np.float32), pixels.astype(np.float32)
         t_cv = timeit(lambda: cv2.triangulatePoints(p32[0], p32[1], u32[0].T, u32[1].T), repeats)
         ratio_cv = t_jf / t_cv
+      jf64, jb64, jout64 = jax_fns(proj, pixels, jnp.float64)
+      t_jb64 = timeit(jb64, repeats)
+      err_j64 = reproj_error(proj, pixels, jout64())
       t_kf = t_kb = ratio_k = err_k = float("nan")
       if torch is not None:
         kf, kb, kout = kornia_fns(proj, pixels, torch.float32 if views == 2 else torch.float64)
@@ -130,7 +138,8 @@ def bench_triangulation(sizes, repeats):
         ratio_k = t_jb / t_kb
         err_k = reproj_error(proj, pixels, kout())
       print(f"| {views} | {n} | {t_jf*1e3:.2f} | {t_jb*1e3:.2f} | {t_cv*1e3:.2f} | {ratio_cv:.2f} "
-            f"| {t_kf*1e3:.2f} | {t_kb*1e3:.2f} | {ratio_k:.3f} | {err_j:.2e} | {err_k:.2e} |")
+            f"| {t_kf*1e3:.2f} | {t_kb*1e3:.2f} | {ratio_k:.3f} | {err_j:.2e} | {err_k:.2e} "
+            f"| {t_jb64*1e3:.2f} | {t_jb64 / t_kb:.3f} | {err_j64:.2e} |")
 
 
 def degenerate_cases():
@@ -162,18 +171,14 @@ def degenerate_cases():
 
 
 def bench_depth_loss(repeats):
-  try:
-    from jaxrecon.losses.depth import relative_depth_loss
-  except ImportError:
-    print("\n(relative depth loss not available)")
-    return
+  from jaxrecon.losses.depth import relative_depth_loss  # noqa: PLC0415
   b, v, h, w = 8, 8, 256, 256
   key = jax.random.PRNGKey(0)
   k1, k2, k3 = jax.random.split(key, 3)
-  pred = jnp.exp(jax.random.normal(k1, (b, v, h, w)))
-  mono = jnp.exp(jax.random.normal(k2, (b, v, h, w)))
-  conf = 2 * jax.nn.sigmoid(jax.random.normal(k3, (b, v, h, w)))
-  mask = jnp.ones((b, v, h, w))
+  pred = jnp.exp(jax.random.normal(k1, (b, v, h, w), jnp.float32))
+  mono = jnp.exp(jax.random.normal(k2, (b, v, h, w), jnp.float32))
+  conf = 2 * jax.nn.sigmoid(jax.random.normal(k3, (b, v, h, w), jnp.float32))
+  mask = jnp.ones((b, v, h, w), jnp.float32)
   grad = jax.jit(jax.grad(lambda p, c: relative_depth_loss(p, mono, c, mask)[0], argnums=(0, 1)))
   t = timeit(lambda: jax.block_until_ready(grad(pred, conf)), repeats)
   print(f"\n## Relative depth loss, forward+backward, {b}x{v}x{h}x{w}, single thread\n\n"
