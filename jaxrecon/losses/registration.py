@@ -98,10 +98,53 @@ def registration_loss(tracks, visibility, depth, world_from_cam, intrinsics, *,
   world_from_cam = bcast(world_from_cam, (v, int(pose_rows), 4))
   intrinsics = bcast(intrinsics, (v, 3, 3))
 
-  # Per observation (layout (..., t, v)): sampled depth, validity, world ray, back-projected point.
+  # Per observation (layout (..., t, v)): sampled depth; outside the image -> not observed.
   d_vt, inside_vt = sample_bilinear(depth[..., None], jnp.swapaxes(tracks, -2, -3))
   d = jnp.swapaxes(d_vt[..., 0], -1, -2)
-  observed = (vis > 0) & jnp.swapaxes(inside_vt, -1, -2) & jnp.isfinite(d) & (d > 0)
+  vis = jnp.where(jnp.swapaxes(inside_vt, -1, -2), vis, 0.0)
+  return registration_loss_at_tracks(
+      tracks, vis, d, world_from_cam, intrinsics, form=form, robust=robust,
+      robust_scale=robust_scale, depth_weight=depth_weight, min_parallax=min_parallax,
+      min_depth=min_depth)
+
+
+def registration_loss_at_tracks(tracks, visibility, track_depth, world_from_cam, intrinsics, *,
+                                form: str = "angular", robust: str = "cauchy",
+                                robust_scale: float = float(np.deg2rad(1.0)),
+                                depth_weight: float = 1.0, min_parallax: float = 1e-3,
+                                min_depth: float = 1e-6):
+  """`registration_loss` with the depth of every observation given instead of depth maps.
+
+  The core of `registration_loss` (which samples its depth maps at the track pixels and calls
+  this); used directly when the unknowns are per-observation depths (sparse per-scene fitting).
+
+  Args:
+    tracks: (..., t, v, 2) pixel (u, v) of each track in each view; may hold NaN where unseen.
+    visibility: (..., t, v) bool or weights in [0, 1]; 0 = not observed.
+    track_depth: (..., t, v) depth (camera z, world units) of each observation; observations with
+      a non-finite or non-positive depth are dropped.
+    world_from_cam, intrinsics and the keyword arguments: as in `registration_loss`.
+  Returns:
+    (loss, diagnostics) as in `registration_loss`.
+  """
+  if form not in FORMS:
+    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+  dims = check_shape(tracks, "... t v 2", "tracks")
+  check_shape(visibility, "... t v", "visibility", dims)
+  check_shape(track_depth, "... t v", "track_depth", dims)
+  pose_rows = "3" if np.shape(world_from_cam)[-2:] == (3, 4) else "4"
+  check_shape(world_from_cam, f"... v {pose_rows} 4", "world_from_cam", dims)
+  check_shape(intrinsics, "... v 3 3", "intrinsics", dims)
+  dtype = jnp.result_type(track_depth, world_from_cam, jnp.float32)
+  batch, t, v = dims["..."], dims["t"], dims["v"]
+  bcast = lambda x, tail: jnp.broadcast_to(jnp.asarray(x, dtype), batch + tail)
+  tracks, vis = bcast(tracks, (t, v, 2)), bcast(visibility, (t, v))
+  d = bcast(track_depth, (t, v))
+  world_from_cam = bcast(world_from_cam, (v, int(pose_rows), 4))
+  intrinsics = bcast(intrinsics, (v, 3, 3))
+
+  # Per observation (layout (..., t, v)): validity, world ray, back-projected point.
+  observed = (vis > 0) & jnp.isfinite(d) & (d > 0)
   weight = jnp.where(observed, vis, 0.0)
   pixels = jnp.where(observed[..., None], tracks, 0.0)                # double-where for NaN pads
   d = jnp.where(observed, d, 1.0)
