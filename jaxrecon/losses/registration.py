@@ -82,26 +82,15 @@ def registration_loss(tracks, visibility, depth, world_from_cam, intrinsics, *,
       robust_scale), num_terms, and per form: behind_fraction ("pixel", "triangulation"),
       depth_term and num_tracks ("triangulation").
   """
-  if form not in FORMS:
-    raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
+  # Shapes of the poses, intrinsics and the form are checked by the core.
   dims = check_shape(tracks, "... t v 2", "tracks")
   check_shape(visibility, "... t v", "visibility", dims)
   check_shape(depth, "... v h w", "depth", dims)
-  pose_rows = "3" if np.shape(world_from_cam)[-2:] == (3, 4) else "4"
-  check_shape(world_from_cam, f"... v {pose_rows} 4", "world_from_cam", dims)
-  check_shape(intrinsics, "... v 3 3", "intrinsics", dims)
-  dtype = jnp.result_type(depth, world_from_cam, jnp.float32)
-  batch, t, v = dims["..."], dims["t"], dims["v"]
-  bcast = lambda x, tail: jnp.broadcast_to(jnp.asarray(x, dtype), batch + tail)
-  tracks, vis = bcast(tracks, (t, v, 2)), bcast(visibility, (t, v))
-  depth = bcast(depth, (v, dims["h"], dims["w"]))
-  world_from_cam = bcast(world_from_cam, (v, int(pose_rows), 4))
-  intrinsics = bcast(intrinsics, (v, 3, 3))
-
+  tracks = jnp.asarray(tracks, jnp.result_type(depth, jnp.float32))
   # Per observation (layout (..., t, v)): sampled depth; outside the image -> not observed.
-  d_vt, inside_vt = sample_bilinear(depth[..., None], jnp.swapaxes(tracks, -2, -3))
+  d_vt, inside_vt = sample_bilinear(jnp.asarray(depth)[..., None], jnp.swapaxes(tracks, -2, -3))
   d = jnp.swapaxes(d_vt[..., 0], -1, -2)
-  vis = jnp.where(jnp.swapaxes(inside_vt, -1, -2), vis, 0.0)
+  vis = jnp.where(jnp.swapaxes(inside_vt, -1, -2), visibility, 0.0)
   return registration_loss_at_tracks(
       tracks, vis, d, world_from_cam, intrinsics, form=form, robust=robust,
       robust_scale=robust_scale, depth_weight=depth_weight, min_parallax=min_parallax,
