@@ -150,6 +150,22 @@ def masked_cross_entropy(logits, labels, *, ignore_label: int = 255, weights=Non
   }
 
 
+def _student_teacher_inputs(student_logits, teacher_logits, entries, entries_name, valid, tau):
+  """Checks the shared arguments of the teacher-student losses; returns (dims, entry shape,
+  student and teacher logits in one float dtype, the valid mask (all True when None))."""
+  dims = _check_logits(student_logits, "student_logits")
+  _check_logits(teacher_logits, "teacher_logits", dims)
+  check_shape(entries, "... n", entries_name, dims)
+  if valid is not None:
+    check_shape(valid, "... n", "valid", dims)
+  _check_prob(tau, "tau")
+  shape = _entry_shape(dims)
+  student = _logits(student_logits, shape)
+  teacher = _logits(teacher_logits, shape).astype(student.dtype)
+  valid = jnp.ones(shape, jnp.bool_) if valid is None else _bool_mask(valid, shape)
+  return dims, shape, student, teacher, valid
+
+
 def consistency_kl(student_logits, teacher_logits, unlabelled_mask, *, tau=0.95, valid=None):
   """Confidence-gated mean-teacher consistency w_t * mean_j KL(teacher_j || student_j).
 
@@ -171,16 +187,8 @@ def consistency_kl(student_logits, teacher_logits, unlabelled_mask, *, tau=0.95,
     diagnostics: "kl" (ungated mean KL), "w_t", "num_unlabelled", "teacher_max_prob" (mean over
       valid entries).
   """
-  dims = _check_logits(student_logits, "student_logits")
-  _check_logits(teacher_logits, "teacher_logits", dims)
-  check_shape(unlabelled_mask, "... n", "unlabelled_mask", dims)
-  if valid is not None:
-    check_shape(valid, "... n", "valid", dims)
-  _check_prob(tau, "tau")
-  shape = _entry_shape(dims)
-  student = _logits(student_logits, shape)
-  teacher = _logits(teacher_logits, shape).astype(student.dtype)
-  valid = jnp.ones(shape, jnp.bool_) if valid is None else _bool_mask(valid, shape)
+  dims, shape, student, teacher, valid = _student_teacher_inputs(
+      student_logits, teacher_logits, unlabelled_mask, "unlabelled_mask", valid, tau)
   unlabelled = _bool_mask(unlabelled_mask, shape) & valid
   return _gated_kl(student, teacher, unlabelled, valid, tau)
 
@@ -221,17 +229,9 @@ def student_teacher_loss(student_logits, teacher_logits, labels, *, ignore_label
     loss: scalar (nats).
     diagnostics: those of `masked_cross_entropy` and `consistency_kl`.
   """
-  dims = _check_logits(student_logits, "student_logits")
-  _check_logits(teacher_logits, "teacher_logits", dims)
-  check_shape(labels, "... n", "labels", dims)
   _check_integer(labels, "labels")
-  if valid is not None:
-    check_shape(valid, "... n", "valid", dims)
-  _check_prob(tau, "tau")
-  shape = _entry_shape(dims)
-  student = _logits(student_logits, shape)
-  teacher = _logits(teacher_logits, shape).astype(student.dtype)
-  valid = jnp.ones(shape, jnp.bool_) if valid is None else _bool_mask(valid, shape)
+  dims, shape, student, teacher, valid = _student_teacher_inputs(
+      student_logits, teacher_logits, labels, "labels", valid, tau)
   labels = jnp.broadcast_to(jnp.asarray(labels), shape)
   ce, ce_diag = masked_cross_entropy(student, labels, ignore_label=ignore_label, weights=valid)
   labelled, _ = _labelled(labels, dims["k"], ignore_label)
