@@ -33,13 +33,11 @@ Outputs in --out (model units; the world frame and scale are the network's gauge
 from __future__ import annotations
 
 import importlib.util
-import json
 import pathlib
 import shutil
 import sys
 import time
 
-import jax
 import ml_collections
 import numpy as np
 from absl import app, flags, logging
@@ -48,8 +46,8 @@ from ml_collections import config_flags
 from jaxrecon import export
 from jaxrecon.data.formats import _io
 from jaxrecon.data.transforms import crop_resize_camera, resize_images
-from jaxrecon.train.checkpoint import Checkpointer
 from jaxrecon.train.loop import build, predict
+from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "reliev3r.py"
 
@@ -77,21 +75,11 @@ class Progress:
           file=sys.stderr, flush=True)
 
 
-def locate_run(checkpoint: str) -> tuple[pathlib.Path, pathlib.Path]:
-  """(workdir, checkpoints folder) of --checkpoint (a workdir or its checkpoints/ folder)."""
-  path = pathlib.Path(checkpoint).absolute()
-  if not path.is_dir():
-    raise FileNotFoundError(f"checkpoint folder not found: {path}")
-  if (path / "checkpoints").is_dir():
-    return path, path / "checkpoints"
-  return (path.parent if path.name == "checkpoints" else path), path
-
-
 def load_config(workdir: pathlib.Path, flag_config) -> tuple[ml_collections.ConfigDict, str]:
   """(config, where from): <workdir>/config.json, else the --config flag, else the default."""
-  stored = workdir / "config.json"
-  if stored.is_file():
-    return ml_collections.ConfigDict(json.loads(stored.read_text())), str(stored)
+  stored = stored_config(workdir)
+  if stored is not None:
+    return stored, str(workdir / "config.json")
   if flag_config is not None:
     return flag_config, "--config"
   spec = importlib.util.spec_from_file_location("reliev3r_config", DEFAULT_CONFIG)
@@ -103,12 +91,7 @@ def load_config(workdir: pathlib.Path, flag_config) -> tuple[ml_collections.Conf
 def load_model(config, checkpoints: pathlib.Path):
   """(graphdef, train state, step) of the latest checkpoint in `checkpoints`."""
   graphdef, _, init_state = build(config)
-  manager = Checkpointer(checkpoints, async_save=False)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{checkpoints}: no checkpoint to restore")
-  state = manager.restore(jax.eval_shape(init_state), step=step)
-  manager.close()
+  state, step = restore_latest(checkpoints, init_state)
   return graphdef, state, step
 
 

@@ -9,10 +9,8 @@ metrics.md and one figure per scene in <workdir>/eval.
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 import sys
-import time
 from typing import Mapping
 
 import jax
@@ -30,13 +28,9 @@ from jaxrecon.models.config import ModelConfig
 from jaxrecon.models.reliev3r import Reliev3R
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
 from jaxrecon.train.objective import ObjectiveConfig
+from jaxrecon.train.progress import MetricsLog, Progress, log
 from jaxrecon.train.step import (TrainState, check_finite, create_state, make_mesh, replicate,
                                  shard_batch, train_step)
-
-
-def _log(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
 
 
 def scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
@@ -138,43 +132,27 @@ def train(config, workdir) -> dict:
   state = replicate(state, mesh)
   samples = eval_samples(eval_paths, pipeline)
   start_step = int(state.step)
-  _log(f"run {workdir}: {origin}, step {start_step} of {config.steps}, {len(train_paths)} train / "
+  log(f"run {workdir}: {origin}, step {start_step} of {config.steps}, {len(train_paths)} train / "
        f"{len(eval_paths)} held-out scenes, {jax.device_count()} devices")
-  metrics_path = workdir / "metrics.jsonl"
-  if jax.process_index() == 0 and metrics_path.exists():
-    # Steps after the restored checkpoint are done again: drop their old log lines.
-    kept = [line for line in metrics_path.read_text().splitlines()
-            if json.loads(line)["step"] <= start_step]
-    metrics_path.write_text("".join(line + "\n" for line in kept))
-  metrics_file = open(metrics_path, "a") if jax.process_index() == 0 else None
+  metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
+  progress = Progress(start_step, config.steps)
   final = {}
-  start = time.perf_counter()
   for step in range(start_step + 1, config.steps + 1):
     batch = shard_batch(next(data_iter), mesh)
     state, metrics = train_step(state, batch, graphdef=graphdef, tx=tx, config=objective_config)
     metrics = jax.device_get(metrics)
     check_finite(step, metrics)
     if step % config.log_every == 0 or step == config.steps:
-      rate = (step - start_step) / (time.perf_counter() - start)
-      eta = (config.steps - step) / max(rate, 1e-9)
-      terms = "  ".join(f"{k} {float(v):.4g}" for k, v in metrics.items()
-                        if "/" not in k and k != "grads_finite")
-      _log(f"step {step:6d}  {terms}  {rate:.2f} steps/s  eta {eta:6.0f}s")
-      if metrics_file:
-        metrics_file.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}})
-                           + "\n")
-        metrics_file.flush()
+      log(progress.line(step, metrics))
+      metrics_log.write(step, metrics)
     if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
       final = _mean(evaluate_samples(graphdef, state, samples))
-      _log(f"eval {step:6d}  " + "  ".join(f"{k} {v:.4g}" for k, v in final.items()))
-      if metrics_file:
-        metrics_file.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in final.items()}})
-                           + "\n")
+      log(f"eval {step:6d}  " + "  ".join(f"{k} {v:.4g}" for k, v in final.items()))
+      metrics_log.write(step, final, prefix="eval/")
     if step % config.checkpoint_every == 0 or step == config.steps:
       checkpointer.save(step, state, data_iter)
   checkpointer.wait()
-  if metrics_file:
-    metrics_file.close()
+  metrics_log.close()
   return final
 
 
