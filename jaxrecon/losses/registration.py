@@ -56,7 +56,7 @@ def _pair_mask(weights):
 
 def registration_loss(tracks, visibility, depth, world_from_cam, intrinsics, *,
                       form: str = "angular", robust: str = "cauchy",
-                      robust_scale: float = float(np.deg2rad(1.0)), depth_weight: float = 1.0,
+                      robust_scale=float(np.deg2rad(1.0)), depth_weight: float = 1.0,
                       min_parallax: float = 1e-3, min_depth: float = 1e-6):
   """Multi-view registration loss over tracks (one of `FORMS`, see the module docstring).
 
@@ -70,7 +70,9 @@ def registration_loss(tracks, visibility, depth, world_from_cam, intrinsics, *,
     intrinsics: (..., v, 3, 3) known intrinsics K.
     form: "angular" (paper), "triangulation", "l2_3d" or "pixel".
     robust: robust penalty kind of `losses.robust.robust_penalty` (not used by "l2_3d").
-    robust_scale: residual (radians) where the penalty turns robust; 1 degree by default.
+    robust_scale: residual (radians) where the penalty turns robust; 1 degree by default. A
+      Python number or a jnp scalar, possibly traced (one compiled loss then serves a schedule of
+      scales); only a concrete value is checked (> 0).
     depth_weight: weight of the depth-registration term of "triangulation".
     min_parallax: tracks whose rays spread less (radians) are left out of "triangulation" (their
       depth is undetermined and its gradient unbounded).
@@ -99,7 +101,7 @@ def registration_loss(tracks, visibility, depth, world_from_cam, intrinsics, *,
 
 def registration_loss_at_tracks(tracks, visibility, track_depth, world_from_cam, intrinsics, *,
                                 form: str = "angular", robust: str = "cauchy",
-                                robust_scale: float = float(np.deg2rad(1.0)),
+                                robust_scale=float(np.deg2rad(1.0)),
                                 depth_weight: float = 1.0, min_parallax: float = 1e-3,
                                 min_depth: float = 1e-6):
   """`registration_loss` with the depth of every observation given instead of depth maps.

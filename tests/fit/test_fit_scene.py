@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from jaxrecon.fit import FitSettings, fit_scene
+from jaxrecon.fit.scene import run_stage
 
 try:  # the shared evaluation metrics (written concurrently); local fallbacks otherwise
   from jaxrecon.evaluate.metrics import align_cameras_sim3, pose_auc, relative_pose_errors
@@ -85,8 +86,13 @@ def test_synthetic_exact_tracks_recover_cameras():
   cam = np.einsum("vij,tj->tvi", gt[:, :3, :3], points) + gt[:, :3, 3]
   pixels = np.einsum("vij,tvj->tvi", intrinsics, cam / cam[..., 2:])[..., :2]
   visible = rng.uniform(size=(t, v)) < 0.8
+  compiled = run_stage._cache_size()
   result = fit_scene(pixels, visible, intrinsics,
-                     settings=FitSettings(stages=((1.0, 30), (0.1, 60))))
+                     settings=FitSettings(stages=((1.0, 30), (0.1, 60)), seed=12345))
+  # The robust scale is traced: one compilation serves both stages.
+  assert run_stage._cache_size() == compiled + 1
+  scales = result.history["robust_scale_deg"]
+  assert len(scales) == len(result.history["loss"]) and set(scales) == {1.0, 0.1}
   errors = _rotation_errors_deg(result.cam_from_world, gt)
   assert np.max(errors) < 0.05, errors
   rot, trans = relative_pose_errors(result.cam_from_world, gt)
@@ -105,3 +111,9 @@ def test_degenerate_inputs_raise():
     fit_scene(np.zeros((10, 3, 2)), np.ones((10, 3), bool), np.eye(3))
   with pytest.raises(ValueError, match="form"):
     FitSettings(form="nope")
+  with pytest.raises(ValueError, match="track_weighting"):
+    FitSettings(track_weighting="nope")
+  with pytest.raises(ValueError, match="tolerance"):
+    FitSettings(tolerance=-1.0)
+  with pytest.raises(ValueError, match="optimizer"):
+    FitSettings(optimizer="sgd")
