@@ -1,6 +1,8 @@
-"""`python -m jaxrecon.main --config=configs/reliev3r.py[:VARIANT] --workdir=DIR [--mode=train]`.
+"""`python -m jaxrecon.main --config=configs/{reliev3r,rewis3d}.py[:VARIANT] --workdir=DIR
+[--mode=train|eval]`.
 
-Trains (resuming from the workdir when it holds checkpoints) or evaluates a run. On several hosts
+The config's `task` picks the job (Reliev3R reconstruction or Rewis3d segmentation). Trains
+(resuming from the workdir when it holds checkpoints) or evaluates a run. On several hosts
 (a TPU pod slice, GPU nodes) start the same command on every host; pass --distributed (or set
 JAX_COORDINATOR_ADDRESS) so that jax.distributed.initialize() connects them first.
 """
@@ -10,7 +12,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxrecon.train.loop import evaluate_run, train
+from jaxrecon.train import loop, seg_loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/reliev3r.py",
                                           lock_config=True)
@@ -19,6 +21,10 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (and resume
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# config.task -> (train, evaluate) of (config, workdir)
+TASKS = {"reliev3r": (loop.train, loop.evaluate_run),
+         "rewis3d": (seg_loop.train_segmentation, seg_loop.evaluate_segmentation)}
+
 
 def main(argv):
   if len(argv) > 1:
@@ -26,10 +32,15 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # Orbax's per-save INFO lines would drown the progress
   if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()
+  config = _CONFIG.value
+  task = config.get("task", "reliev3r")
+  if task not in TASKS:
+    raise app.UsageError(f"config.task: expected one of {sorted(TASKS)}, got {task!r}")
+  train, evaluate = TASKS[task]
   if _MODE.value == "train":
-    train(_CONFIG.value, _WORKDIR.value)
+    train(config, _WORKDIR.value)
   else:
-    evaluate_run(_CONFIG.value, _WORKDIR.value)
+    evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,112 @@
+"""`python -m jaxrecon.segment --checkpoint=RUN --images=DIR --out=OUT [--height=H --width=W]`.
+
+Runs the 2D student of a trained Rewis3d (or EMA baseline) run on every image of a folder: 2D only,
+no reconstruction at inference.
+
+Inputs
+  --checkpoint  a method's run folder (<workdir>/rewis3d or <workdir>/ema, holding checkpoints/
+                and config.json) or the workdir of `python -m jaxrecon.main
+                --config=configs/rewis3d.py` (then its "rewis3d" run, else its "ema" run).
+  --images      folder of .png/.jpg/... images, sorted by file name; sizes may differ.
+  --height/--width  optional size the images are resized to before segmentation (use the
+                resolution the model was trained at when the images are much larger); the label
+                maps are resized back (nearest) to each image's own size.
+Each image is segmented by sliding windows of the training crop size (half-window stride,
+overlapping logits averaged).
+
+Outputs in --out
+  labels/<stem>.png   uint8 class index per pixel (the config's class_names order)
+  color/<stem>.png    the same labels colour-mapped (fixed palette)
+  classes.json        class names and palette colours
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+
+import numpy as np
+from absl import app, flags, logging
+
+from jaxrecon.data.formats import _io
+from jaxrecon.data.transforms import resize_images, resize_nearest
+from jaxrecon.evaluate.segmentation import colorize, palette
+from jaxrecon.train.runs import locate_run, restore_latest, stored_config
+from jaxrecon.train.seg_loop import build_seg, predict_logits
+
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Rewis3d run folder (see --help)")
+_IMAGES = flags.DEFINE_string("images", None, "folder of images to segment")
+_OUT = flags.DEFINE_string("out", None, "output folder")
+_HEIGHT = flags.DEFINE_integer("height", 0, "resize images to this height first (0: keep)")
+_WIDTH = flags.DEFINE_integer("width", 0, "resize images to this width first (0: keep)")
+flags.mark_flags_as_required(["checkpoint", "images", "out"])
+
+
+def method_run(checkpoint: str) -> pathlib.Path:
+  """The folder of one method's run (config.json + checkpoints/) for --checkpoint."""
+  path = pathlib.Path(checkpoint).absolute()
+  if not path.is_dir():
+    raise FileNotFoundError(f"checkpoint folder not found: {path}")
+  if path.name == "checkpoints":
+    path = path.parent
+  if not (path / "checkpoints").is_dir():
+    for method in ("rewis3d", "ema"):
+      if (path / method / "checkpoints").is_dir():
+        return path / method
+    raise FileNotFoundError(f"{path}: no checkpoints/ here nor in rewis3d/ or ema/")
+  return path
+
+
+def segment(checkpoint, images, out, *, size=None) -> dict:
+  """Everything the CLI does; returns a summary dict."""
+  run = method_run(checkpoint)
+  workdir, checkpoints = locate_run(str(run))
+  config = stored_config(workdir)
+  if config is None or config.get("task") != "rewis3d":
+    raise ValueError(f"{workdir}: no Rewis3d config.json (train with configs/rewis3d.py)")
+  if size is not None and min(size) <= 0:
+    raise ValueError(f"--height/--width: expected positive sizes, got {size}")
+  method = config.methods
+  graphdefs, _, init_state = build_seg(config, method)
+  state, step = restore_latest(checkpoints, init_state)
+  branch = state.branches["2d"]
+  graphdef = dict(graphdefs)["2d"]
+  num_classes = int(config.model2d.num_classes)
+  window = (int(config.pipeline.height), int(config.pipeline.width))
+  colours = palette(num_classes)
+
+  paths = _io.list_images(_io.require_dir(images, "images folder"))
+  out = pathlib.Path(out)
+  (out / "labels").mkdir(parents=True, exist_ok=True)
+  (out / "color").mkdir(parents=True, exist_ok=True)
+  for i, path in enumerate(paths):
+    rgb = _io.read_rgb(path)
+    small = rgb if size is None else resize_images(rgb[None], size)[0]
+    logits = predict_logits(graphdef, branch.params, branch.rest, small, window, num_classes)
+    labels = logits.argmax(-1).astype(np.uint8)
+    if labels.shape != rgb.shape[:2]:
+      labels = resize_nearest(labels[None], rgb.shape[:2])[0]
+    _io.write_png(out / "labels" / f"{path.stem}.png", labels)
+    _io.write_png(out / "color" / f"{path.stem}.png", colorize(labels, colours))
+    print(f"\r[{i + 1}/{len(paths)}] {path.name}", end="", file=sys.stderr, flush=True)
+  print(file=sys.stderr)
+  (out / "classes.json").write_text(json.dumps(
+      {"classes": list(config.class_names), "palette": colours.tolist(),
+       "checkpoint": str(checkpoints), "step": step, "method": method}, indent=2))
+  return {"images": len(paths), "method": method, "step": step, "out": str(out)}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)
+  size = None
+  if _HEIGHT.value or _WIDTH.value:
+    size = (_HEIGHT.value, _WIDTH.value)
+  summary = segment(_CHECKPOINT.value, _IMAGES.value, _OUT.value, size=size)
+  print(f"segmented {summary['images']} images with the {summary['method']} run (step "
+        f"{summary['step']}) -> {summary['out']}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,240 @@
+"""The Rewis3d training loop: the EMA baseline and Rewis3d, trained with the same budget and data.
+
+train_segmentation(config, workdir): segmentation cache (sparse labels + a reconstruction of each
+scene) -> for each method of config.methods ("ema": the 2D mean teacher alone; "rewis3d": 2D + 3D
+mean teachers with cross-modal consistency) a run in <workdir>/<method> (grain pipeline, models,
+one optimiser per branch, resume workdir -> init_from -> fresh, sharded steps, progress,
+metrics.jsonl, periodic held-out mIoU, Orbax checkpoints of {state, data iterator}) -> final
+held-out mIoU of each method in <workdir>/summary.{json,md}.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Mapping
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxrecon.data.cache import cache_scenes
+from jaxrecon.data.seg_pipeline import (SegNpzSource, SegPipelineConfig, make_seg_dataset,
+                                        seg_eval_samples)
+from jaxrecon.data.seg_records import build_seg_jobs
+from jaxrecon.evaluate.segmentation import (confusion_matrix, plot_segmentation,
+                                            segmentation_report, sliding_window_logits)
+from jaxrecon.models.point_transformer import PointTransformer, PointTransformerConfig
+from jaxrecon.models.segformer import SegFormer, SegFormerConfig
+from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
+from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
+from jaxrecon.train.loop import make_optimizer
+from jaxrecon.train.progress import MetricsLog, Progress, log
+from jaxrecon.train.seg_step import (SegObjectiveConfig, SegState, create_seg_state, predict_2d,
+                                     seg_train_step)
+from jaxrecon.train.step import check_finite, make_mesh, replicate, shard_batch
+
+METHODS = ("ema", "rewis3d")
+
+
+def methods_of(config) -> list[str]:
+  methods = [m.strip() for m in config.methods.split(",") if m.strip()]
+  bad = [m for m in methods if m not in METHODS]
+  if not methods or bad:
+    raise ValueError(f"methods: expected a comma-separated subset of {METHODS}, got "
+                     f"{config.methods!r}")
+  return methods
+
+
+def seg_scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
+  """(train, held-out) segmentation records; builds <workdir>/cache when none is configured."""
+  if config.data.cache:
+    folder = pathlib.Path(config.data.cache)
+  else:
+    folder = workdir / "cache"
+    settings = config.data.prepare.to_dict()
+    if settings["recon"] == "ffrm":
+      from jaxrecon.train.seg_recon import build_ffrm_jobs  # noqa: PLC0415 (loads a checkpoint)
+      jobs = build_ffrm_jobs(settings)
+    else:
+      jobs = build_seg_jobs(settings)
+    report = cache_scenes(jobs, folder, provenance=settings, progress=jax.process_index() == 0)
+    if report.failed:
+      raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
+  paths = sorted(folder.glob("*.npz"))
+  held_out = config.data.num_eval_scenes
+  if len(paths) <= held_out:
+    raise ValueError(f"{folder}: {len(paths)} scenes, need more than {held_out} held out")
+  return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
+
+
+def build_seg(config, method: str):
+  """(graphdefs, txs, fresh-state function) for a method: tuples of (branch, value) pairs, the
+  hashable form the jitted step takes."""
+  names = ("2d", "3d") if method == "rewis3d" else ("2d",)
+  model_fns = {"2d": lambda rngs: SegFormer(SegFormerConfig(**config.model2d.to_dict()), rngs=rngs),
+               "3d": lambda rngs: PointTransformer(
+                   PointTransformerConfig(**config.model3d.to_dict()), rngs=rngs)}
+  optim = {"2d": config.optim2d.to_dict(), "3d": config.optim3d.to_dict()}
+  # Teacher = EMA of the student, chained last so it sees the parameters after the update.
+  txs = {n: optax.chain(make_optimizer(optim[n], config.steps),
+                        ema_teacher(rewis3d_decay(config.ema_decay))) for n in names}
+
+  def init_state():
+    rngs = nnx.Rngs(config.seed)
+    return create_seg_state({n: model_fns[n](rngs) for n in names}, txs)[1]
+
+  graphdefs = {n: nnx.graphdef(nnx.eval_shape(lambda n=n: model_fns[n](nnx.Rngs(0))))
+               for n in names}
+  return tuple(graphdefs.items()), tuple(txs.items()), init_state
+
+
+def predict_logits(graphdef, params, rest, image, window, num_classes) -> np.ndarray:
+  """(h, w, k) logits of one full frame by sliding windows of the training crop size."""
+  def fn(tiles):
+    return np.asarray(predict_2d(params, rest, tiles, graphdef=graphdef))
+  stride = (max(window[0] // 2, 1), max(window[1] // 2, 1))
+  return sliding_window_logits(fn, image, window=window, stride=stride, num_classes=num_classes)
+
+
+def evaluate_2d(graphdef, params, rest, samples, *, window, num_classes, class_names,
+                figures=None, max_figures=4) -> dict:
+  """mIoU, per-class IoU and pixel accuracy of a 2D model on (image, dense labels) samples;
+  optionally writes image / prediction / ground truth figures of the first samples."""
+  conf = np.zeros((num_classes, num_classes), np.int64)
+  for i, (image, dense) in enumerate(samples):
+    pred = predict_logits(graphdef, params, rest, image, window, num_classes).argmax(-1)
+    conf += confusion_matrix(pred, dense, num_classes)
+    if figures is not None and i < max_figures:
+      plot_segmentation(image, pred, dense, pathlib.Path(figures) / f"view{i}.png",
+                        class_names=class_names)
+  return segmentation_report(conf, class_names)
+
+
+def _summary_line(report: Mapping) -> str:
+  return f"mIoU {100 * report['miou']:.2f}  pixel acc {100 * report['pixel_accuracy']:.2f}"
+
+
+def train_method(config, method: str, workdir: pathlib.Path, train_paths, eval_paths) -> dict:
+  """Trains (or resumes) one method in `workdir`; returns its final held-out report."""
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:  # read by `python -m jaxrecon.segment`
+    with config.unlocked():
+      mine = config.copy_and_resolve_references()
+    mine.methods = method
+    (workdir / "config.json").write_text(mine.to_json_best_effort(indent=2, sort_keys=True))
+  pipeline = SegPipelineConfig(**config.pipeline.to_dict())
+  dataset = make_seg_dataset(SegNpzSource(train_paths), pipeline,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+  data_iter = iter(dataset)
+  graphdefs, txs, init_state = build_seg(config, method)
+  objective = SegObjectiveConfig(**config.objective.to_dict())
+  checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+  state, origin = restore_or_init(checkpointer, init_state, data_iterator=data_iter,
+                                  init_from=config.init_from or None)
+  state = replicate(state, mesh := make_mesh())
+  samples = seg_eval_samples(eval_paths)
+  start_step = int(state.step)
+  log(f"{method} run {workdir}: {origin}, step {start_step} of {config.steps}, "
+      f"{len(train_paths)} train / {len(eval_paths)} held-out scenes ({len(samples)} views), "
+      f"{jax.device_count()} devices")
+  metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
+  progress = Progress(start_step, config.steps)
+  eval_kwargs = dict(window=(pipeline.height, pipeline.width),
+                     num_classes=config.model2d.num_classes, class_names=list(config.class_names))
+  graphdef2d = dict(graphdefs)["2d"]
+  for step in range(start_step + 1, config.steps + 1):
+    batch = shard_batch(next(data_iter), mesh)
+    state, metrics = seg_train_step(state, batch, graphdefs=graphdefs, txs=txs, config=objective)
+    metrics = jax.device_get(metrics)
+    check_finite(step, metrics)
+    if step % config.log_every == 0 or step == config.steps:
+      log(f"{method} " + progress.line(step, metrics))
+      metrics_log.write(step, metrics)
+    if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+      b = state.branches["2d"]
+      report = evaluate_2d(graphdef2d, b.params, b.rest, samples, **eval_kwargs)
+      log(f"{method} eval {step:6d}  {_summary_line(report)}")
+      metrics_log.write(step, {"miou": report["miou"]}, prefix="eval/")
+    if step % config.checkpoint_every == 0 or step == config.steps:
+      checkpointer.save(step, state, data_iter)
+  checkpointer.wait()
+  final = final_report(state, graphdef2d, samples, workdir / "eval", eval_kwargs)
+  metrics_log.write(int(state.step), {"miou": final["student"]["miou"],
+                                      "teacher_miou": final["teacher"]["miou"]}, prefix="eval/")
+  metrics_log.close()
+  log(f"{method} final (step {int(state.step)}): student {_summary_line(final['student'])}; "
+      f"teacher {_summary_line(final['teacher'])}")
+  return final
+
+
+def final_report(state: SegState, graphdef2d, samples, out: pathlib.Path, eval_kwargs) -> dict:
+  """Held-out report of the 2D student (the paper's number) and its EMA teacher; writes
+  <out>/{metrics.json, view*.png}."""
+  b = state.branches["2d"]
+  out.mkdir(parents=True, exist_ok=True)
+  student = evaluate_2d(graphdef2d, b.params, b.rest, samples, figures=out, **eval_kwargs)
+  teacher = evaluate_2d(graphdef2d, teacher_params(b.opt_state), b.rest, samples, **eval_kwargs)
+  report = {"step": int(state.step), "views": len(samples), "student": student,
+            "teacher": teacher}
+  if jax.process_index() == 0:
+    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+  return report
+
+
+def evaluate_segmentation(config, workdir) -> dict:
+  """Held-out report of the latest checkpoint of every method (the untrained model where a
+  method has none); writes <workdir>/<method>/eval and <workdir>/summary.{json,md}."""
+  workdir = pathlib.Path(workdir)
+  _, eval_paths = seg_scene_files(config, workdir)
+  samples = seg_eval_samples(eval_paths)
+  pipeline = SegPipelineConfig(**config.pipeline.to_dict())
+  eval_kwargs = dict(window=(pipeline.height, pipeline.width),
+                     num_classes=config.model2d.num_classes, class_names=list(config.class_names))
+  results = {}
+  for method in methods_of(config):
+    graphdefs, _, init_state = build_seg(config, method)
+    state, origin = restore_or_init(Checkpointer(workdir / method / "checkpoints"), init_state)
+    results[method] = final_report(state, dict(graphdefs)["2d"], samples,
+                                   workdir / method / "eval", eval_kwargs)
+    log(f"{method} ({origin}): student {_summary_line(results[method]['student'])}")
+  _write_summary(config, workdir, results)
+  return results
+
+
+def summary_markdown(results: Mapping[str, Mapping], class_names) -> str:
+  """Markdown table: one row per method, mIoU and per-class IoU of the 2D student (percent)."""
+  head = "| method | step | mIoU (student) | mIoU (teacher) | pixel acc | " + \
+         " | ".join(class_names) + " |"
+  lines = [head, "|" + "---|" * (5 + len(class_names))]
+  for method, r in results.items():
+    per_class = " | ".join(f"{100 * r['student']['iou'][c]:.1f}"
+                           if np.isfinite(r["student"]["iou"][c]) else "-" for c in class_names)
+    lines.append(f"| {method} | {r['step']} | {100 * r['student']['miou']:.2f} | "
+                 f"{100 * r['teacher']['miou']:.2f} | "
+                 f"{100 * r['student']['pixel_accuracy']:.2f} | {per_class} |")
+  return "\n".join(lines)
+
+
+def train_segmentation(config, workdir) -> dict:
+  """Trains every method of config.methods with the same budget; returns {method: report}."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  train_paths, eval_paths = seg_scene_files(config, workdir)
+  results = {m: train_method(config, m, workdir / m, train_paths, eval_paths)
+             for m in methods_of(config)}
+  _write_summary(config, workdir, results)
+  return results
+
+
+def _write_summary(config, workdir: pathlib.Path, results: Mapping) -> None:
+  table = summary_markdown(results, list(config.class_names))
+  if jax.process_index() == 0:
+    (workdir / "summary.json").write_text(json.dumps(results, indent=2))
+    (workdir / "summary.md").write_text(table + "\n")
+  log(table)
+  if set(results) == set(METHODS):
+    gain = 100 * (results["rewis3d"]["student"]["miou"] - results["ema"]["student"]["miou"])
+    log(f"Rewis3d - EMA baseline: {gain:+.2f} mIoU points (held-out views, seed {config.seed})")

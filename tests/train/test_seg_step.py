@@ -1,0 +1,161 @@
+"""The Rewis3d train step: no gradient crosses branches, EMA teachers, lambda ramp, 1 vs 8 devices."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxrecon.models.point_transformer import PointTransformer, PointTransformerConfig
+from jaxrecon.models.segformer import SegFormer, SegFormerConfig
+from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
+from jaxrecon.train.seg_step import (SegObjectiveConfig, create_seg_state, seg_losses,
+                                     seg_train_step)
+from jaxrecon.train.step import make_mesh, replicate, shard_batch
+
+K = 4
+B, H, W, N = 8, 32, 32, 128
+
+
+def _models():
+  rngs = nnx.Rngs(0)
+  seg = SegFormer(SegFormerConfig.tiny(K), rngs=rngs)
+  pts = PointTransformer(PointTransformerConfig.tiny(
+      K, enc_dims=(8, 16), enc_depths=(1, 1), enc_heads=(1, 2), dec_dims=(8,), dec_depths=(1,),
+      dec_heads=(1,), cpe_window=1, grid_size=0.2), rngs=rngs)
+  return {"2d": seg, "3d": pts}
+
+
+def _txs(names, optimizer=None):
+  optimizer = optimizer or optax.adam(1e-2)
+  return {n: optax.chain(optimizer, ema_teacher(rewis3d_decay(0.99))) for n in names}
+
+
+@pytest.fixture(scope="module")
+def batch():
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, K, (B, H, W))
+  labels = np.where(rng.uniform(size=(B, H, W)) < 0.9, 255, labels)
+  points_label = np.where(rng.uniform(size=(B, N)) < 0.8, 255, rng.integers(0, K, (B, N)))
+  weak = rng.normal(size=(B, N, 3)).astype(np.float32)
+  return {
+      "image_weak": rng.integers(0, 255, (B, H, W, 3), dtype=np.uint8),
+      "image_strong": rng.integers(0, 255, (B, H, W, 3), dtype=np.uint8),
+      "labels": labels.astype(np.int32),
+      "points_weak": weak, "points_strong": weak * 1.05,
+      "points_rgb": rng.uniform(size=(B, N, 3)).astype(np.float32),
+      "points_label": points_label.astype(np.int32),
+      "points_confidence": rng.uniform(0.1, 2.0, (B, N)).astype(np.float32),
+      "points_valid": rng.uniform(size=(B, N)) < 0.9,
+      "points_pixel": np.where(rng.uniform(size=(B, N)) < 0.5,
+                               rng.integers(0, H * W, (B, N)), -1).astype(np.int32),
+  }
+
+
+def test_lambda_ramp():
+  config = SegObjectiveConfig(cmc_weight=0.1, base_steps=10, ramp_steps=20)
+  got = [float(config.cmc_lambda(s)) for s in (0, 10, 20, 30, 100)]
+  np.testing.assert_allclose(got, [0.0, 0.0, 0.05, 0.1, 0.1], atol=1e-7)
+
+
+def test_bad_objective_configs():
+  with pytest.raises(ValueError, match="confidence"):
+    SegObjectiveConfig(confidence="both")
+  with pytest.raises(ValueError, match="tau"):
+    SegObjectiveConfig(tau=1.5)
+  with pytest.raises(ValueError, match="keys"):
+    create_seg_state({"3d": _models()["3d"]}, _txs(["3d"]))
+
+
+def test_no_gradient_crosses_branches(batch):
+  """The 2D student's gradient does not depend on the 3D student's parameters (and vice versa),
+  while the cross-modal terms are on: teachers are the only bridge."""
+  models = _models()
+  graphdefs, state = create_seg_state(models, _txs(["2d", "3d"]))
+  config = SegObjectiveConfig(base_steps=0, ramp_steps=0)  # lambda = cmc_weight from step 0
+  params = {k: b.params for k, b in state.branches.items()}
+  grad = jax.jit(jax.grad(lambda p: seg_losses(p, state, batch, graphdefs=graphdefs,
+                                               config=config)[0]))
+  g = grad(params)
+  shaken = {"2d": jax.tree.map(lambda x: x + 0.3, params["2d"]),
+            "3d": jax.tree.map(lambda x: x + 0.3, params["3d"])}
+  g_other3d = grad({"2d": params["2d"], "3d": shaken["3d"]})
+  g_other2d = grad({"2d": shaken["2d"], "3d": params["3d"]})
+  for a, b in zip(jax.tree.leaves(g["2d"]), jax.tree.leaves(g_other3d["2d"])):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree.leaves(g["3d"]), jax.tree.leaves(g_other2d["3d"])):
+    np.testing.assert_array_equal(a, b)
+  # ... and the cross-modal terms do reach each student (through the other branch's teacher).
+  _, metrics = seg_losses(params, state, batch, graphdefs=graphdefs, config=config)
+  assert float(metrics["lambda"]) == pytest.approx(0.1)
+  assert float(metrics["cmc_2d"]) > 0 and float(metrics["cmc_3d"]) > 0
+  assert int(metrics["links"]) == int(np.sum(batch["points_valid"] & (batch["points_pixel"] >= 0)))
+
+
+def test_confidence_modes_change_the_cross_modal_weighting(batch):
+  models = _models()
+  graphdefs, state = create_seg_state(models, _txs(["2d", "3d"]))
+  params = {k: b.params for k, b in state.branches.items()}
+  values = {}
+  for mode in ("dual", "prediction", "reconstruction", "none"):
+    config = SegObjectiveConfig(base_steps=0, ramp_steps=0, confidence=mode)
+    _, m = seg_losses(params, state, batch, graphdefs=graphdefs, config=config)
+    values[mode] = float(m["cmc_2d"])
+  assert len({round(v, 6) for v in values.values()}) == 4, values
+
+
+def test_step_updates_students_and_ema_teachers(batch):
+  graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"]))
+  before = jax.tree.map(np.asarray, state)
+  config = SegObjectiveConfig(base_steps=0, ramp_steps=1)
+  state, metrics = seg_train_step(state, batch, graphdefs=tuple(graphdefs.items()),
+                                  txs=tuple(_txs(["2d", "3d"]).items()), config=config)
+  assert int(state.step) == 1 and bool(metrics["grads_finite"])
+  for name in ("2d", "3d"):
+    new = state.branches[name].params
+    moved = [np.max(np.abs(np.asarray(a) - b)) for a, b in
+             zip(jax.tree.leaves(new), jax.tree.leaves(before.branches[name].params))]
+    assert max(moved) > 0
+    # rewis3d_decay gives d = 0 at the first update: the teacher takes the new parameters.
+    for t, p in zip(jax.tree.leaves(teacher_params(state.branches[name].opt_state)),
+                    jax.tree.leaves(new)):
+      np.testing.assert_allclose(t, p, rtol=1e-6, atol=1e-7)
+
+
+def test_ema_baseline_has_the_2d_branch_only(batch):
+  models = _models()
+  graphdefs, state = create_seg_state({"2d": models["2d"]}, _txs(["2d"]))
+  state, metrics = seg_train_step(state, batch, graphdefs=tuple(graphdefs.items()),
+                                  txs=tuple(_txs(["2d"]).items()), config=SegObjectiveConfig())
+  assert set(state.branches) == {"2d"} and "cmc_2d" not in metrics
+  assert np.isfinite(float(metrics["loss"]))
+
+
+def test_one_and_eight_devices_give_the_same_parameters(batch):
+  assert jax.device_count() == 8, "conftest sets 8 host devices"
+  config = SegObjectiveConfig(base_steps=0, ramp_steps=1)
+  # SGD, not Adam: Adam's first step maps any gradient, even rounding noise, to +-lr, so it would
+  # compare signs of noise rather than the (all-reduced) gradients.
+  sgd = optax.sgd(0.1)
+  results = []
+  for devices in (jax.devices()[:1], jax.devices()):
+    graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"], sgd))
+    mesh = make_mesh(devices)
+    state = replicate(state, mesh)
+    state, _ = seg_train_step(state, shard_batch(batch, mesh), graphdefs=tuple(graphdefs.items()),
+                              txs=tuple(_txs(["2d", "3d"], sgd).items()), config=config)
+    results.append([np.asarray(x) for x in jax.tree.leaves(
+        {k: b.params for k, b in state.branches.items()})])
+  for a, b in zip(*results):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_gathered_pixels_match_the_flat_image(batch):
+  """The 2D logits the cross-modal term reads for a point are those of its pixel."""
+  from jaxrecon.train.seg_step import _flat, _gather
+  logits = jnp.asarray(np.random.default_rng(1).normal(size=(B, H, W, K)), jnp.float32)
+  got = np.asarray(_gather(_flat(logits), jnp.asarray(batch["points_pixel"])))
+  for b in range(B):
+    for j in np.flatnonzero(batch["points_pixel"][b] >= 0)[:20]:
+      r, c = divmod(int(batch["points_pixel"][b, j]), W)
+      np.testing.assert_array_equal(got[b, j], np.asarray(logits[b, r, c]))
