@@ -17,6 +17,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from typing import Callable, Iterable, Mapping
@@ -24,6 +25,21 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 
 PROVENANCE = "provenance.json"
+
+# grain's iterators map elements on a thread pool; np.load parses each array header with
+# ast.literal_eval, and CPython 3.11's compiler is not safe to run from several threads at once
+# ("SystemError: AST constructor recursion depth mismatch"), so reads are serialised.
+_READ_LOCK = threading.Lock()
+
+
+def read_npz(path, what: str = "cached scene") -> dict:
+  """All arrays of one .npz (no pickle) as a dict; ValueError naming the file when unreadable.
+  Thread-safe (see _READ_LOCK)."""
+  try:
+    with _READ_LOCK, np.load(path, allow_pickle=False) as data:
+      return {k: data[k] for k in data.files}
+  except (OSError, ValueError) as e:
+    raise ValueError(f"{path}: cannot read the {what} ({e})") from e
 
 
 @dataclasses.dataclass

@@ -26,6 +26,7 @@ import grain
 from absl import flags
 import numpy as np
 
+from jaxrecon.data.cache import read_npz
 from jaxrecon.data.transforms import crop_resize_camera, resize_images, resize_nearest
 
 REQUIRED = ("images", "intrinsics", "mono_depth", "tracks", "visibility")
@@ -82,12 +83,7 @@ class NpzSource:
     return len(self._paths)
 
   def __getitem__(self, index):
-    path = self._paths[index]
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-      raise ValueError(f"{path}: cannot read the cached scene ({e})") from e
+    return read_npz(self._paths[index])
 
 
 def check_record(record: Mapping[str, np.ndarray], name: str = "record") -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import threading
 import zipfile
 from typing import Sequence
 
@@ -42,6 +43,7 @@ import grain
 from absl import flags
 import numpy as np
 
+from jaxrecon.data.cache import read_npz
 from jaxrecon.data.pointcloud import (PointCloud, correspondences, lift, random_sample,
                                       view_aware_sample)
 from jaxrecon.data.scene import IGNORE_LABEL
@@ -179,6 +181,7 @@ class SegNpzSource:
     counts = [_npz_num_views(p) for p in self._paths]
     self._pairs = [(s, t) for s, n in enumerate(counts) for t in range(n)]
     self._cache = collections.OrderedDict()
+    self._lock = threading.Lock()
 
   def __len__(self):
     return len(self._pairs)
@@ -186,25 +189,27 @@ class SegNpzSource:
   def __getstate__(self):  # workers start with an empty memo
     state = dict(self.__dict__)
     state["_cache"] = collections.OrderedDict()
+    del state["_lock"]
     return state
 
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
   def scene(self, index: int):
-    """(record, cloud) of scene `index`, memoised."""
-    if index in self._cache:
-      self._cache.move_to_end(index)
-      return self._cache[index]
-    path = self._paths[index]
-    try:
-      with np.load(path, allow_pickle=False) as data:
-        record = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-      raise ValueError(f"{path}: cannot read the segmentation record ({e})") from e
-    check_seg_record(record, path)
-    cloud = lift_record(record, min_confidence_percentile=self.min_confidence_percentile)
-    self._cache[index] = (record, cloud)
-    while len(self._cache) > self._max_cached:
-      self._cache.popitem(last=False)
-    return record, cloud
+    """(record, cloud) of scene `index`, memoised (thread-safe: grain maps on a thread pool)."""
+    with self._lock:
+      if index in self._cache:
+        self._cache.move_to_end(index)
+        return self._cache[index]
+      path = self._paths[index]
+      record = read_npz(path, "segmentation record")
+      check_seg_record(record, path)
+      cloud = lift_record(record, min_confidence_percentile=self.min_confidence_percentile)
+      self._cache[index] = (record, cloud)
+      while len(self._cache) > self._max_cached:
+        self._cache.popitem(last=False)
+      return record, cloud
 
   def __getitem__(self, index):
     scene, view = self._pairs[index]
