@@ -21,7 +21,7 @@ from jaxrecon.train.objective import ObjectiveConfig
 def _prepare_demo():
   prepare = default_expert_settings()
   prepare.update(source="synthetic", tracker="sift", depth_expert="simulated",
-                 synthetic=dict(num_scenes=12, seed=0, num_views=6, height=96, width=96,
+                 synthetic=dict(num_scenes=168, seed=0, num_views=6, height=96, width=96,
                                 path="orbit"),
                  folder=dict(root=""), depth_dir="mono_depth", disparity=False, png_scale=0.001)
   prepare["matcher"]["window"] = 3
@@ -34,9 +34,10 @@ def get_config(arg: str = "demo"):
   if arg not in variants:
     raise ValueError(f"configs/reliev3r.py: variant must be one of {variants}, got {arg!r}")
   c = ml_collections.ConfigDict()
+  c.task = "reliev3r"
   c.seed = 0
   c.init_from = ""                 # another run's workdir/checkpoints (or a step folder in it)
-  c.data = dict(cache="", num_eval_scenes=2, prepare=_prepare_demo())
+  c.data = dict(cache="", num_eval_scenes=8, prepare=_prepare_demo())
   c.pipeline = dataclasses.asdict(PipelineConfig(num_views=4, height=64, width=64,
                                                  max_tracks=256, batch_size=4, worker_count=0))
   c.model = dataclasses.asdict(ModelConfig.tiny())

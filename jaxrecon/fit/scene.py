@@ -201,7 +201,10 @@ class Params(NamedTuple):
   rot9: (v - 1, 9) unconstrained 9D rotations of world_from_cam of cameras 1..v-1.
   pivot_in_cam: (v - 1, 3) the pivot in camera coordinates (world units): a camera's centre is
     pivot - R pivot_in_cam, so a rotation orbits the camera about the scene instead of turning it
-    about its centre (decoupled directions; see `jaxrecon.demo.fit.unpack` for the measurements).
+    about its centre: for cameras a few units from the scene, turning about the centre and moving
+    sideways shift the image almost alike, a narrow valley for first-order optimisers (measured on a
+    pose-only fit, 200 Adam steps: 0.65 / 4 deg median / max rotation error with (R, c), 0.25 / 0.5
+    with (R, pivot_in_cam)).
   log_depth: (t, v) log of per-observation depth (sparse mode; unused entries stay 0).
   view_affine: (v, 2) log-scale and shift (in units of the view's median mono depth) of the
     monocular depth (mono mode; unused in sparse mode).
