@@ -358,6 +358,7 @@ def default_seg_settings() -> dict:
                         "width": 128, "path": "orbit"},
           "camvid": {"root": "", "intrinsics_fov_deg": 60.0, "height": 96, "width": 128},
           "label_kind": "scribbles", "label_seed": 0, "recon": "simulated",
+          "ffrm": {"checkpoint": ""},      # a Reliev3R run, for recon "ffrm" (jaxrecon.train)
           "simulated": {"seed": 0, **{k: (list(v) if isinstance(v, tuple) else v)
                                       for k, v in _SIMULATED_DEFAULTS.items()}}}
 

@@ -1,0 +1,67 @@
+"""Shared plumbing of the ablation scripts: results.json rows -> mean over seeds -> a markdown table
+in a README (between RESULTS markers) and a bar plot."""
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def load_rows(path: pathlib.Path) -> list:
+  return json.loads(path.read_text()) if path.exists() else []
+
+
+def done(rows: list, variant: str, seed: int, steps: int) -> bool:
+  return any(r["variant"] == variant and r["seed"] == seed and r["steps"] == steps for r in rows)
+
+
+def mean_rows(rows: list, variants: Sequence[str], keys: Sequence[str]) -> dict:
+  """variant -> (mean of each key over seeds, number of seeds), in `variants` order."""
+  table = {}
+  for name in variants:
+    mine = [r for r in rows if r["variant"] == name]
+    if mine:
+      table[name] = ({k: float(np.mean([r[k] for r in mine])) for k in keys}, len(mine))
+  return table
+
+
+def markdown(rows: list, variants: Mapping[str, str], columns: Sequence[tuple]) -> str:
+  """columns: (key, header, format) triples; variants: name -> description."""
+  table = mean_rows(rows, list(variants), [c[0] for c in columns])
+  lines = ["| variant | what | seeds | " + " | ".join(c[1] for c in columns) + " |",
+           "|---|---|---|" + "---|" * len(columns)]
+  for name, (m, seeds) in table.items():
+    cells = " | ".join(format(m[key], fmt) for key, _, fmt in columns)
+    lines.append(f"| {name} | {variants[name]} | {seeds} | {cells} |")
+  return "\n".join(lines)
+
+
+def bar_plot(rows: list, variants: Sequence[str], panels: Sequence[tuple], path: pathlib.Path,
+             highlight: Mapping[str, str] = None) -> None:
+  """One bar panel per (key, title) of `panels`; bars coloured by `highlight` (name -> colour)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  table = mean_rows(rows, variants, [p[0] for p in panels])
+  names = list(table)
+  fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+  for ax, (key, title) in zip(axes[0], panels):
+    colours = [(highlight or {}).get(n, "tab:orange") for n in names]
+    ax.bar(range(len(names)), [table[n][0][key] for n in names], color=colours)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def write_block(readme: pathlib.Path, table: str) -> None:
+  """Replaces the text between <!-- RESULTS START --> and <!-- RESULTS END --> by `table`."""
+  text = readme.read_text()
+  block = f"<!-- RESULTS START -->\n{table}\n<!-- RESULTS END -->"
+  readme.write_text(re.sub(r"<!-- RESULTS START -->.*<!-- RESULTS END -->", lambda _: block, text,
+                           flags=re.S))

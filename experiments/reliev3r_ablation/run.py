@@ -1,0 +1,153 @@
+"""Reliev3R ablation on the synthetic world: which loss terms and weights matter, same budget each.
+
+Usage:
+  python experiments/reliev3r_ablation/run.py [--out runs/ablation] [--steps 400] [--seeds 0]
+      [--only full,depth_only] [--report-only]
+
+Every variant is `configs/reliev3r.py:demo` with a few fields overridden (listed in VARIANTS), trained
+by the same `jaxrecon.train.loop.train` the main command uses, on one shared pseudo-label cache
+(SIFT tracks + the simulated monocular expert) and evaluated on the same held-out scenes. Results
+are appended to <out>/results.json as they finish (a re-run skips variants already there with the
+same steps and seed), then the table and the plot are regenerated next to this script:
+README.md (between the RESULTS markers) and ablation.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import ablation_table  # noqa: E402
+from configs import reliev3r  # noqa: E402
+from jaxrecon.train.loop import evaluate_run, train  # noqa: E402
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# name -> (overrides of the demo config, what the row tests)
+VARIANTS = {
+    "untrained": ({}, "the initial model (no step)"),
+    "full": ({}, "paper recipe: ambiguity-aware depth (alpha 1) + angular registration (lambda 0.5)"),
+    "depth_only": ({"objective.registration": "off"}, "relative depth loss only"),
+    "registration_only": ({"objective.depth_loss": "off"}, "registration loss only"),
+    "form_triangulation": ({"objective.registration": "triangulation"},
+                           "registration by DLT triangulation + reprojection"),
+    "form_pixel": ({"objective.registration": "pixel"},
+                   "pixel reprojection of back-projected points (rejected by the paper)"),
+    "form_l2_3d": ({"objective.registration": "l2_3d"},
+                   "3D L2 between back-projected points (rejected by the paper)"),
+    "alpha_0.2": ({"objective.alpha": 0.2}, "alpha 0.2"),
+    "alpha_0.5": ({"objective.alpha": 0.5}, "alpha 0.5"),
+    "alpha_2.0": ({"objective.alpha": 2.0}, "alpha 2.0"),
+    "no_ambiguity": ({"objective.depth_loss": "plain"}, "depth loss with W = 1 (no ambiguity)"),
+    "supervised": ({"objective.supervised": True},
+                   "fully supervised sibling (ground-truth depth and poses)"),
+}
+METRICS = ("depth_rel", "depth_tau", "auc30", "rra30", "rta30", "ate")
+
+
+def make_config(overrides: dict, *, steps: int, seed: int, cache: str, num_eval_scenes: int):
+  config = reliev3r.get_config("demo")
+  with config.unlocked():
+    config.steps = steps
+    config.seed = seed
+    config.data.cache = cache
+    config.data.num_eval_scenes = num_eval_scenes
+    config.eval_every = steps
+    config.checkpoint_every = steps
+    config.optim.warmup_steps = min(config.optim.warmup_steps, steps // 4)
+  for dotted, value in overrides.items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value  # locked config: a misspelt field raises here
+  return config
+
+
+def build_cache(out: pathlib.Path, num_scenes: int) -> str:
+  """The shared pseudo-label cache (built once, as the demo run would)."""
+  from jaxrecon.data.cache import cache_scenes
+  from jaxrecon.data.records import build_jobs
+  settings = reliev3r.get_config("demo").data.prepare.to_dict()
+  settings["synthetic"]["num_scenes"] = num_scenes
+  folder = out / "cache"
+  report = cache_scenes(build_jobs(settings), folder, provenance=settings, progress=True)
+  if report.failed:
+    raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
+  return str(folder)
+
+
+def run_variant(name, args, cache) -> dict:
+  overrides, _ = VARIANTS[name]
+  workdir = pathlib.Path(args.out) / f"{name}-s{args.seed}"
+  config = make_config(overrides, steps=args.steps, seed=args.seed, cache=cache,
+                       num_eval_scenes=args.eval_scenes)
+  start = time.perf_counter()
+  if name == "untrained":
+    metrics = evaluate_run(config, workdir)
+  else:
+    metrics = train(config, workdir)
+  return {"variant": name, "seed": args.seed, "steps": 0 if name == "untrained" else args.steps,
+          "seconds": time.perf_counter() - start,
+          **{k: metrics[k] for k in metrics if k in METRICS}}
+
+
+COLUMNS = (("depth_rel", "depth rel", ".3f"), ("depth_tau", "depth tau@1.03 (%)", ".1f"),
+           ("auc30", "AUC@30", ".1f"), ("rra30", "RRA@30", ".1f"), ("rta30", "RTA@30", ".1f"),
+           ("ate", "ATE", ".3f"), ("seconds", "time (s)", ".0f"))
+
+
+def report(rows: list) -> None:
+  descriptions = {name: what for name, (_, what) in VARIANTS.items()}
+  table = ablation_table.markdown(rows, descriptions, COLUMNS)
+  print(table)
+  ablation_table.bar_plot(rows, list(VARIANTS), (("depth_rel", "depth rel (lower is better)"),
+                                                 ("auc30", "pose AUC@30 (higher is better)")),
+                          HERE / "ablation.png",
+                          {"untrained": "0.6", "supervised": "tab:green", "full": "tab:blue"})
+  ablation_table.write_block(HERE / "README.md", table)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
+  parser.add_argument("--steps", type=int, default=300)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--scenes", type=int, default=168, help="synthetic scenes in the cache")
+  parser.add_argument("--cache", default="", help="an existing cache of the demo's settings "
+                      "(e.g. <demo workdir>/cache) instead of building <out>/cache")
+  parser.add_argument("--eval-scenes", type=int, default=8, help="of them held out")
+  parser.add_argument("--only", default="", help="comma-separated variant names")
+  parser.add_argument("--report-only", action="store_true")
+  args = parser.parse_args()
+
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  results_path = out / "results.json"
+  rows = ablation_table.load_rows(results_path)
+  if not args.report_only:
+    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+      raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    cache = args.cache or build_cache(out, args.scenes)
+    for name in names:
+      steps = 0 if name == "untrained" else args.steps
+      if ablation_table.done(rows, name, args.seed, steps):
+        print(f"{name}: already in {results_path}, skipped")
+        continue
+      print(f"=== {name}: {VARIANTS[name][1]}", flush=True)
+      rows.append(run_variant(name, args, cache))
+      results_path.write_text(json.dumps(rows, indent=1))
+  (HERE / "results.json").write_text(json.dumps(rows, indent=1))
+  report(rows)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,142 @@
+"""Rewis3d ablation on the synthetic world: the paper's ablations, same budget and batches each.
+
+Usage:
+  python experiments/rewis3d_ablation/run.py [--out runs/seg_ablation] [--steps 400] [--seed 0]
+      [--only ema,dual] [--report-only]
+
+Every variant is `configs/rewis3d.py:demo` trained for one method ("ema" = the 2D mean teacher
+alone, "rewis3d" = both branches with cross-modal consistency) with the overrides in VARIANTS, by
+the same `jaxrecon.train.seg_loop.train_segmentation` the main command uses. Variants that change
+the labels or the reconstruction use their own segmentation cache (<out>/cache-<recon>-<labels>,
+built once); all others share the scribble / simulated-reconstruction cache of the demo. The
+held-out mIoU of the 2D student (and of its EMA teacher) is appended to <out>/results.json as runs
+finish (a re-run skips finished variants), then README.md (between the RESULTS markers),
+results.json and ablation.png next to this script are regenerated.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import ablation_table  # noqa: E402
+from configs import rewis3d  # noqa: E402
+from jaxrecon.data.cache import cache_scenes  # noqa: E402
+from jaxrecon.data.seg_records import build_seg_jobs  # noqa: E402
+from jaxrecon.train.seg_loop import train_segmentation  # noqa: E402
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+# name -> (method, overrides of the demo config, what the row tests)
+VARIANTS = {
+    "ema": ("ema", {}, "EMA baseline: 2D mean teacher alone (scribbles)"),
+    "cmc_none": ("rewis3d", {"objective.confidence": "none"}, "+ CMC without filtering"),
+    "cmc_prediction": ("rewis3d", {"objective.confidence": "prediction"},
+                       "+ CMC, prediction confidence q"),
+    "cmc_reconstruction": ("rewis3d", {"objective.confidence": "reconstruction"},
+                           "+ CMC, reconstruction confidence c"),
+    "dual": ("rewis3d", {}, "Rewis3d: CMC with dual confidence q * c, view-aware sampling"),
+    "random_sampling": ("rewis3d", {"pipeline.sampling": "random"},
+                        "dual, random instead of view-aware sampling"),
+    "single_frame": ("rewis3d", {"pipeline.context": "single_frame"},
+                     "dual, point cloud of the target frame only"),
+    "gt_3d": ("rewis3d", {"data.prepare.recon": "gt"},
+              "dual, ground-truth depth and poses (confidence 1) instead of the reconstruction"),
+    "points_ema": ("ema", {"data.prepare.label_kind": "points"}, "EMA baseline, point labels"),
+    "points_dual": ("rewis3d", {"data.prepare.label_kind": "points"}, "Rewis3d, point labels"),
+    "coarse_ema": ("ema", {"data.prepare.label_kind": "coarse"}, "EMA baseline, coarse labels"),
+    "coarse_dual": ("rewis3d", {"data.prepare.label_kind": "coarse"}, "Rewis3d, coarse labels"),
+}
+COLUMNS = (("miou", "mIoU student (%)", ".2f"), ("teacher_miou", "mIoU teacher (%)", ".2f"),
+           ("pixel_accuracy", "pixel acc (%)", ".2f"), ("seconds", "time (s)", ".0f"))
+
+
+def make_config(name: str, *, steps: int, seed: int):
+  method, overrides, _ = VARIANTS[name]
+  config = rewis3d.get_config("demo")
+  with config.unlocked():
+    config.steps = steps
+    config.seed = seed
+    config.methods = method
+    config.eval_every = 0
+    config.checkpoint_every = steps
+  for dotted, value in overrides.items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value  # locked config: a misspelt field raises here
+  return config
+
+
+def ensure_cache(config, out: pathlib.Path) -> None:
+  """Points config.data.cache at the shared cache of its (reconstruction, label kind)."""
+  settings = config.data.prepare.to_dict()
+  folder = out / f"cache-{settings['recon']}-{settings['label_kind']}"
+  report = cache_scenes(build_seg_jobs(settings), folder, provenance=settings, progress=True)
+  if report.failed:
+    raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
+  config.data.cache = str(folder)
+
+
+def run_variant(name: str, args) -> dict:
+  config = make_config(name, steps=args.steps, seed=args.seed)
+  ensure_cache(config, pathlib.Path(args.out))
+  start = time.perf_counter()
+  report = train_segmentation(config, pathlib.Path(args.out) / f"{name}-s{args.seed}")
+  final = report[config.methods]
+  return {"variant": name, "seed": args.seed, "steps": args.steps,
+          "seconds": time.perf_counter() - start,
+          "miou": 100 * final["student"]["miou"], "teacher_miou": 100 * final["teacher"]["miou"],
+          "pixel_accuracy": 100 * final["student"]["pixel_accuracy"],
+          "iou": final["student"]["iou"]}
+
+
+def report(rows: list) -> None:
+  descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
+  table = ablation_table.markdown(rows, descriptions, COLUMNS)
+  print(table)
+  ablation_table.bar_plot(rows, list(VARIANTS), (("miou", "held-out mIoU of the 2D student (%)"),),
+                          HERE / "ablation.png",
+                          {"ema": "0.6", "points_ema": "0.6", "coarse_ema": "0.6",
+                           "dual": "tab:blue"})
+  ablation_table.write_block(HERE / "README.md", table)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default=str(ROOT / "runs" / "seg_ablation"))
+  parser.add_argument("--steps", type=int, default=400)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--only", default="", help="comma-separated variant names")
+  parser.add_argument("--report-only", action="store_true")
+  args = parser.parse_args()
+
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  results_path = out / "results.json"
+  rows = ablation_table.load_rows(results_path)
+  if not args.report_only:
+    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+      raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    for name in names:
+      if ablation_table.done(rows, name, args.seed, args.steps):
+        print(f"{name}: already in {results_path}, skipped")
+        continue
+      print(f"=== {name}: {VARIANTS[name][2]}", flush=True)
+      rows.append(run_variant(name, args))
+      results_path.write_text(json.dumps(rows, indent=1))
+  (HERE / "results.json").write_text(json.dumps(rows, indent=1))
+  report(rows)
+
+
+if __name__ == "__main__":
+  main()
