@@ -16,6 +16,7 @@ Variants:
 Any field can be overridden on the command line, e.g. --config.objective.confidence=prediction.
 """
 import dataclasses
+import pathlib
 
 import ml_collections
 
@@ -26,6 +27,7 @@ from jaxrecon.models.point_transformer import PointTransformerConfig
 from jaxrecon.models.segformer import SegFormerConfig
 from jaxrecon.train.seg_step import SegObjectiveConfig
 
+SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car",
                   "pedestrian", "bicyclist")
 
@@ -72,7 +74,9 @@ def get_config(arg: str = "demo"):
   if arg == "camvid":
     c.class_names = CAMVID_CLASSES
     c.data.prepare.update(source="camvid", recon="ffrm")
-    c.data.num_eval_scenes = 1
+    c.data.prepare.camvid.root = str(SHARED_DATA / "camvid_0001TP")
+    c.data.num_eval_scenes = 1       # the last 6 frames, reconstructed as their own clip
+    c.pipeline.update(height=64, width=96)
     c.model2d = dataclasses.asdict(SegFormerConfig.tiny(len(CAMVID_CLASSES)))
     c.model3d = dataclasses.asdict(_demo_point_transformer(len(CAMVID_CLASSES)))
   if arg == "paper":

@@ -356,7 +356,8 @@ def default_seg_settings() -> dict:
   return {"source": "synthetic",
           "synthetic": {"num_scenes": 16, "seed": 0, "num_views": 8, "height": 128,
                         "width": 128, "path": "orbit"},
-          "camvid": {"root": "", "intrinsics_fov_deg": 60.0, "height": 96, "width": 128},
+          "camvid": {"root": "", "intrinsics_fov_deg": 60.0, "height": 96, "width": 128,
+                     "held_out_frames": 6},
           "label_kind": "scribbles", "label_seed": 0, "recon": "simulated",
           "ffrm": {"checkpoint": ""},      # a Reliev3R run, for recon "ffrm" (jaxrecon.train)
           "simulated": {"seed": 0, **{k: (list(v) if isinstance(v, tuple) else v)

@@ -47,12 +47,19 @@ def ffrm_reconstruction(scene: Scene, checkpoint: str):
   return depth, confidence, np.asarray(pred["world_from_cam"][0], np.float64)
 
 
-def _camvid_scene(settings: Mapping) -> Scene:
+def _camvid_scene(settings: Mapping, part: str) -> Scene:
   """CamVid frames with intrinsics from an assumed field of view, resized to camvid.(height,
-  width) (the FFRM and the segmentation crops work at low resolution)."""
+  width) (the FFRM and the segmentation crops work at low resolution); part "train" is all but
+  the last camvid.held_out_frames frames, "held_out" those last frames (a separate clip: it is
+  reconstructed on its own, so no training geometry or label reaches it)."""
   camvid = settings["camvid"]
   scene = camvid_scene(camvid["root"], intrinsics_fov_deg=camvid["intrinsics_fov_deg"])
-  return resize(scene, (camvid["height"], camvid["width"]))
+  held_out = int(camvid["held_out_frames"])
+  if not 0 < held_out < scene.num_views - 1:
+    raise ValueError(f"camvid.held_out_frames: expected 1..{scene.num_views - 2}, got {held_out}")
+  split = scene.num_views - held_out
+  views = range(split) if part == "train" else range(split, scene.num_views)
+  return resize(scene.select(list(views)), (camvid["height"], camvid["width"]))
 
 
 def _ffrm_record(scene_fn: Callable[[], Scene], settings: Mapping) -> dict:
@@ -73,8 +80,10 @@ def build_ffrm_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
   locate_run(checkpoint)  # fail before any scene is read
   source = settings["source"]
   if source == "camvid":
-    return [("camvid", functools.partial(_ffrm_record,
-                                         functools.partial(_camvid_scene, settings), settings))]
+    # Names sort train first: the trainer holds out the last scenes in sorted order.
+    return [(f"camvid-{i}-{part}", functools.partial(
+        _ffrm_record, functools.partial(_camvid_scene, settings, part), settings))
+        for i, part in enumerate(("train", "held_out"))]
   if source == "synthetic":
     synth = settings["synthetic"]
     seeds = range(synth["seed"], synth["seed"] + synth["num_scenes"])
