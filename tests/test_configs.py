@@ -9,7 +9,12 @@ from jaxrecon.models.config import ModelConfig
 from jaxrecon.train.objective import ObjectiveConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from configs import prepare, reliev3r  # noqa: E402
+from configs import prepare, reliev3r, rewis3d  # noqa: E402
+from jaxrecon.data.seg_pipeline import SegPipelineConfig  # noqa: E402
+from jaxrecon.models.point_transformer import PointTransformerConfig  # noqa: E402
+from jaxrecon.models.segformer import SegFormerConfig  # noqa: E402
+from jaxrecon.train.seg_loop import methods_of  # noqa: E402
+from jaxrecon.train.seg_step import SegObjectiveConfig  # noqa: E402
 
 
 @pytest.mark.parametrize("variant", ["demo", "demo_supervised", "paper"])
@@ -27,6 +32,27 @@ def test_reliev3r_variants(variant):
     config.stpes = 3  # locked: a typo fails
 
 
+@pytest.mark.parametrize("variant", ["demo", "camvid", "paper"])
+def test_rewis3d_variants(variant):
+  config = rewis3d.get_config(variant)
+  seg = SegFormerConfig(**config.model2d.to_dict())
+  points = PointTransformerConfig(**config.model3d.to_dict())
+  pipeline = SegPipelineConfig(**config.pipeline.to_dict())
+  objective = SegObjectiveConfig(**config.objective.to_dict())
+  assert seg.num_classes == points.num_classes == len(config.class_names)
+  assert methods_of(config) == ["ema", "rewis3d"] and config.task == "rewis3d"
+  assert objective.confidence == "dual" and objective.tau == 0.95
+  if variant == "camvid":
+    assert config.data.prepare.recon == "ffrm" and config.data.prepare.source == "camvid"
+  if variant == "paper":  # SegFormer-B4, PTv3-base, 120k points, rho 0.6, lambda 0.1, EMA 0.99
+    assert seg.embed_dims == (64, 128, 320, 512) and seg.depths == (3, 8, 27, 3)
+    assert points.enc_dims == (32, 64, 128, 256, 512)
+    assert pipeline.num_points == 120_000 and pipeline.rho == 0.6
+    assert objective.cmc_weight == 0.1 and config.ema_decay == 0.99
+  with pytest.raises(AttributeError):
+    config.stpes = 3
+
+
 @pytest.mark.parametrize("variant", ["synthetic", "synthetic_fast", "folder"])
 def test_prepare_variants(variant):
   config = prepare.get_config(variant)
@@ -40,3 +66,15 @@ def test_unknown_variants():
     reliev3r.get_config("huge")
   with pytest.raises(ValueError, match="variant"):
     prepare.get_config("cloud")
+  with pytest.raises(ValueError, match="variant"):
+    rewis3d.get_config("cityscapes")
+
+
+def test_ffrm_records_need_a_reliev3r_run(tmp_path):
+  from jaxrecon.train.seg_recon import build_ffrm_jobs
+  settings = rewis3d.get_config("camvid").data.prepare.to_dict()
+  with pytest.raises(ValueError, match="ffrm.checkpoint"):
+    build_ffrm_jobs(settings)
+  settings["ffrm"]["checkpoint"] = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="checkpoint folder"):
+    build_ffrm_jobs(settings)
