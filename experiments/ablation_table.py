@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -16,6 +16,28 @@ def load_rows(path: pathlib.Path) -> list:
 
 def done(rows: list, variant: str, seed: int, steps: int) -> bool:
   return any(r["variant"] == variant and r["seed"] == seed and r["steps"] == steps for r in rows)
+
+
+def run_missing(results_path: pathlib.Path, only: str, descriptions: Mapping[str, str],
+                run_variant: Callable[[str], dict], *, seed: int, steps_of: Callable[[str], int],
+                report_only: bool = False) -> list:
+  """Runs the variants (all, or the comma-separated `only`) not yet in results.json for this seed
+  and budget, appending each row as it finishes; returns all rows."""
+  rows = load_rows(results_path)
+  if report_only:
+    return rows
+  names = [n for n in only.split(",") if n] or list(descriptions)
+  unknown = sorted(set(names) - set(descriptions))
+  if unknown:
+    raise SystemExit(f"unknown variants {unknown}; choose from {list(descriptions)}")
+  for name in names:
+    if done(rows, name, seed, steps_of(name)):
+      print(f"{name}: already in {results_path}, skipped")
+      continue
+    print(f"=== {name}: {descriptions[name]}", flush=True)
+    rows.append(run_variant(name))
+    results_path.write_text(json.dumps(rows, indent=1))
+  return rows
 
 
 def mean_rows(rows: list, variants: Sequence[str], keys: Sequence[str]) -> dict:

@@ -129,22 +129,18 @@ def main():
 
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  results_path = out / "results.json"
-  rows = ablation_table.load_rows(results_path)
-  if not args.report_only:
-    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
-    unknown = sorted(set(names) - set(VARIANTS))
-    if unknown:
-      raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-    cache = args.cache or build_cache(out, args.scenes)
-    for name in names:
-      steps = 0 if name == "untrained" else args.steps
-      if ablation_table.done(rows, name, args.seed, steps):
-        print(f"{name}: already in {results_path}, skipped")
-        continue
-      print(f"=== {name}: {VARIANTS[name][1]}", flush=True)
-      rows.append(run_variant(name, args, cache))
-      results_path.write_text(json.dumps(rows, indent=1))
+  descriptions = {name: what for name, (_, what) in VARIANTS.items()}
+  cache = {}
+
+  def run(name):
+    if "path" not in cache:  # built (or found) once, only when something has to run
+      cache["path"] = args.cache or build_cache(out, args.scenes)
+    return run_variant(name, args, cache["path"])
+
+  rows = ablation_table.run_missing(out / "results.json", args.only, descriptions, run,
+                                    seed=args.seed,
+                                    steps_of=lambda name: 0 if name == "untrained" else args.steps,
+                                    report_only=args.report_only)
   (HERE / "results.json").write_text(json.dumps(rows, indent=1))
   report(rows)
 

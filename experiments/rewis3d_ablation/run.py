@@ -120,20 +120,11 @@ def main():
 
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
-  results_path = out / "results.json"
-  rows = ablation_table.load_rows(results_path)
-  if not args.report_only:
-    names = [n for n in args.only.split(",") if n] or list(VARIANTS)
-    unknown = sorted(set(names) - set(VARIANTS))
-    if unknown:
-      raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
-    for name in names:
-      if ablation_table.done(rows, name, args.seed, args.steps):
-        print(f"{name}: already in {results_path}, skipped")
-        continue
-      print(f"=== {name}: {VARIANTS[name][2]}", flush=True)
-      rows.append(run_variant(name, args))
-      results_path.write_text(json.dumps(rows, indent=1))
+  descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
+  rows = ablation_table.run_missing(out / "results.json", args.only, descriptions,
+                                    lambda name: run_variant(name, args), seed=args.seed,
+                                    steps_of=lambda name: args.steps,
+                                    report_only=args.report_only)
   (HERE / "results.json").write_text(json.dumps(rows, indent=1))
   report(rows)
 

@@ -40,10 +40,10 @@ import zipfile
 from typing import Sequence
 
 import grain
-from absl import flags
 import numpy as np
 
 from jaxrecon.data.cache import read_npz
+from jaxrecon.data.pipeline import batched_dataset
 from jaxrecon.data.pointcloud import (PointCloud, correspondences, lift, random_sample,
                                       view_aware_sample)
 from jaxrecon.data.scene import IGNORE_LABEL
@@ -332,21 +332,11 @@ def make_seg_dataset(source, config: SegPipelineConfig, *, process_index: int = 
   if len(source) < 1:
     raise ValueError("source: no (scene, view) pairs")
   check_seg_record(source[0]["record"], "element 0")  # fail early on a malformed source
-  ds = grain.MapDataset.source(source)
-  if process_count > 1:
-    ds = ds[process_index::process_count]
-  ds = ds.seed(config.seed)
-  if config.shuffle:
-    ds = ds.shuffle()
   # A partial, not a lambda: worker processes receive the pipeline pickled.
-  ds = ds.repeat(None).random_map(functools.partial(_element_sample, config=config))
-  ds = ds.batch(config.batch_size, drop_remainder=True).to_iter_dataset()
-  if config.worker_count > 0:
-    # grain's workers read absl flags; outside absl.app (scripts, notebooks) nobody parsed them.
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.worker_count))
-  return ds
+  return batched_dataset(source, functools.partial(_element_sample, config=config),
+                         seed=config.seed, shuffle=config.shuffle, batch_size=config.batch_size,
+                         worker_count=config.worker_count, process_index=process_index,
+                         process_count=process_count)
 
 
 def seg_eval_samples(paths: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:

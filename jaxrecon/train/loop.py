@@ -33,14 +33,16 @@ from jaxrecon.train.step import (TrainState, check_finite, create_state, make_me
                                  shard_batch, train_step)
 
 
-def scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
-  """(train, held-out) .npz paths; builds the cache in <workdir>/cache when none is configured."""
+def cached_split(config, workdir: pathlib.Path, build_jobs_fn) -> tuple[list, list]:
+  """(train, held-out) .npz paths of a run: config.data.cache, or a cache built in
+  <workdir>/cache from config.data.prepare by build_jobs_fn(settings) -> jobs; the last
+  config.data.num_eval_scenes files (sorted by name) are held out."""
   if config.data.cache:
     folder = pathlib.Path(config.data.cache)
   else:
     folder = workdir / "cache"
     settings = config.data.prepare.to_dict()
-    report = cache_scenes(build_jobs(settings), folder, provenance=settings,
+    report = cache_scenes(build_jobs_fn(settings), folder, provenance=settings,
                           progress=jax.process_index() == 0)
     if report.failed:
       raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
@@ -49,6 +51,11 @@ def scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
   if len(paths) <= held_out:
     raise ValueError(f"{folder}: {len(paths)} scenes, need more than {held_out} held out")
   return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
+
+
+def scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
+  """(train, held-out) pseudo-label records of a Reliev3R run (see `cached_split`)."""
+  return cached_split(config, workdir, build_jobs)
 
 
 def make_optimizer(optim: Mapping, steps: int) -> optax.GradientTransformation:

@@ -18,7 +18,6 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxrecon.data.cache import cache_scenes
 from jaxrecon.data.seg_pipeline import (SegNpzSource, SegPipelineConfig, make_seg_dataset,
                                         seg_eval_samples)
 from jaxrecon.data.seg_records import build_seg_jobs
@@ -28,7 +27,7 @@ from jaxrecon.models.point_transformer import PointTransformer, PointTransformer
 from jaxrecon.models.segformer import SegFormer, SegFormerConfig
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
-from jaxrecon.train.loop import make_optimizer
+from jaxrecon.train.loop import cached_split, make_optimizer
 from jaxrecon.train.progress import MetricsLog, Progress, log
 from jaxrecon.train.seg_step import (SegObjectiveConfig, SegState, create_seg_state, predict_2d,
                                      seg_train_step)
@@ -46,26 +45,16 @@ def methods_of(config) -> list[str]:
   return methods
 
 
+def _seg_jobs(settings):
+  if settings["recon"] == "ffrm":
+    from jaxrecon.train.seg_recon import build_ffrm_jobs  # noqa: PLC0415 (loads a checkpoint)
+    return build_ffrm_jobs(settings)
+  return build_seg_jobs(settings)
+
+
 def seg_scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
-  """(train, held-out) segmentation records; builds <workdir>/cache when none is configured."""
-  if config.data.cache:
-    folder = pathlib.Path(config.data.cache)
-  else:
-    folder = workdir / "cache"
-    settings = config.data.prepare.to_dict()
-    if settings["recon"] == "ffrm":
-      from jaxrecon.train.seg_recon import build_ffrm_jobs  # noqa: PLC0415 (loads a checkpoint)
-      jobs = build_ffrm_jobs(settings)
-    else:
-      jobs = build_seg_jobs(settings)
-    report = cache_scenes(jobs, folder, provenance=settings, progress=jax.process_index() == 0)
-    if report.failed:
-      raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
-  paths = sorted(folder.glob("*.npz"))
-  held_out = config.data.num_eval_scenes
-  if len(paths) <= held_out:
-    raise ValueError(f"{folder}: {len(paths)} scenes, need more than {held_out} held out")
-  return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
+  """(train, held-out) segmentation records of a run (see `loop.cached_split`)."""
+  return cached_split(config, workdir, _seg_jobs)
 
 
 def build_seg(config, method: str):
