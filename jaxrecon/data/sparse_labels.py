@@ -152,7 +152,11 @@ def _order_along_axis(pts: np.ndarray) -> np.ndarray:
   if len(pts) < 2 or not centred.any():
     return pts
   _, _, vt = np.linalg.svd(centred, full_matrices=False)
-  return pts[np.argsort(centred @ vt[0], kind="stable")]
+  axis = vt[0]
+  # The SVD's sign is arbitrary (it differed between two runs of one build on this machine), and
+  # the rasterised stroke depends on its direction: fix the sign so labels are reproducible.
+  axis = axis if axis[np.argmax(np.abs(axis))] > 0 else -axis
+  return pts[np.argsort(centred @ axis, kind="stable")]
 
 
 def _chaikin(pts: np.ndarray, iterations: int = 3) -> np.ndarray:
