@@ -18,6 +18,26 @@ def done(rows: list, variant: str, seed: int, steps: int) -> bool:
   return any(r["variant"] == variant and r["seed"] == seed and r["steps"] == steps for r in rows)
 
 
+def override(config, overrides: Mapping[str, object]):
+  """Sets dotted fields ("objective.alpha": 0.2) of a locked ConfigDict; a misspelt field raises."""
+  for dotted, value in overrides.items():
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def report(rows: list, descriptions: Mapping[str, str], columns: Sequence[tuple],
+           panels: Sequence[tuple], folder: pathlib.Path, highlight: Mapping[str, str]) -> None:
+  """Prints the table, writes <folder>/ablation.png and the README block."""
+  table = markdown(rows, descriptions, columns)
+  print(table)
+  bar_plot(rows, list(descriptions), panels, folder / "ablation.png", highlight)
+  write_block(folder / "README.md", table)
+
+
 def run_missing(results_path: pathlib.Path, only: str, descriptions: Mapping[str, str],
                 run_variant: Callable[[str], dict], *, seed: int, steps_of: Callable[[str], int],
                 report_only: bool = False) -> list:

@@ -61,13 +61,7 @@ def make_config(overrides: dict, *, steps: int, seed: int, cache: str, num_eval_
     config.eval_every = steps
     config.checkpoint_every = steps
     config.optim.warmup_steps = min(config.optim.warmup_steps, steps // 4)
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value  # locked config: a misspelt field raises here
-  return config
+  return ablation_table.override(config, overrides)
 
 
 def build_cache(out: pathlib.Path, num_scenes: int) -> str:
@@ -105,13 +99,8 @@ COLUMNS = (("depth_rel", "depth rel", ".3f"), ("depth_tau", "depth tau@1.03 (%)"
 
 def report(rows: list) -> None:
   descriptions = {name: what for name, (_, what) in VARIANTS.items()}
-  table = ablation_table.markdown(rows, descriptions, COLUMNS)
-  print(table)
-  ablation_table.bar_plot(rows, list(VARIANTS), (("depth_rel", "depth rel (lower is better)"),
-                                                 ("auc30", "pose AUC@30 (higher is better)")),
-                          HERE / "ablation.png",
-                          {"untrained": "0.6", "supervised": "tab:green", "full": "tab:blue"})
-  ablation_table.write_block(HERE / "README.md", table)
+  ablation_table.report(rows, descriptions, COLUMNS, (("depth_rel", "depth rel (lower is better)"), ("auc30", "pose AUC@30 (higher is better)")), HERE,
+                        {"untrained": "0.6", "supervised": "tab:green", "full": "tab:blue"})
 
 
 def main():

@@ -66,13 +66,7 @@ def make_config(name: str, *, steps: int, seed: int):
     config.methods = method
     config.eval_every = 0
     config.checkpoint_every = steps
-  for dotted, value in overrides.items():
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value  # locked config: a misspelt field raises here
-  return config
+  return ablation_table.override(config, overrides)
 
 
 def ensure_cache(config, out: pathlib.Path) -> None:
@@ -100,13 +94,8 @@ def run_variant(name: str, args) -> dict:
 
 def report(rows: list) -> None:
   descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
-  table = ablation_table.markdown(rows, descriptions, COLUMNS)
-  print(table)
-  ablation_table.bar_plot(rows, list(VARIANTS), (("miou", "held-out mIoU of the 2D student (%)"),),
-                          HERE / "ablation.png",
-                          {"ema": "0.6", "points_ema": "0.6", "coarse_ema": "0.6",
-                           "dual": "tab:blue"})
-  ablation_table.write_block(HERE / "README.md", table)
+  ablation_table.report(rows, descriptions, COLUMNS, (("miou", "held-out mIoU of the 2D student (%)"),), HERE,
+                        {"ema": "0.6", "points_ema": "0.6", "coarse_ema": "0.6", "dual": "tab:blue"})
 
 
 def main():
