@@ -59,6 +59,38 @@ def rotation_to_wxyz(rotation: np.ndarray) -> np.ndarray:
   return -q if q[0] < 0 else q
 
 
+def check_views(caller: str, names, intrinsics, cam_from_world):
+  """(names list, K (v, 3, 3) float64, cam_from_world float64) after checking that the counts
+  agree and that every name fits images.txt (non-empty, no whitespace); ValueError naming
+  `caller` otherwise."""
+  names = list(names)
+  intrinsics = np.asarray(intrinsics, np.float64)
+  cam_from_world = np.asarray(cam_from_world, np.float64)
+  v = len(names)
+  if intrinsics.shape != (v, 3, 3) or cam_from_world.shape[0] != v:
+    raise ValueError(f"{caller}: {v} names but intrinsics {intrinsics.shape} and "
+                     f"cam_from_world {cam_from_world.shape}")
+  for name in names:
+    if not name or any(c.isspace() for c in name):
+      raise ValueError(f"{caller}: image name {name!r} is empty or has whitespace, "
+                       f"which images.txt cannot hold")
+  return names, intrinsics, cam_from_world
+
+
+def camera_line(camera_id: int, k: np.ndarray, image_size) -> str:
+  """cameras.txt line of a PINHOLE camera with K (3, 3) (package convention) for (h, w) images."""
+  h, w = (int(s) for s in image_size)
+  # +0.5: the package's top-left pixel centre is (0, 0), COLMAP's (0.5, 0.5).
+  return (f"{camera_id} PINHOLE {w} {h} "
+          + _fmt([k[0, 0], k[1, 1], k[0, 2] + 0.5, k[1, 2] + 0.5]))
+
+
+def image_line(image_id: int, cam_from_world: np.ndarray, name: str) -> str:
+  """images.txt first line of an image (camera id = image id): quaternion, translation, name."""
+  return (f"{image_id} {_fmt(rotation_to_wxyz(cam_from_world[:3, :3]))} "
+          f"{_fmt(cam_from_world[:3, 3])} {image_id} {name}")
+
+
 def write_colmap_text(folder: str | os.PathLike, names, intrinsics, cam_from_world, image_size, *,
                       points=None) -> pathlib.Path:
   """Writes cameras.txt, images.txt and points3D.txt into `folder` (created).
@@ -73,17 +105,9 @@ def write_colmap_text(folder: str | os.PathLike, names, intrinsics, cam_from_wor
   Returns:
     The folder.
   """
-  names = list(names)
-  intrinsics = np.asarray(intrinsics, np.float64)
-  cam_from_world = np.asarray(cam_from_world, np.float64)
+  names, intrinsics, cam_from_world = check_views("write_colmap_text", names, intrinsics,
+                                                  cam_from_world)
   v = len(names)
-  if intrinsics.shape != (v, 3, 3) or cam_from_world.shape[0] != v:
-    raise ValueError(f"write_colmap_text: {v} names but intrinsics {intrinsics.shape} and "
-                     f"cam_from_world {cam_from_world.shape}")
-  for name in names:
-    if not name or any(c.isspace() for c in name):
-      raise ValueError(f"write_colmap_text: image name {name!r} is empty or has whitespace, "
-                       f"which images.txt cannot hold")
   h, w = (int(s) for s in image_size)
   folder = pathlib.Path(folder)
   folder.mkdir(parents=True, exist_ok=True)
@@ -95,10 +119,8 @@ def write_colmap_text(folder: str | os.PathLike, names, intrinsics, cam_from_wor
             "axes)", "#   POINTS2D[] as (X, Y, POINT3D_ID)  (empty here)",
             f"# Number of images: {v}"]
   for i, (name, k, pose) in enumerate(zip(names, intrinsics, cam_from_world), start=1):
-    # +0.5: the package's top-left pixel centre is (0, 0), COLMAP's (0.5, 0.5).
-    cameras.append(f"{i} PINHOLE {w} {h} "
-                   + _fmt([k[0, 0], k[1, 1], k[0, 2] + 0.5, k[1, 2] + 0.5]))
-    images.append(f"{i} {_fmt(rotation_to_wxyz(pose[:3, :3]))} {_fmt(pose[:3, 3])} {i} {name}")
+    cameras.append(camera_line(i, k, (h, w)))
+    images.append(image_line(i, pose, name))
     images.append("")
   (folder / "cameras.txt").write_text("\n".join(cameras) + "\n")
   (folder / "images.txt").write_text("\n".join(images) + "\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 from typing import Optional, Sequence
 
 import cv2
@@ -79,7 +80,8 @@ def colorize(values: np.ndarray, *, cmap: str = "turbo", percentiles=(2.0, 98.0)
 
 
 def write_poses_json(path: str | os.PathLike, names, files, intrinsics, world_from_cam,
-                     image_size, *, extra: Optional[dict] = None) -> pathlib.Path:
+                     image_size, *, extra: Optional[dict] = None, registered=None,
+                     units: Optional[str] = None) -> pathlib.Path:
   """poses.json: per image cam_from_world, world_from_cam (4x4) and K (3x3), conventions named.
 
   Args:
@@ -88,8 +90,14 @@ def write_poses_json(path: str | os.PathLike, names, files, intrinsics, world_fr
     world_from_cam: (v, 4, 4) camera-to-world poses (OpenCV axes); cam_from_world is its rigid
       inverse (float64).
     extra: more top-level entries (e.g. provenance).
+    registered: optional (v,) bool; when given every image gets "registered", and an unregistered
+      image has null cam_from_world / world_from_cam (its entry in `world_from_cam` is ignored).
+    units: optional replacement of the conventions' "units" text (default: the network's gauge).
   """
   world_from_cam = np.asarray(world_from_cam, np.float64)
+  if registered is not None:
+    registered = np.asarray(registered, bool)
+    world_from_cam = np.where(registered[:, None, None], world_from_cam, np.eye(4))
   cam_from_world = _io.rigid_inverse(world_from_cam)
   h, w = (int(s) for s in image_size)
   table = {
@@ -100,7 +108,8 @@ def write_poses_json(path: str | os.PathLike, names, files, intrinsics, world_fr
                             "= camera centre",
           "intrinsics": "3x3 K in pixels of the original image (width x height), centre of the "
                         "top-left pixel at (0, 0) (COLMAP's cx, cy are these + 0.5)",
-          "units": "model units: the world frame and global scale are the network's gauge",
+          "units": units or "model units: the world frame and global scale are the network's "
+                            "gauge",
       },
       "width": w, "height": h, **(extra or {}),
       "images": {name: {"file": file, "cam_from_world": c.tolist(), "world_from_cam": p.tolist(),
@@ -108,6 +117,45 @@ def write_poses_json(path: str | os.PathLike, names, files, intrinsics, world_fr
                  for name, file, c, p, k in zip(names, files, cam_from_world, world_from_cam,
                                                 intrinsics)},
   }
+  if registered is not None:
+    table["conventions"]["registered"] = ("false: the view could not be placed; its poses are "
+                                          "null")
+    for name, ok in zip(names, registered):
+      entry = table["images"][name]
+      entry["registered"] = bool(ok)
+      if not ok:
+        entry["cam_from_world"] = entry["world_from_cam"] = None
   path = pathlib.Path(path)
   path.write_text(json.dumps(table, indent=1))
   return path
+
+
+# Everything `python -m jaxrecon.reconstruct` writes into --out, over both methods.
+OUTPUTS = ("depth", "confidence", "poses.json", "points.ply", "colmap", "report.json", "report.md")
+
+
+def prepare_output_folder(out: str | os.PathLike) -> tuple[pathlib.Path, list[str]]:
+  """Creates `out` and removes the outputs of an earlier run in it (`OUTPUTS`), so old and new
+  files never mix (e.g. an earlier run's depth maps next to new poses, or images of another
+  scene in colmap/images). Other files in `out` are left alone.
+
+  Returns:
+    (out, names of the earlier outputs removed), so the caller can say what it replaced.
+  Raises:
+    ValueError when `out` exists and is not a folder.
+  """
+  out = pathlib.Path(out)
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--out={out} exists and is not a folder")
+  out.mkdir(parents=True, exist_ok=True)
+  removed = []
+  for name in OUTPUTS:
+    path = out / name
+    if path.is_dir() and not path.is_symlink():
+      shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+      path.unlink()
+    else:
+      continue
+    removed.append(name)
+  return out, removed

@@ -1,4 +1,4 @@
-"""Reader for COLMAP text models (`cameras.txt` + `images.txt`) and their images.
+"""Reader for COLMAP text models (`cameras.txt` + `images.txt`, `points3D.txt`) and their images.
 
 cameras.txt, one line per camera ('#' lines are comments):
 
@@ -9,7 +9,10 @@ Any other model (with distortion) is rejected: the package's cameras are pinhole
 
 images.txt, two lines per image: `IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME` (the world-to-camera
 rotation as a scalar-first quaternion and translation, OpenCV axes), then the image's 2D points
-(ignored here; it may be empty).
+`X Y POINT3D_ID ...` (may be empty; skipped by `read_colmap`, read by `read_points2d_txt`).
+
+points3D.txt (optional, `read_points3d_txt`): `POINT3D_ID X Y Z R G B ERROR TRACK[]`, TRACK[] as
+(IMAGE_ID, POINT2D_IDX) pairs indexing the images' 2D points.
 
 Pixel convention: COLMAP puts the centre of the top-left pixel at (0.5, 0.5); the package puts it
 at (0, 0). So cx, cy are shifted by -0.5 on reading (focal lengths are unchanged).
@@ -172,3 +175,81 @@ def read_colmap(model_dir: str | os.PathLike, image_dir: str | os.PathLike) -> S
                cam_from_world=np.stack(poses),
                names=tuple(str(pathlib.PurePath(n).with_suffix("")) for n, _, _ in entries),
                name=image_dir.resolve().parent.name)
+
+
+class ColmapPoints2D(NamedTuple):
+  """The POINTS2D line of one image: xy (n, 2) float64 in the package's pixel convention (COLMAP's
+  minus 0.5), point3d_ids (n,) int64 (-1: the keypoint is in no 3D point)."""
+  image_id: int
+  xy: np.ndarray
+  point3d_ids: np.ndarray
+
+
+class ColmapPoint3D(NamedTuple):
+  """One points3D.txt row: xyz (3,) float64, rgb (3,) uint8, error (px), track (m, 2) int64 of
+  (IMAGE_ID, POINT2D_IDX)."""
+  xyz: np.ndarray
+  rgb: np.ndarray
+  error: float
+  track: np.ndarray
+
+
+def read_points2d_txt(path: str | os.PathLike) -> dict[str, ColmapPoints2D]:
+  """images.txt -> {image name: ColmapPoints2D} (the 2D points `read_images_txt` skips).
+
+  Raises:
+    as `read_images_txt`; ValueError naming the file and line for a POINTS2D line whose field
+    count is not a multiple of 3, a non-numeric coordinate or a non-integer POINT3D_ID.
+  """
+  path = _io.require_file(path, "COLMAP images file")
+  read_images_txt(path)          # the header lines' checks
+  lines = list(_content_lines(path))
+  while lines and not lines[-1][1].strip():
+    lines.pop()
+  while lines and not lines[0][1].strip():
+    lines.pop(0)
+  lines.append((lines[-1][0] + 1, ""))   # the last image's points line may be missing
+  result = {}
+  for (_, header), (lineno, points) in zip(lines[::2], lines[1::2]):
+    fields, where = points.split(), f"{path}: line {lineno}"
+    if len(fields) % 3:
+      raise ValueError(f"{where}: POINTS2D[] are (X, Y, POINT3D_ID) triples, got {len(fields)} "
+                       f"fields")
+    triples = np.asarray(fields, dtype=object).reshape(-1, 3)
+    xy = _io.parse_floats(triples[:, :2].ravel().tolist(), where).reshape(-1, 2)
+    try:
+      ids = np.asarray([int(x) for x in triples[:, 2]], np.int64)
+    except ValueError:
+      raise ValueError(f"{where}: a POINT3D_ID is not an integer") from None
+    head = header.split()
+    # -0.5: COLMAP's top-left pixel centre is (0.5, 0.5), ours is (0, 0).
+    result[head[9]] = ColmapPoints2D(int(head[0]), xy - 0.5, ids)
+  return result
+
+
+def read_points3d_txt(path: str | os.PathLike) -> dict[int, ColmapPoint3D]:
+  """points3D.txt -> {POINT3D_ID: ColmapPoint3D}; may be empty.
+
+  Raises:
+    FileNotFoundError naming a missing file; ValueError naming the file and line for fewer than 8
+    fields, an odd track, a non-numeric value or a repeated id.
+  """
+  path = _io.require_file(path, "COLMAP points3D file")
+  result = {}
+  for lineno, line in _content_lines(path):
+    fields, where = line.split(), f"{path}: line {lineno}"
+    if not fields:
+      continue
+    if len(fields) < 8 or (len(fields) - 8) % 2:
+      raise ValueError(f"{where}: expected POINT3D_ID X Y Z R G B ERROR then (IMAGE_ID, "
+                       f"POINT2D_IDX) pairs, got {len(fields)} fields")
+    try:
+      point_id, rgb = int(fields[0]), np.asarray([int(x) for x in fields[4:7]], np.uint8)
+      track = np.asarray([int(x) for x in fields[8:]], np.int64).reshape(-1, 2)
+    except ValueError:
+      raise ValueError(f"{where}: POINT3D_ID, R G B and the track must be integers") from None
+    if point_id in result:
+      raise ValueError(f"{where}: point id {point_id} is listed twice")
+    values = _io.parse_floats(fields[1:4] + fields[7:8], where, first_column=2)
+    result[point_id] = ColmapPoint3D(values[:3], rgb, float(values[3]), track)
+  return result
