@@ -3,7 +3,7 @@
 A world (`World`, made by `random_world`) is a textured ground, walls, boxes, spheres and vertical
 cylinders under an open sky, some of them mirrors, stored as fixed-size arrays so the renderer
 compiles once. `render` ray-casts it for given cameras (`paths`: orbit, forward walk, random
-look-at; `intrinsics_from_fov`) into RGB (supersampled), depth and semantic labels;
+look-at, pan; `intrinsics_from_fov`) into RGB (supersampled), depth and semantic labels;
 `make_scene` does it all from one seed and returns a `jaxrecon.data.scene.Scene`.
 
 Conventions are the package's (see `jaxrecon.geometry`): OpenCV camera axes, pixel centres at
@@ -15,7 +15,8 @@ Sky is exactly where depth is 0.
 """
 from jaxrecon.data.synthetic.make import PATHS, camera_path, make_scene
 from jaxrecon.data.synthetic.paths import (forward_walk, intrinsics_from_fov, look_at, orbit,
-                                           random_look_at)
+                                           pan, random_look_at)
 from jaxrecon.data.synthetic.render import render, render_view, subpixel_offsets
 from jaxrecon.data.synthetic.world import (BOX, CLASSES, CYLINDER, GROUND, MIRROR, NUM_OBJECTS,
-                                           SKY, SPHERE, WALL, World, random_world)
+                                           SKY, SPHERE, WALL, World, flatten_textures,
+                                           random_world)

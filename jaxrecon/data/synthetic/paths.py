@@ -106,3 +106,24 @@ def random_look_at(num_views: int, seed: Seed = 0, *,
   targets = np.stack([tr * np.cos(ta), tr * np.sin(ta), rng.uniform(*target_height, num_views)],
                      -1)
   return look_at(centres, targets)
+
+
+def pan(num_views: int, *, centre=(6.5, 0.0, 1.6), step_degrees: float = 12.0,
+        heading_degrees: float = 180.0, pitch_degrees: float = -10.0) -> np.ndarray:
+  """A camera turning on the spot (rotation only, no translation): a panorama sweep.
+
+  Args:
+    num_views: v; centre: (3,) the one camera centre shared by every view (metres);
+    step_degrees: azimuth turned between consecutive views; heading_degrees: azimuth (from the
+      world x axis) of the middle of the sweep (the default, from the default centre, faces the
+      scene centre); pitch_degrees: elevation of every viewing direction (negative looks down).
+  Returns:
+    (v, 4, 4) cam_from_world, all with the same centre (zero baseline between any two views).
+  """
+  heading = np.deg2rad(heading_degrees + step_degrees * (np.arange(num_views)
+                                                         - (num_views - 1) / 2))
+  p = np.deg2rad(pitch_degrees)
+  gaze = np.stack([np.cos(p) * np.cos(heading), np.cos(p) * np.sin(heading),
+                   np.full(num_views, np.sin(p))], -1)
+  centres = np.tile(np.asarray(centre, np.float64), (num_views, 1))
+  return look_at(centres, centres + gaze)

@@ -221,3 +221,25 @@ def random_world(seed: Seed = 0, *, num_walls=(2, 4), num_boxes=(3, 6),
       checker=f32(checker), offset=f32(offset), noise_seed=noise_seed, mirror=mirror,
       label=label, sun=f32(sun), sky_zenith=f32(np.clip(sky_zenith, 0, 1)),
       sky_horizon=f32(np.clip(sky_horizon, 0, 1)))
+
+
+def flatten_textures(world: World, keep=()) -> World:
+  """The same world with every object's texture but `keep`'s replaced by one flat colour.
+
+  A flat object shows only shading (no texture for a feature detector to find): the tool to
+  build weakly textured scenes. Geometry, labels, lighting and the kept objects are unchanged.
+
+  Args:
+    world: World.
+    keep: indices (global object order, see the module docstring) that keep their texture.
+  Returns:
+    World whose other objects have colour_a = colour_b = the mean of their two ramp ends and no
+    checker term (albedo constant over the surface).
+  """
+  flat = np.ones(NUM_OBJECTS, bool)
+  flat[np.asarray(keep, np.int64)] = False
+  mean = 0.5 * (world.colour_a + world.colour_b)
+  colour = np.where(flat[:, None], mean, world.colour_a).astype(world.colour_a.dtype)
+  colour_b = np.where(flat[:, None], mean, world.colour_b).astype(world.colour_b.dtype)
+  checker = np.where(flat, 0.0, world.checker).astype(world.checker.dtype)
+  return world._replace(colour_a=colour, colour_b=colour_b, checker=checker)
