@@ -1,9 +1,16 @@
-"""`python -m jaxrecon.reconstruct --checkpoint=RUN --images=DIR --out=OUT [--intrinsics=FILE]`.
+"""`python -m jaxrecon.reconstruct --images=DIR --out=OUT [--method=ffrm|fit] [--intrinsics=FILE]`.
 
-Runs a trained Reliev3R model on all images of a folder at once (one scene, b = 1, v = number of
-images) and writes depth, confidence, poses, a fused point cloud and a COLMAP text model.
+--method=ffrm (default; needs --checkpoint=RUN): runs a trained Reliev3R model on all images of a
+folder at once (one scene, b = 1, v = number of images) and writes depth, confidence, poses, a fused
+point cloud and a COLMAP text model.
+--method=fit [--tracker=sift]: no model; tracks the images and fits the scene to them
+(`jaxrecon.reconstruct_fit`, whose docstring lists its outputs: poses.json with "registered",
+points.ply of the triangulated tracks, a COLMAP model with tracks, report.json / report.md).
 
-Inputs
+Outputs of an earlier run in --out (the names in `export.views.OUTPUTS`) are removed first, and
+the command says so, so that old and new files never mix; other files there are left alone.
+
+Inputs of --method=ffrm
   --checkpoint  a run's workdir (holding checkpoints/) or its checkpoints/ folder; the latest step
                 is restored. The architecture comes from the run's own `config.json` (written by
                 `jaxrecon.train.loop.train`) when the workdir has one; otherwise from --config
@@ -16,7 +23,7 @@ Inputs
 Images are resized (whole frame, no crop; the aspect ratio may change) to the model input size
 config.pipeline.(height, width), K rescaled with them.
 
-Outputs in --out (model units; the world frame and scale are the network's gauge)
+Outputs of --method=ffrm in --out (model units; the world frame and scale are the network's gauge)
   depth/<stem>.npy         float32 (h, w) camera-frame z at the ORIGINAL image resolution
                            (bilinearly upsampled from the model's), + <stem>.png (turbo colours,
                            2-98 % percentiles of that view)
@@ -53,14 +60,19 @@ DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "reli
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "model config when the run has no config.json (default configs/reliev3r.py)")
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "run workdir or its checkpoints/ folder")
+_METHOD = flags.DEFINE_enum("method", "ffrm", ["ffrm", "fit"], "ffrm: a trained model "
+                            "(--checkpoint); fit: tracks + per-scene fit, no model")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "run workdir or its checkpoints/ folder "
+                                  "(--method=ffrm)")
+_TRACKER = flags.DEFINE_string("tracker", "sift", "feature tracker of --method=fit (sift, or what "
+                               "jaxrecon.experts offers)")
 _IMAGES = flags.DEFINE_string("images", None, "folder of the scene's images (one size)")
 _INTRINSICS = flags.DEFINE_string("intrinsics", None, "intrinsics.json/.txt (default: found next "
                                   "to the images)")
 _OUT = flags.DEFINE_string("out", None, "output folder")
 _MIN_PERCENTILE = flags.DEFINE_float("min_confidence_percentile", 10.0, "per view, drop points "
                                      "under this confidence percentile from the point cloud")
-flags.mark_flags_as_required(["checkpoint", "images", "out"])
+flags.mark_flags_as_required(["images", "out"])
 
 
 class Progress:
@@ -115,6 +127,10 @@ def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
   progress(f"read {len(paths)} images of {size[1]}x{size[0]} and {k_path}")
 
   workdir, checkpoints = locate_run(checkpoint)
+  # After the inputs and the checkpoint are found: a failed check leaves an earlier run intact.
+  out, replaced = export.views.prepare_output_folder(out)
+  if replaced:
+    print(f"replacing the earlier outputs in {out}: {', '.join(replaced)}", file=sys.stderr)
   config, config_source = load_config(workdir, flag_config)
   graphdef, state, step = load_model(config, checkpoints)
   progress(f"restored step {step} from {checkpoints} (config {config_source})")
@@ -127,8 +143,6 @@ def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
   world_from_cam = np.asarray(pred["world_from_cam"][0], np.float64)
   progress(f"ran the model on {len(names)} views at {model_hw[1]}x{model_hw[0]}")
 
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
   _save_maps(out / "depth", names, export.resize_maps(depth, size), "turbo")
   _save_maps(out / "confidence", names, export.resize_maps(confidence, size), "viridis")
   progress("wrote depth/ and confidence/")
@@ -159,6 +173,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  if _METHOD.value == "fit":
+    return _main_fit()
+  if not _CHECKPOINT.value:
+    print("reconstruct: error: --method=ffrm needs --checkpoint=RUN (a trained run); "
+          "--method=fit needs none", file=sys.stderr)
+    return 1
   try:
     summary = reconstruct(_CHECKPOINT.value, _IMAGES.value, _OUT.value,
                           intrinsics=_INTRINSICS.value, flag_config=_CONFIG.value,
@@ -168,6 +188,20 @@ def main(argv):
     return 1
   print(f"reconstructed {summary['views']} views ({summary['points']} points) -> "
         f"{summary['out']}", file=sys.stderr)
+  return 0
+
+
+def _main_fit() -> int:
+  from jaxrecon import reconstruct_fit
+  progress = Progress(7)
+  try:
+    report = reconstruct_fit.reconstruct_fit(_IMAGES.value, _OUT.value,
+                                             intrinsics=_INTRINSICS.value,
+                                             tracker=_TRACKER.value, progress=progress)
+  except (FileNotFoundError, ValueError) as error:
+    print(f"reconstruct: error: {error}", file=sys.stderr)
+    return 1
+  reconstruct_fit.print_outcome(report)
   return 0
 
 

@@ -51,7 +51,7 @@ def registration_report(files: Sequence[str], result, *, points: int, observatio
             "num_observations": int(result.num_observations[i]),
             "residual_px": _number(result.view_residual_px[i]),
             "component": component_of.get(i)} for i, name in enumerate(files)]
-  residuals = sorted(v["residual_px"] for v in views if v["residual_px"] is not None)
+  residuals = [v["residual_px"] for v in views if v["residual_px"] is not None]
   stages = [{str(key): _json_value(value) for key, value in dict(stage).items()}
             for stage in result.stages]
   return {
@@ -61,7 +61,7 @@ def registration_report(files: Sequence[str], result, *, points: int, observatio
           "unregistered": [v["name"] for v in views if not v["registered"]],
           "components": len(result.components),
           "points": int(points), "observations": int(observations),
-          "median_view_residual_px": (residuals[len(residuals) // 2] if residuals else None),
+          "median_view_residual_px": (float(np.median(residuals)) if residuals else None),
       },
       "views": views, "stages": stages, "warnings": [str(w) for w in result.warnings],
       "timings": {key: round(float(value), 3) for key, value in timings.items()},

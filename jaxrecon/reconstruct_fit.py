@@ -1,0 +1,157 @@
+"""The `--method=fit` path of `python -m jaxrecon.reconstruct`: tracks -> per-scene fit -> files.
+
+No trained model: feature tracks of the images (`jaxrecon.experts`, e.g. SIFT) are fitted by
+`jaxrecon.fit.fit_scene`, which places the views it can and says which it cannot.
+
+Outputs in --out (the fit's gauge: camera 0 at the origin, world units set by the fit, not metric)
+  poses.json     as the FFRM path, plus "registered" per image; an unregistered image has null
+                 cam_from_world / world_from_cam (never a guessed pose)
+  points.ply     the model's triangulated tracks (see `export.colmap_sparse.model_observations`):
+                 x y z float32, red green blue uchar = image colour at the track's first inlier
+                 observation, confidence float32 = number of inlier observations (track length)
+  colmap/images/ copies of the input images
+  colmap/sparse/0/ cameras.txt, images.txt with POINTS2D (registered views only), points3D.txt
+                 with ERROR and TRACK[]: COLMAP's bundle adjuster and MVS can run on it
+  report.json, report.md  per view: registered, inlier observations, median residual (px),
+                 view-graph component; per fit stage; warnings; timings
+"""
+from __future__ import annotations
+
+import pathlib
+import shutil
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from jaxrecon import experts, export
+from jaxrecon.data.formats import _io
+from jaxrecon.export import colmap_sparse, report as report_lib
+
+UNITS = ("the fit's gauge: camera 0 is the world frame, the scale is set by the fit (not metric); "
+         "compare to other poses after a similarity alignment")
+
+
+def trackers() -> tuple[str, ...]:
+  """The --tracker values `jaxrecon.experts` offers: "sift" always, plus the learned trackers
+  the experts package exposes in `experts.TRACKERS` (when it has such a list)."""
+  return tuple(dict.fromkeys(("sift",) + tuple(getattr(experts, "TRACKERS", ()))))
+
+
+def track(images: np.ndarray, intrinsics: np.ndarray, tracker: str):
+  """`experts.Tracks` of the images (v, h, w, 3) uint8 with K (v, 3, 3), by the named tracker."""
+  if tracker not in trackers():
+    raise ValueError(f"--tracker={tracker} is not one of {', '.join(trackers())}")
+  if tracker == "sift":
+    return experts.track_images(list(images), intrinsics)
+  return experts.track_images(list(images), intrinsics, tracker=tracker)
+
+
+def _fit(tracks, intrinsics):
+  """fit_scene on the tracks; its FitWarnings are caught here (they are in result.warnings, which
+  the command prints and reports once)."""
+  from jaxrecon import fit   # only this path needs the fitting stack
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", getattr(fit, "FitWarning", UserWarning))
+    return fit.fit_scene(tracks.pixels, tracks.visible & tracks.mask[:, None], intrinsics)
+
+
+def _proper_poses(cam_from_world, registered) -> np.ndarray:
+  """(v, 4, 4) float64 poses with exact rotations (nearest proper rotation), NaN where not
+  registered. The fit's rotations are orthonormal to float32 round-off only (~1e-6); poses.json's
+  cam_from_world and world_from_cam must be exact inverses, and the COLMAP model stores a unit
+  quaternion, so every output gets the same exact rotation."""
+  poses = np.array(cam_from_world, np.float64)
+  for i in np.nonzero(registered)[0]:
+    poses[i, :3, :3] = export.colmap_text.nearest_rotation(poses[i, :3, :3])
+    poses[i, 3] = [0.0, 0.0, 0.0, 1.0]
+  poses[~np.asarray(registered, bool)] = np.nan
+  return poses
+
+
+def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
+                    progress=None) -> dict:
+  """Everything `--method=fit` does (see the module docstring).
+
+  Inputs are checked before any work: FileNotFoundError / ValueError with one line naming the
+  folder, image or flag (no images, mixed sizes, no intrinsics file -> --intrinsics, unknown
+  tracker, --out not a folder).
+  Returns:
+    the report dict (`export.report.registration_report`) plus "out" and "replaced".
+  """
+  progress = progress or (lambda stage: None)
+  timings, clock = {}, time.perf_counter()
+  image_dir = pathlib.Path(images)
+  paths, rgb = export.read_images(image_dir)
+  names, files = [p.stem for p in paths], [p.name for p in paths]
+  k_path = export.views.find_intrinsics(image_dir, intrinsics)
+  k = export.read_intrinsics(k_path, names)
+  if len(paths) < 2:
+    raise ValueError(f"{image_dir}: a fit needs at least 2 images, found {len(paths)}")
+  if tracker not in trackers():
+    raise ValueError(f"--tracker={tracker} is not one of {', '.join(trackers())}")
+  out, replaced = export.views.prepare_output_folder(out)
+  if replaced:
+    print(f"replacing the earlier outputs in {out}: {', '.join(replaced)}", file=sys.stderr)
+  size = rgb.shape[1:3]
+  timings["read_s"] = time.perf_counter() - clock
+  progress(f"read {len(paths)} images of {size[1]}x{size[0]} and {k_path}")
+
+  clock = time.perf_counter()
+  tracks = track(rgb, k, tracker)
+  timings["tracks_s"] = time.perf_counter() - clock
+  progress(f"{tracker} tracks: {int(tracks.mask.sum())} tracks, "
+           f"{int((tracks.visible & tracks.mask[:, None]).sum())} observations")
+
+  result = _fit(tracks, k)
+  timings["init_s"], timings["fit_s"] = float(result.init_seconds), float(result.fit_seconds)
+  registered = np.asarray(result.registered, bool) & np.all(
+      np.isfinite(result.cam_from_world), axis=(1, 2))
+  progress(f"fitted: {int(registered.sum())}/{len(names)} views registered")
+
+  clock = time.perf_counter()
+  cam_from_world = _proper_poses(result.cam_from_world, registered)
+  world_from_cam = _io.rigid_inverse(np.where(registered[:, None, None], cam_from_world, np.eye(4)))
+  export.write_poses_json(out / "poses.json", names, files, k, world_from_cam, size,
+                          registered=registered, units=UNITS,
+                          extra={"method": "fit", "tracker": tracker,
+                                 "intrinsics_file": str(k_path)})
+  progress("wrote poses.json")
+
+  observed = tracks.visible & tracks.mask[:, None]
+  use = colmap_sparse.model_observations(tracks.pixels, observed, result.inlier, result.points,
+                                         k, cam_from_world)
+  keep = use.any(1)
+  colors = colmap_sparse.track_colors(rgb, tracks.pixels, use)
+  export.write_ply(out / "points.ply", result.points[keep], colors[keep],
+                   use[keep].sum(1).astype(np.float32))
+  progress(f"wrote points.ply ({int(keep.sum())} points)")
+
+  colmap_images = out / "colmap" / "images"
+  colmap_images.mkdir(parents=True)
+  for path in paths:
+    shutil.copy2(path, colmap_images / path.name)
+  written = colmap_sparse.write_colmap_sparse(
+      out / "colmap" / "sparse" / "0", files, k, cam_from_world, size, pixels=tracks.pixels,
+      observed=observed, points=result.points, inlier=result.inlier, colors=colors)
+  progress(f"wrote colmap/ ({written['images']} images, {written['points']} points, "
+           f"{written['observations']} observations)")
+  timings["write_s"] = time.perf_counter() - clock
+
+  report = report_lib.registration_report(
+      files, result, points=written["points"], observations=written["observations"],
+      timings=timings, extra={"inputs": {"images": str(image_dir), "intrinsics": str(k_path)},
+                              "tracker": tracker,
+                              "tracks": {"tracks": int(tracks.mask.sum()),
+                                         "conflicting_dropped": int(tracks.num_conflicting)}})
+  report_lib.write_report(out, report)
+  progress("wrote report.json, report.md")
+  return {**report, "out": str(out), "replaced": replaced}
+
+
+def print_outcome(report: dict, stream=sys.stderr) -> None:
+  """The fit's warnings, then the one-line summary, on `stream`."""
+  for warning in report["warnings"]:
+    print(f"warning: {warning}", file=stream)
+  print(f"{report_lib.summary_line(report)} -> {report['out']}", file=stream)

@@ -1,0 +1,298 @@
+"""`python -m jaxrecon.reconstruct --method=fit`: input checks, the report and poses.json writers on
+a hand-made fit result, and the command end to end on real templeRing views plus one view that
+cannot register (a noise image)."""
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import pytest
+
+from jaxrecon import export
+from jaxrecon.data.formats import colmap
+from jaxrecon.export import report as report_lib
+from jaxrecon.fit import FitResult
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TEMPLE_VIEWS = [f"templeR{i:04d}.png" for i in range(13, 19)]
+
+# The end-to-end tests need the registration outputs of issue #12's fit_scene.
+FIT_HAS_REGISTRATION = all(f in FitResult._fields for f in ("registered", "points", "inlier",
+                                                            "view_residual_px", "components"))
+needs_registration = pytest.mark.skipif(
+    not FIT_HAS_REGISTRATION, reason="jaxrecon.fit.FitResult has no registered / points / inlier "
+    "yet (issue #12's fit_scene); the command needs them")
+
+
+def _cli(*args):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
+  env["JAX_PLATFORMS"] = "cpu"
+  return subprocess.run([sys.executable, "-m", "jaxrecon.reconstruct", *map(str, args)],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _write_images(folder, names, h=24, w=32, seed=0):
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  for name in names:
+    cv2.imwrite(str(folder / name), rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+  return folder
+
+
+# --- inputs are checked before any work ---------------------------------------------------------
+
+def _small_scene(tmp_path, names=("a.png", "b.png", "c.png")):
+  images = _write_images(tmp_path / "scene" / "images", names)
+  (tmp_path / "scene" / "intrinsics.json").write_text(
+      json.dumps([[30.0, 0, 15.5], [0, 30.0, 11.5], [0, 0, 1]]))
+  return images
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("missing_folder", "images folder"), ("no_images", "no image files"),
+    ("mixed_sizes", "z.png: size 10x10 differs"), ("no_intrinsics", "--intrinsics=FILE"),
+    ("one_image", "at least 2 images"), ("bad_tracker", "--tracker=orb is not one of sift"),
+    ("out_is_file", "is not a folder")])
+def test_inputs_checked_before_any_output(tmp_path, case, expected):
+  from jaxrecon.reconstruct_fit import reconstruct_fit
+  images = _small_scene(tmp_path)
+  out, tracker = tmp_path / "out", "sift"
+  # An earlier run's outputs stay untouched when the new inputs are rejected.
+  (out / "colmap").mkdir(parents=True)
+  (out / "poses.json").write_text("{}")
+  if case == "missing_folder":
+    images = tmp_path / "nowhere"
+  elif case == "no_images":
+    images = tmp_path / "empty"
+    images.mkdir()
+  elif case == "mixed_sizes":
+    _write_images(images, ["z.png"], 10, 10)
+  elif case == "no_intrinsics":
+    (tmp_path / "scene" / "intrinsics.json").unlink()
+  elif case == "one_image":
+    for name in ("b.png", "c.png"):
+      (images / name).unlink()
+  elif case == "bad_tracker":
+    tracker = "orb"
+  else:
+    out = tmp_path / "file"
+    out.write_text("x")
+  with pytest.raises((FileNotFoundError, ValueError), match=expected):
+    reconstruct_fit(images, out, tracker=tracker)
+  assert (tmp_path / "out" / "poses.json").read_text() == "{}"
+  assert (tmp_path / "out" / "colmap").is_dir()
+
+
+def test_cli_one_line_errors(tmp_path):
+  images = _small_scene(tmp_path)
+  (tmp_path / "scene" / "intrinsics.json").unlink()
+  result = _cli("--method=fit", f"--images={images}", f"--out={tmp_path / 'out'}")
+  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith("reconstruct: error: no intrinsics: "
+                                                             "pass --intrinsics=FILE")
+  result = _cli(f"--images={images}", f"--out={tmp_path / 'out'}")        # ffrm is the default
+  assert result.returncode == 1 and "--method=ffrm needs --checkpoint" in result.stderr
+  assert not (tmp_path / "out").exists()
+
+
+def test_prepare_output_folder_removes_only_earlier_outputs(tmp_path):
+  out = tmp_path / "out"
+  (out / "depth").mkdir(parents=True)
+  (out / "depth" / "old.npy").write_bytes(b"")
+  (out / "points.ply").write_text("old")
+  (out / "notes.txt").write_text("mine")
+  prepared, removed = export.views.prepare_output_folder(out)
+  assert prepared == out and removed == ["depth", "points.ply"]
+  assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+  assert export.views.prepare_output_folder(tmp_path / "new" / "out")[1] == []
+
+
+# --- report and poses.json on a hand-made result -----------------------------------------------
+
+class _Result(NamedTuple):
+  """The fields of issue #12's FitResult that the report reads."""
+  registered: np.ndarray
+  num_observations: np.ndarray
+  view_residual_px: np.ndarray
+  components: tuple
+  stages: tuple
+  warnings: tuple
+
+
+def test_report_tables_and_summary(tmp_path):
+  result = _Result(np.array([True, False, True]), np.array([120, 0, np.int64(95)]),
+                   np.array([0.4, np.nan, 0.2]), ((0, 2), (1,)),
+                   ({"name": "robust 2 px", "iterations": np.int64(12), "converged": np.True_,
+                     "cost_start": 5.0, "cost_end": np.float64(1.5), "message": "ok"},),
+                   ("1 of 3 views not registered",))
+  report = report_lib.registration_report(["a.png", "b.png", "c.png"], result, points=40,
+                                          observations=90, timings={"fit_s": 1.23456})
+  json_path, md_path = report_lib.write_report(tmp_path, report)
+  back = json.loads(json_path.read_text())
+  assert back["views"][1] == {"name": "b.png", "registered": False, "num_observations": 0,
+                              "residual_px": None, "component": 1}
+  assert back["views"][2]["component"] == 0 and back["views"][0]["residual_px"] == 0.4
+  assert back["summary"] == {"views": 3, "registered": 2, "unregistered": ["b.png"],
+                             "components": 2, "points": 40, "observations": 90,
+                             "median_view_residual_px": pytest.approx(0.3)}
+  assert back["stages"][0]["iterations"] == 12 and back["stages"][0]["converged"] is True
+  assert back["timings"] == {"fit_s": 1.235}
+  assert report_lib.summary_line(back) == ("registered 2/3 views (1 unregistered: b.png); 40 "
+                                           "points, median view residual 0.30 px; 1 warning(s)")
+  md = md_path.read_text()
+  assert "| b.png | **no** | 0 | - | 1 |" in md and "| robust 2 px | 12 | True |" in md
+  assert "- 1 of 3 views not registered" in md
+
+
+def test_poses_json_registered_and_null_poses(tmp_path):
+  world_from_cam = np.stack([np.eye(4)] * 2)
+  world_from_cam[1, :3, 3] = [1.0, 2.0, 3.0]
+  world_from_cam[0] = np.nan                       # an unregistered view's pose
+  k = np.stack([np.eye(3)] * 2)
+  path = export.write_poses_json(tmp_path / "p.json", ["a", "b"], ["a.png", "b.png"], k,
+                                 world_from_cam, (4, 5), registered=[False, True], units="fit")
+  table = json.loads(path.read_text())
+  assert table["images"]["a"]["registered"] is False
+  assert table["images"]["a"]["cam_from_world"] is None
+  assert table["images"]["a"]["world_from_cam"] is None
+  assert table["images"]["b"]["registered"] is True
+  np.testing.assert_allclose(np.array(table["images"]["b"]["cam_from_world"])[:3, 3], [-1, -2, -3])
+  assert table["conventions"]["units"] == "fit"
+  # Without `registered` (the FFRM path) the file is as before: no such key.
+  plain = json.loads(export.write_poses_json(tmp_path / "q.json", ["b"], ["b.png"], k[:1],
+                                             world_from_cam[1:], (4, 5)).read_text())
+  assert "registered" not in plain["images"]["b"] and "registered" not in plain["conventions"]
+
+
+# --- end to end on real views --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fitted(shared_data, tmp_path_factory):
+  """6 consecutive templeRing views + a noise image (no verified match: cannot register), with a
+  per-view intrinsics file; --out holds an earlier run's depth/ and an unrelated file."""
+  if not FIT_HAS_REGISTRATION:
+    pytest.skip("jaxrecon.fit.FitResult has no registration outputs yet (issue #12)")
+  from jaxrecon.data.formats.middlebury import read_cameras
+  root = tmp_path_factory.mktemp("fit_cli")
+  images = root / "images"
+  images.mkdir()
+  cameras = read_cameras(shared_data / "templeRing" / "templeR_par.txt").select(TEMPLE_VIEWS)
+  for name in TEMPLE_VIEWS:
+    shutil.copy2(shared_data / "templeRing" / name, images / name)
+  cv2.imwrite(str(images / "zz_noise.png"),
+              np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
+  k_lines = [f"{pathlib.Path(n).stem} " + " ".join(repr(float(x)) for x in k.ravel())
+             for n, k in zip(TEMPLE_VIEWS + ["zz_noise.png"],
+                             list(cameras.intrinsics) + [cameras.intrinsics[0]])]
+  (root / "calibration.txt").write_text("\n".join(k_lines) + "\n")
+  out = root / "out"
+  (out / "depth").mkdir(parents=True)
+  (out / "depth" / "stale.npy").write_bytes(b"")
+  (out / "notes.txt").write_text("mine")
+  result = _cli("--method=fit", "--tracker=sift", f"--images={images}", f"--out={out}",
+                f"--intrinsics={root / 'calibration.txt'}")
+  assert result.returncode == 0, result.stderr[-4000:]
+  return out, cameras, result.stderr
+
+
+@needs_registration
+def test_fit_cli_outputs(fitted):
+  out, cameras, stderr = fitted
+  assert "replacing the earlier outputs" in stderr and "[7/7]" in stderr
+  assert not (out / "depth").exists() and (out / "notes.txt").read_text() == "mine"
+  summary = stderr.strip().splitlines()[-1]
+  assert summary.startswith("registered 6/7 views (1 unregistered: zz_noise.png); ")
+  assert "warning:" in stderr                     # the fit says why zz_noise is out
+  poses = json.loads((out / "poses.json").read_text())
+  stems = [pathlib.Path(n).stem for n in TEMPLE_VIEWS]
+  assert sorted(poses["images"]) == stems + ["zz_noise"]
+  assert poses["images"]["zz_noise"]["registered"] is False
+  assert poses["images"]["zz_noise"]["cam_from_world"] is None
+  assert all(poses["images"][s]["registered"] for s in stems)
+  est = np.array([poses["images"][s]["cam_from_world"] for s in stems])
+  np.testing.assert_allclose(est @ np.array([poses["images"][s]["world_from_cam"] for s in stems]),
+                             np.broadcast_to(np.eye(4), est.shape), atol=1e-9)
+  # Relative rotations (gauge-free) agree with the ground truth to well under a degree.
+  gt = cameras.cam_from_world
+  errors = []
+  for i in range(len(stems)):
+    for j in range(i + 1, len(stems)):
+      a, b = est[i, :3, :3] @ est[j, :3, :3].T, gt[i, :3, :3] @ gt[j, :3, :3].T
+      errors.append(np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))))
+  assert np.median(errors) < 0.5 and np.max(errors) < 1.5, errors
+  report = json.loads((out / "report.json").read_text())
+  views = {v["name"]: v for v in report["views"]}
+  assert views["zz_noise.png"]["registered"] is False and views["zz_noise.png"]["residual_px"] is None
+  for name in TEMPLE_VIEWS:
+    assert views[name]["registered"] and views[name]["num_observations"] > 100
+    assert views[name]["residual_px"] < 1.0 and views[name]["component"] == 0
+  assert report["warnings"] and report["stages"] and report["summary"]["registered"] == 6
+  assert "| zz_noise.png | **no** |" in (out / "report.md").read_text()
+
+
+@needs_registration
+def test_fit_cli_colmap_model_and_ply_agree(fitted):
+  out, cameras, _ = fitted
+  model, image_dir = out / "colmap" / "sparse" / "0", out / "colmap" / "images"
+  scene = colmap.read_colmap(model, image_dir)          # registered views only, with images
+  poses = json.loads((out / "poses.json").read_text())
+  assert scene.names == tuple(pathlib.Path(n).stem for n in TEMPLE_VIEWS)
+  for name, pose in zip(scene.names, scene.cam_from_world):
+    np.testing.assert_allclose(pose, poses["images"][name]["cam_from_world"], atol=1e-9)
+  np.testing.assert_allclose(scene.intrinsics, cameras.intrinsics, atol=1e-9)
+  points2d = colmap.read_points2d_txt(model / "images.txt")
+  points3d = colmap.read_points3d_txt(model / "points3D.txt")
+  report = json.loads((out / "report.json").read_text())
+  assert len(points3d) == report["summary"]["points"] > 300
+  by_id = {p.image_id: (name, p) for name, p in points2d.items()}
+  observations = 0
+  for point_id, point in points3d.items():
+    assert len(point.track) >= 2 and point.error < 4.0
+    for image_id, idx in point.track:
+      assert by_id[int(image_id)][1].point3d_ids[idx] == point_id
+      observations += 1
+  assert observations == report["summary"]["observations"]
+  assert sum(int((p.point3d_ids >= 0).sum()) for p in points2d.values()) == observations
+  errors = np.array([p.error for p in points3d.values()])
+  assert np.median(errors) < 0.5
+  # The PLY holds the same points in the same order (track rows), coloured by the image at the
+  # point's first observation (lowest image id).
+  cloud = export.read_ply(out / "points.ply")
+  ids = sorted(points3d)
+  np.testing.assert_allclose(cloud["xyz"], [points3d[i].xyz for i in ids], rtol=1e-6, atol=1e-6)
+  for i, point_id in enumerate(ids[:50]):
+    image_id, idx = min(points3d[point_id].track.tolist())
+    name, p = by_id[image_id]
+    u, v = np.round(p.xy[idx]).astype(int)
+    np.testing.assert_array_equal(cloud["rgb"][i],
+                                  cv2.imread(str(image_dir / name))[v, u, ::-1])
+  np.testing.assert_array_equal(cloud["confidence"], [len(points3d[i].track) for i in ids])
+
+
+@needs_registration
+def test_fit_cli_model_runs_in_colmaps_bundle_adjuster(fitted):
+  pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is not installed (optional check)")
+  out, _, _ = fitted
+  rec = pycolmap.Reconstruction(str(out / "colmap" / "sparse" / "0"))
+  assert rec.num_reg_images() == 6 and len(rec.cameras) == 7
+  pycolmap.bundle_adjustment(rec, pycolmap.BundleAdjustmentOptions())
+  assert rec.compute_mean_reprojection_error() < 0.5
+  # With the calibration held fixed (as the fit holds it), COLMAP's own adjuster barely moves
+  # the fitted cameras (relative to image 1, gauge-free): the fit is at COLMAP's optimum too.
+  rec = pycolmap.Reconstruction(str(out / "colmap" / "sparse" / "0"))
+  options = pycolmap.BundleAdjustmentOptions()
+  options.refine_focal_length = options.refine_principal_point = False
+  options.refine_extra_params = False
+  before = {i: image.cam_from_world().rotation.matrix() for i, image in rec.images.items()}
+  pycolmap.bundle_adjustment(rec, options)
+  ref_before, ref_after = before[1], rec.images[1].cam_from_world().rotation.matrix()
+  for i, image in rec.images.items():
+    a = before[i] @ ref_before.T
+    b = image.cam_from_world().rotation.matrix() @ ref_after.T
+    assert np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))) < 0.2
