@@ -34,9 +34,10 @@ UNITS = ("the fit's gauge: camera 0 is the world frame, the scale is set by the 
 
 
 def trackers() -> tuple[str, ...]:
-  """The --tracker values `jaxrecon.experts` offers: "sift" always, plus the learned trackers
-  the experts package exposes in `experts.TRACKERS` (when it has such a list)."""
-  return tuple(dict.fromkeys(("sift",) + tuple(getattr(experts, "TRACKERS", ()))))
+  """The --tracker values `jaxrecon.experts` offers: "sift" always, plus those its TRACKERS list
+  names (e.g. the learned XFeat trackers), so a tracker added there needs no change here."""
+  offered = getattr(experts, "TRACKERS", None) or getattr(experts.tracks, "TRACKERS", ())
+  return tuple(dict.fromkeys(("sift",) + tuple(offered)))
 
 
 def track(images: np.ndarray, intrinsics: np.ndarray, tracker: str):
