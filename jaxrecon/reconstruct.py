@@ -173,6 +173,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)
+  # A flag of the other method would be ignored silently: say so instead.
+  misplaced = ("--checkpoint" if _METHOD.value == "fit" and _CHECKPOINT.value else
+               "--tracker" if _METHOD.value == "ffrm" and _TRACKER.present else None)
+  if misplaced:
+    print(f"reconstruct: error: {misplaced} does not apply to --method={_METHOD.value}",
+          file=sys.stderr)
+    return 1
   if _METHOD.value == "fit":
     return _main_fit()
   if not _CHECKPOINT.value:

@@ -107,8 +107,10 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
 
   result = _fit(tracks, k)
   timings["init_s"], timings["fit_s"] = float(result.init_seconds), float(result.fit_seconds)
+  # A view is registered when the fit says so AND its pose is finite (one truth for all outputs).
   registered = np.asarray(result.registered, bool) & np.all(
       np.isfinite(result.cam_from_world), axis=(1, 2))
+  result = result._replace(registered=registered)
   progress(f"fitted: {int(registered.sum())}/{len(names)} views registered")
 
   clock = time.perf_counter()

@@ -98,6 +98,10 @@ def test_cli_one_line_errors(tmp_path):
                                                              "pass --intrinsics=FILE")
   result = _cli(f"--images={images}", f"--out={tmp_path / 'out'}")        # ffrm is the default
   assert result.returncode == 1 and "--method=ffrm needs --checkpoint" in result.stderr
+  result = _cli("--method=fit", "--checkpoint=runs/x", f"--images={images}",
+                f"--out={tmp_path / 'out'}")
+  assert result.returncode == 1
+  assert "--checkpoint does not apply to --method=fit" in result.stderr
   assert not (tmp_path / "out").exists()
 
 
@@ -228,7 +232,8 @@ def test_fit_cli_outputs(fitted):
   assert np.median(errors) < 0.5 and np.max(errors) < 1.5, errors
   report = json.loads((out / "report.json").read_text())
   views = {v["name"]: v for v in report["views"]}
-  assert views["zz_noise.png"]["registered"] is False and views["zz_noise.png"]["residual_px"] is None
+  noise = views["zz_noise.png"]
+  assert noise["registered"] is False and noise["residual_px"] is None
   for name in TEMPLE_VIEWS:
     assert views[name]["registered"] and views[name]["num_observations"] > 100
     assert views[name]["residual_px"] < 1.0 and views[name]["component"] == 0
