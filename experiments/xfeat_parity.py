@@ -83,7 +83,8 @@ def jax_stage(torch_python: str, out_md: pathlib.Path) -> None:
   subprocess.run([torch_python, __file__, "--torch-stage", str(ref_path)], check=True)
   ref = dict(np.load(ref_path))
   backbone = xfeat_model.load_backbone()
-  settings = xfeat_match.XFeatSettings(top_k=4096, detection_threshold=0.05, min_cossim=MIN_COSSIM)
+  settings = xfeat_match.XFeatSettings(top_k=4096, detection_threshold=0.05, min_cossim=MIN_COSSIM,
+                                        subpixel=False)  # the package returns integer pixels
   rows, ours = [], []
   for i, (scene, relative) in enumerate(IMAGES):
     feats, logits, heat = backbone(jnp.asarray(ref[f"input{i}"])[None])

@@ -134,17 +134,49 @@ def match_pair(features_i: Features, features_j: Features, intrinsics_i: np.ndar
   if len(candidates) < settings.min_inliers:
     return empty
   pairs = np.stack([candidates, forward[candidates]], axis=1)
-  x_i = _normalise(features_i.keypoints[pairs[:, 0]], intrinsics_i)
-  x_j = _normalise(features_j.keypoints[pairs[:, 1]], intrinsics_j)
+  return verify_matches(features_i.keypoints, features_j.keypoints, pairs, intrinsics_i,
+                        intrinsics_j, settings)
+
+
+def verify_matches(keypoints_i: np.ndarray, keypoints_j: np.ndarray, pairs: np.ndarray,
+                   intrinsics_i: np.ndarray, intrinsics_j: np.ndarray,
+                   settings: MatcherSettings = MatcherSettings()) -> np.ndarray:
+  """Geometric verification of candidate matches: essential-matrix RANSAC with known K.
+
+  Shared by every correspondence expert (SIFT here, XFeat in `xfeat_tracker`).
+  Args:
+    keypoints_i, keypoints_j: (n_i, 2), (n_j, 2) pixel (u, v) of the two views' keypoints.
+    pairs: (m, 2) int candidate index pairs (into keypoints_i, into keypoints_j).
+    intrinsics_i, intrinsics_j: (3, 3) K of each view, pixels.
+    settings: uses ransac_threshold_px, ransac_confidence, min_inliers and seed.
+  Returns:
+    (m', 2) int64 the RANSAC inliers among `pairs` (same order); empty when fewer than
+    `settings.min_inliers` survive.
+  """
+  empty = np.zeros((0, 2), np.int64)
+  pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+  if len(pairs) < settings.min_inliers:
+    return empty
+  x_i = _normalise(np.asarray(keypoints_i)[pairs[:, 0]], intrinsics_i)
+  x_j = _normalise(np.asarray(keypoints_j)[pairs[:, 1]], intrinsics_j)
   # RANSAC on normalised coordinates works for two different K; the threshold is converted from
   # pixels with the pair's mean focal length.
   focal = 0.25 * (intrinsics_i[0, 0] + intrinsics_i[1, 1] + intrinsics_j[0, 0] + intrinsics_j[1, 1])
+  threshold = settings.ransac_threshold_px / abs(focal)
   cv2.setRNGSeed(settings.seed)
-  essential, inliers = cv2.findEssentialMat(
-      x_i, x_j, np.eye(3), method=cv2.RANSAC, prob=settings.ransac_confidence,
-      threshold=settings.ransac_threshold_px / abs(focal))
+  try:
+    essential, inliers = cv2.findEssentialMat(
+        x_i, x_j, np.eye(3), method=cv2.RANSAC, prob=settings.ransac_confidence,
+        threshold=threshold)
+  except cv2.error:
+    # The five-point solver fails on correspondences without a baseline (the same image twice:
+    # every match has zero displacement). Their matches are right all the same: verified by a
+    # homography instead, which a zero baseline obeys exactly.
+    essential = inliers = None
   if essential is None or inliers is None:
-    return empty
+    _, inliers = cv2.findHomography(x_i, x_j, cv2.RANSAC, threshold)
+    if inliers is None:
+      return empty
   inliers = inliers.reshape(-1).astype(bool)
   if inliers.sum() < settings.min_inliers:
     return empty

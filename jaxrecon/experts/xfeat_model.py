@@ -123,11 +123,11 @@ def load_backbone() -> XFeatBackbone:
   model = XFeatBackbone(nnx.Rngs(0))
 
   def assign(conv: nnx.Conv, name: str):
-    if conv.kernel.value.shape != arrays[f"{name}.kernel"].shape:
+    if conv.kernel.shape != arrays[f"{name}.kernel"].shape:
       raise ValueError(f"checkpoint {name} has shape {arrays[name + '.kernel'].shape}, "
-                       f"expected {conv.kernel.value.shape}")
-    conv.kernel.value = jnp.asarray(arrays[f"{name}.kernel"])
-    conv.bias.value = jnp.asarray(arrays[f"{name}.bias"])
+                       f"expected {conv.kernel.shape}")
+    conv.kernel[...] = jnp.asarray(arrays[f"{name}.kernel"])
+    conv.bias[...] = jnp.asarray(arrays[f"{name}.bias"])
 
   assign(model.skip1, "skip1")
   for block in _BLOCKS:
