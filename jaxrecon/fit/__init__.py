@@ -1,9 +1,12 @@
-"""Per-scene fitting: cameras and depths of one scene optimised directly with the losses.
+"""Per-scene fitting: the cameras and points of one scene from its tracks, honestly reported.
 
-`fit_scene(tracks, visibility, intrinsics, *, depth_maps=None, settings=FitSettings())` ->
-`FitResult` (fitted cam_from_world (v, 4, 4), per-observation depths, history). Initialisations
-(`init.INITS`): chained essential matrices, rotations only, identity. Uses geometry + losses only
-(plus OpenCV for the essential matrices); see `scene` for the unknowns, schedule and gauge.
+`fit_scene(tracks, visibility, intrinsics, *, depth_maps=None, settings=FitSettings(),
+init_cam_from_world=None)` -> `FitResult` (poses, `registered` flags, points, per-view observation
+counts and residuals, components, duplicates, per-stage convergence, warnings). Global
+initialisation (`init`: `twoview`, `viewgraph`, `positions`), refinement by bundle adjustment
+(`bundle`, Levenberg-Marquardt in JAX) or by the registration loss (`objective`, `lbfgs`), and the
+report (`report`). Problems a user must see are issued as `FitWarning`s.
 """
-from jaxrecon.fit.init import INITS, essential_init, initial_cameras, relative_pose
-from jaxrecon.fit.scene import FitResult, FitSettings, fit_scene
+from jaxrecon.fit.init import GlobalInit, global_init
+from jaxrecon.fit.scene import fit_scene
+from jaxrecon.fit.settings import REFINERS, FitResult, FitSettings, FitWarning

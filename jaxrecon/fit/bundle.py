@@ -1,0 +1,223 @@
+"""Bundle adjustment: Levenberg-Marquardt over camera poses and track points, in JAX.
+
+Unknowns: per registered view a rotation R_i (cam_from_world) and centre c_i (world), per track a
+world point X_t. Residual of observation (t, i) with unit bearing b_ti = K_i^-1 u_ti / |.| (camera
+frame): r_ti = f_i (y / |y| - b_ti), y = R_i (X_t - c_i), f_i the view's mean focal length: the
+chord between the observed and predicted rays, in pixels (|r| = 2 f sin(angle / 2), the
+reprojection error for small angles, yet defined and bounded for points behind a camera, which a
+pinhole reprojection is not). Robust cost sum rho(|r|^2) with a Cauchy kernel of scale sigma (px):
+rho(s) = sigma^2 log(1 + s / sigma^2), minimised by IRLS weights rho'(s) (no second-order kernel
+correction; as many solvers do).
+
+Each LM iteration linearises every observation (Jacobians by `jax.jacfwd` of the residual
+w.r.t. a local pose update (Exp(w) R_i, c_i + dc) and a point update, vmapped), forms the
+normal equations, eliminates the points (3x3 blocks, a Schur complement: the reduced camera system
+is a dense (6 v', 6 v') solve at these sizes, v' the views) and solves with Marquardt's damping
+lambda diag(J^T J). A step is kept if the cost drops; lambda shrinks after a kept step and grows
+after a rejected one. A stage stops on a real convergence test (`StageInfo.message`): relative cost
+decrease or relative step below `tolerance`, or no decrease found at the largest lambda.
+
+Scenes where every camera shares one centre (a camera that only turned) have no depth: with
+`at_infinity=True` the points are directions (y = R_i X_t, |X_t| = 1) and the centres are fixed.
+
+The gauge (a similarity, 7 degrees of freedom) is left free: the damped system is regular and the
+gradient has no component along it. `fit.scene` fixes it afterwards.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class Observations(NamedTuple):
+  """Fixed-size observation list (device arrays; rows with weight 0 are padding or outliers).
+
+  view: (n,) int32; track: (n,) int32; bearing: (n, 3) unit observed rays, camera frame;
+  focal: (n,) pixels per radian of the observing view; weight: (n,) 1 = used, 0 = ignored.
+  """
+  view: jax.Array
+  track: jax.Array
+  bearing: jax.Array
+  focal: jax.Array
+  weight: jax.Array
+
+
+class StageInfo(NamedTuple):
+  iterations: int
+  converged: bool
+  cost_start: float
+  cost_end: float
+  message: str
+
+
+_MESSAGES = ("cost change below tolerance", "step below tolerance",
+             "no decrease at the largest damping", "iteration limit")
+
+
+def _hat(w):
+  zero = jnp.zeros_like(w[..., 0])
+  return jnp.stack([jnp.stack([zero, -w[..., 2], w[..., 1]], -1),
+                    jnp.stack([w[..., 2], zero, -w[..., 0]], -1),
+                    jnp.stack([-w[..., 1], w[..., 0], zero], -1)], -2)
+
+
+def exp_so3(w):
+  """(..., 3) rotation vectors -> (..., 3, 3) rotations (Rodrigues, smooth at 0)."""
+  theta2 = jnp.sum(w * w, -1)[..., None, None]
+  small = theta2 < 1e-12
+  theta = jnp.sqrt(jnp.where(small, 1.0, theta2))
+  a = jnp.where(small, 1.0 - theta2 / 6.0, jnp.sin(theta) / theta)
+  b = jnp.where(small, 0.5 - theta2 / 24.0, (1.0 - jnp.cos(theta)) / jnp.where(small, 1.0,
+                                                                                 theta2))
+  k = _hat(w)
+  return jnp.eye(3, dtype=w.dtype) + a * k + b * (k @ k)
+
+
+def _residual(dcam, dpoint, rot, centre, point, bearing, focal, at_infinity):
+  """(3,) residual of one observation at the local update (dcam (6,), dpoint (3,))."""
+  r = exp_so3(dcam[:3]) @ rot
+  x = point + dpoint
+  y = r @ x if at_infinity else r @ (x - (centre + dcam[3:]))
+  norm = jnp.sqrt(jnp.sum(y * y) + 1e-30)
+  return focal * (y / norm - bearing)
+
+
+def _linearize(rot, centre, points, obs, at_infinity):
+  """Residuals (n, 3) and Jacobians (n, 3, 6), (n, 3, 3) of every observation."""
+  zeros6 = jnp.zeros((6,), points.dtype)
+  zeros3 = jnp.zeros((3,), points.dtype)
+
+  def one(view, track, bearing, focal):
+    args = (rot[view], centre[view], points[track], bearing, focal, at_infinity)
+    f = lambda dc, dp: _residual(dc, dp, *args)
+    jc, jp = jax.jacfwd(f, argnums=(0, 1))(zeros6, zeros3)
+    return f(zeros6, zeros3), jc, jp
+
+  return jax.vmap(one)(obs.view, obs.track, obs.bearing, obs.focal)
+
+
+def robust_cost(res, weight, sigma):
+  """sum_w rho(|r|^2) / 2 with the Cauchy kernel of scale sigma (pixels)."""
+  s = jnp.sum(res * res, -1)
+  return 0.5 * jnp.sum(weight * sigma ** 2 * jnp.log1p(s / sigma ** 2))
+
+
+def _apply(rot, centre, points, dc, dp, at_infinity):
+  rot = exp_so3(dc[:, :3]) @ rot
+  points = points + dp
+  if at_infinity:
+    points = points / jnp.linalg.norm(points, axis=-1, keepdims=True)
+  else:
+    centre = centre + dc[:, 3:]
+  return rot, centre, points
+
+
+def _solve(system, lam):
+  """The damped Schur-complement solve: (dc (v, 6), dp (t, 3)) for damping lam."""
+  u, vblocks, wdense, gc, gp = system
+  v, t = u.shape[0], vblocks.shape[0]
+  eye6, eye3 = jnp.eye(6, dtype=u.dtype), jnp.eye(3, dtype=u.dtype)
+  diag_u = jnp.diagonal(u, axis1=-2, axis2=-1)
+  diag_v = jnp.diagonal(vblocks, axis1=-2, axis2=-1)
+  # Marquardt scaling, floored so that unconstrained directions (the centres of a rotation-only
+  # scene, a point's radial direction) stay regular without moving.
+  ud = u + eye6 * (lam * diag_u + 1e-9 * jnp.max(diag_u) + 1e-12)[..., None]
+  vd = vblocks + eye3 * (lam * diag_v + 1e-9 * jnp.max(diag_v) + 1e-12)[..., None]
+  vinv = jnp.linalg.inv(vd)                                           # (t, 3, 3)
+  wv = jnp.einsum("iatb,tbc->iatc", wdense, vinv)                     # (v, 6, t, 3)
+  s = (jnp.einsum("iab,ij->iajb", ud, jnp.eye(v, dtype=u.dtype)).reshape(6 * v, 6 * v)
+       - wv.reshape(6 * v, 3 * t) @ wdense.reshape(6 * v, 3 * t).T)
+  rhs = -gc.reshape(-1) + wv.reshape(6 * v, 3 * t) @ gp.reshape(-1)
+  dc = jnp.linalg.solve(0.5 * (s + s.T), rhs).reshape(v, 6)
+  dp = jnp.einsum("tab,tb->ta", vinv, -gp - jnp.einsum("iatb,ia->tb", wdense, dc))
+  return dc, dp
+
+
+def _system(rot, centre, points, obs, sigma, at_infinity):
+  """Normal-equation blocks (U (v,6,6), V (t,3,3), W (v,6,t,3), g_c (v,6), g_p (t,3)), cost."""
+  v, t = rot.shape[0], points.shape[0]
+  res, jc, jp = _linearize(rot, centre, points, obs, at_infinity)
+  s = jnp.sum(res * res, -1)
+  w = obs.weight / (1.0 + s / sigma ** 2)                             # IRLS weight rho'(s)
+  wjc = w[:, None, None] * jc
+  u = jax.ops.segment_sum(jnp.einsum("nai,naj->nij", wjc, jc), obs.view, v)
+  vb = jax.ops.segment_sum(jnp.einsum("nai,naj->nij", w[:, None, None] * jp, jp), obs.track, t)
+  wblk = jnp.einsum("nai,naj->nij", wjc, jp)                          # (n, 6, 3)
+  wdense = jnp.zeros((v, t, 6, 3), u.dtype).at[obs.view, obs.track].add(wblk)
+  wdense = wdense.transpose(0, 2, 1, 3)
+  gc = jax.ops.segment_sum(jnp.einsum("nai,na->ni", wjc, res), obs.view, v)
+  gp = jax.ops.segment_sum(jnp.einsum("nai,na->ni", w[:, None, None] * jp, res), obs.track, t)
+  return (u, vb, wdense, gc, gp), robust_cost(res, obs.weight, sigma)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iterations", "at_infinity"))
+def lm_stage(rot, centre, points, obs, sigma, *, max_iterations=50, tolerance=1e-6,
+             at_infinity=False):
+  """One robust stage of LM at the Cauchy scale `sigma` (pixels, traced).
+
+  Args:
+    rot: (v, 3, 3) cam_from_world rotations; centre: (v, 3); points: (t, 3) world points (unit
+      directions if at_infinity); obs: `Observations`.
+  Returns:
+    (rot, centre, points, iterations, cost_start, cost_end, reason) with reason an index into
+    `_MESSAGES` (int32).
+  """
+  sigma = jnp.asarray(sigma, points.dtype)
+
+  def cost_of(r, c, p):
+    res = _linearize(r, c, p, obs, at_infinity)[0]
+    return robust_cost(res, obs.weight, sigma)
+
+  system, cost0 = _system(rot, centre, points, obs, sigma, at_infinity)
+  state = dict(rot=rot, centre=centre, points=points, system=system, cost=cost0,
+               lam=jnp.asarray(1e-4, points.dtype), it=jnp.int32(0), reason=jnp.int32(-1))
+
+  def body(st):
+    dc, dp = _solve(st["system"], st["lam"])
+    r, c, p = _apply(st["rot"], st["centre"], st["points"], dc, dp, at_infinity)
+    new_cost = cost_of(r, c, p)
+    ok = jnp.isfinite(new_cost) & (new_cost < st["cost"])
+    rel = (st["cost"] - new_cost) / jnp.maximum(st["cost"], 1e-30)
+    size = jnp.sqrt(jnp.sum(dc[:, :3] ** 2) + jnp.sum(dp ** 2) + jnp.sum(dc[:, 3:] ** 2))
+    scale = jnp.sqrt(jnp.sum(st["points"] ** 2) + jnp.sum(st["centre"] ** 2) + st["rot"].shape[0])
+    pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
+    rot_, centre_, points_ = pick((r, c, p), (st["rot"], st["centre"], st["points"]))
+    system, cost = jax.lax.cond(
+        ok, lambda: _system(rot_, centre_, points_, obs, sigma, at_infinity),
+        lambda: (st["system"], st["cost"]))
+    lam = jnp.where(ok, jnp.maximum(st["lam"] / 3.0, 1e-9), st["lam"] * 4.0)
+    reason = jnp.where(ok & (rel < tolerance), 0,
+                       jnp.where(ok & (size < tolerance * scale), 1,
+                                 jnp.where(~ok & (lam > 1e8), 2, -1)))
+    return dict(rot=rot_, centre=centre_, points=points_, system=system, cost=cost, lam=lam,
+                it=st["it"] + 1, reason=reason.astype(jnp.int32))
+
+  def cond(st):
+    return (st["it"] < max_iterations) & (st["reason"] < 0)
+
+  st = jax.lax.while_loop(cond, body, state)
+  reason = jnp.where(st["reason"] < 0, 3, st["reason"])
+  return st["rot"], st["centre"], st["points"], st["it"], cost0, st["cost"], reason
+
+
+def run_stage(rot, centre, points, obs, sigma, *, max_iterations, tolerance, at_infinity):
+  """`lm_stage` with host-side results: (rot, centre, points numpy float64, `StageInfo`)."""
+  out = lm_stage(rot, centre, points, obs, sigma, max_iterations=max_iterations,
+                 tolerance=tolerance, at_infinity=at_infinity)
+  rot, centre, points, it, c0, c1, reason = jax.device_get(out)
+  info = StageInfo(iterations=int(it), converged=int(reason) < 3, cost_start=float(c0),
+                   cost_end=float(c1), message=_MESSAGES[int(reason)])
+  return (np.asarray(rot, np.float64), np.asarray(centre, np.float64),
+          np.asarray(points, np.float64), info)
+
+
+def chord_errors_px(rot, centre, points, view, track, bearing, focal, at_infinity=False):
+  """Host-side (numpy float64) |r| of each observation (pixels; see the module docstring)."""
+  x = points[track]
+  y = np.einsum("nij,nj->ni", rot[view], x if at_infinity else x - centre[view])
+  y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-300)
+  return focal * np.linalg.norm(y - bearing, axis=1)
