@@ -127,6 +127,7 @@ class _Result(NamedTuple):
   components: tuple
   stages: tuple
   warnings: tuple
+  duplicates: tuple
 
 
 def test_report_tables_and_summary(tmp_path):
@@ -134,7 +135,7 @@ def test_report_tables_and_summary(tmp_path):
                    np.array([0.4, np.nan, 0.2]), ((0, 2), (1,)),
                    ({"name": "robust 2 px", "iterations": np.int64(12), "converged": np.True_,
                      "cost_start": 5.0, "cost_end": np.float64(1.5), "message": "ok"},),
-                   ("1 of 3 views not registered",))
+                   ("1 of 3 views not registered",), ((0, 1),))
   report = report_lib.registration_report(["a.png", "b.png", "c.png"], result, points=40,
                                           observations=90, timings={"fit_s": 1.23456})
   json_path, md_path = report_lib.write_report(tmp_path, report)
@@ -152,6 +153,7 @@ def test_report_tables_and_summary(tmp_path):
   md = md_path.read_text()
   assert "| b.png | **no** | 0 | - | 1 |" in md and "| robust 2 px | 12 | True |" in md
   assert "- 1 of 3 views not registered" in md
+  assert back["duplicates"] == [["a.png", "b.png"]] and "a.png = b.png" in md
 
 
 def test_poses_json_registered_and_null_poses(tmp_path):

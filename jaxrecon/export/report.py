@@ -40,7 +40,7 @@ def registration_report(files: Sequence[str], result, *, points: int, observatio
   Args:
     files: v image file names, in view order.
     result: a `jaxrecon.fit.FitResult` (reads registered, num_observations, view_residual_px,
-      components, stages, warnings).
+      components, stages, warnings, and duplicates when it has them).
     points, observations: the points and TRACK entries of the written model.
     timings: {step: seconds}.
     extra: more top-level entries (inputs, tracker, ...).
@@ -64,6 +64,8 @@ def registration_report(files: Sequence[str], result, *, points: int, observatio
           "median_view_residual_px": (float(np.median(residuals)) if residuals else None),
       },
       "views": views, "stages": stages, "warnings": [str(w) for w in result.warnings],
+      # View pairs the fit found (near) identical: one of each pair adds no geometry.
+      "duplicates": [[files[i], files[j]] for i, j in getattr(result, "duplicates", ())],
       "timings": {key: round(float(value), 3) for key, value in timings.items()},
       **(extra or {}),
   }
@@ -106,6 +108,9 @@ def report_markdown(report: dict) -> str:
                    f"{st.get('converged', '')} | {_cell(st.get('cost_start'), '.4g')} | "
                    f"{_cell(st.get('cost_end'), '.4g')} | {st.get('message', '')} |")
   lines += ["", "## Warnings", ""] + ([f"- {w}" for w in report["warnings"]] or ["none"])
+  if report.get("duplicates"):
+    lines += ["", "Duplicate views (near identical): "
+              + ", ".join(f"{a} = {b}" for a, b in report["duplicates"])]
   timings = ", ".join(f"{key} {value:.1f} s" for key, value in report["timings"].items())
   lines += ["", f"Timings: {timings}", ""]
   return "\n".join(lines)
