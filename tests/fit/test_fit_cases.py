@@ -1,0 +1,69 @@
+"""Per-scene fitting on every case of `jaxrecon.evaluate.fit_cases` (real and procedural images,
+SIFT tracks): the acceptance of issue #12 per case, and the cases it does not meet yet (strict
+xfail: each one fails the suite as soon as it starts to pass, so the marker cannot go stale)."""
+import warnings
+
+import numpy as np
+import pytest
+
+from jaxrecon.evaluate import fit_cases
+from jaxrecon.evaluate.metrics import align_cameras_sim3, pose_auc, relative_pose_errors
+from jaxrecon.experts import track_images
+from jaxrecon.fit import FitWarning, fit_scene
+
+KNOWN_FAILURES = {
+    "lego": "the near-symmetric model fools two-view geometry: view 2's pairs with views 1 and 5 "
+            "are mutually consistent 180-degree-symmetric false matches, so a group of views is "
+            "registered mirrored (a doppelganger; no cycle contradicts it)",
+    "synth_lowtexture": "features only on two distant flat walls: the registered group fits its "
+                        "tracks to 0.05 px with poses 2-5 degrees off (a near-planar, "
+                        "ill-conditioned bundle adjustment)",
+    "icl_livingroom": "SIFT connects only 2 of the 5 frames, and the data set's poses are off by "
+                      "0.3-1.2 degrees (shared/data/README.md), so 0.5 degrees cannot be checked",
+}
+
+
+def rotation_errors_deg(pred, gt):
+  """(v,) rotation errors after alignment: sim(3) of the centres, or a rotation alone when the
+  true centres coincide (a rotation-only scene). Angles from |R - I|_F (accurate near 0)."""
+  centres = -np.einsum("vji,vj->vi", gt[:, :3, :3], gt[:, :3, 3])
+  if np.ptp(centres, axis=0).max() > 1e-6:
+    pred = align_cameras_sim3(pred, gt)
+  else:
+    m = np.einsum("vji,vjk->ik", gt[:, :3, :3], pred[:, :3, :3])
+    u, _, vt = np.linalg.svd(m)
+    align = u @ np.diag([1, 1, np.linalg.det(u @ vt)]) @ vt
+    pred = pred.copy()
+    pred[:, :3, :3] = pred[:, :3, :3] @ align.T
+  rel = pred[:, :3, :3] @ np.swapaxes(gt[:, :3, :3], -1, -2)
+  chord = np.linalg.norm(rel - np.eye(3), axis=(1, 2))
+  return np.degrees(2 * np.arcsin(np.clip(chord / (2 * np.sqrt(2)), 0, 1)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_FAILURES[n], strict=True))
+    if n in KNOWN_FAILURES else n for n in fit_cases.CASES])
+def test_fit_case(name, shared_data):
+  case = fit_cases.make_case(name, shared_data)
+  tracks = track_images(list(case.images), case.intrinsics)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = fit_scene(tracks.pixels, tracks.visible & tracks.mask[:, None], case.intrinsics)
+  messages = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
+  assert list(result.warnings) == messages
+  kind = np.array(case.kind)
+  # Views that cannot be connected (no tracks, a foreign scene) are flagged, never given a pose.
+  for i in np.nonzero((kind == "blank") | (kind == "foreign"))[0]:
+    assert not result.registered[i] and np.all(np.isnan(result.cam_from_world[i]))
+    assert any("not registered" in m and str(i) in m for m in messages)
+  # Every view of the scene proper is registered; a duplicate is flagged as such.
+  assert result.registered[(kind == "normal") | (kind == "duplicate")].all(), result.warnings
+  for i in np.nonzero(kind == "duplicate")[0]:
+    assert any(i in pair for pair in result.duplicates) and any("same image points" in m
+                                                                  for m in messages)
+  reg = result.registered & np.all(np.isfinite(case.cam_from_world), axis=(1, 2))
+  pred, gt = result.cam_from_world[reg], case.cam_from_world[reg]
+  rot, trans = relative_pose_errors(pred, gt)
+  assert np.median(rotation_errors_deg(pred, gt)) <= 0.5
+  assert pose_auc(rot, trans, 30) >= 98.0
