@@ -167,12 +167,14 @@ def _render(world, cam_from_world) -> np.ndarray:
 
 def lowtexture_world(seed: int = LOWTEXTURE_SEED) -> world_lib.World:
   """A weakly textured world: two textured walls facing each other across the scene (x = +-9.5
-  m, 10 m long, 5 m high); the ground, boxes, spheres and cylinders are each one flat colour.
+  m, 10 m long, 5 m high), each with a textured box standing in front of it (so a view of a wall
+  is not a view of one plane); the ground, the other boxes, spheres and cylinders are each one
+  flat colour.
 
   An orbit around the centre then sees a wall only when looking across the scene at it, so views
   facing opposite walls share no texture, and views facing along the walls see almost none
-  (measured with `experts.match_views` on the 12-view orbit of "synth_lowtexture": views 10-2 and
-  4-8 form two groups with no verified match between them, views 3 and 9 match nothing).
+  (`tests/evaluate/test_fit_cases.py` checks with `experts.match_views` that the 12-view orbit of
+  "synth_lowtexture" splits into at least two groups with no verified match between them).
   """
   world = syn.random_world(seed, num_walls=(0, 0), mirror_prob=0.0)
   centre, half, yaw, active = (np.array(a) for a in (world.box_centre, world.box_half,
@@ -181,16 +183,21 @@ def lowtexture_world(seed: int = LOWTEXTURE_SEED) -> world_lib.World:
     centre[row] = [x, 0.0, 2.5]
     half[row] = [5.0, 0.15, 2.5]                 # along the wall's own x axis, turned by yaw
     yaw[row] = np.pi / 2
-    active[row] = True
-  # The walls' noise runs from near black to white, and the sun shines along y, parallel to both
-  # walls: their faces get the same (ambient) light, so neither is the poorly lit one.
+    # A box (rows 2, 3: unused wall rows) between the wall and the orbit, off-centre and turned.
+    centre[row + 2] = [0.83 * x, 2.0 if x > 0 else -2.0, 1.6]
+    half[row + 2] = [0.6, 1.0, 1.6]
+    yaw[row + 2] = 0.5
+    active[[row, row + 2]] = True
+  # The walls' and boxes' noise runs from near black to white, and the sun shines along y, so the
+  # two walls (faces along x) get the same (ambient) light: neither is the poorly lit one.
+  textured = (1, 2, 3, 4)                        # objects 1-4 = box rows 0-3
   colour_a, colour_b = np.array(world.colour_a), np.array(world.colour_b)
-  colour_a[1:3], colour_b[1:3] = 0.05, 1.0        # objects 1, 2 = box rows 0, 1 (the walls)
+  colour_a[list(textured)], colour_b[list(textured)] = 0.05, 1.0
   f32 = lambda a: np.asarray(a, np.float32)
   world = world._replace(box_centre=f32(centre), box_half=f32(half), box_yaw=f32(yaw),
                          box_active=active, colour_a=f32(colour_a), colour_b=f32(colour_b),
                          sun=f32([0.0, 0.6, 0.8]))
-  return syn.flatten_textures(world, keep=(1, 2))
+  return syn.flatten_textures(world, keep=textured)
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,8 +228,9 @@ def _synth_arrays(name: str):
   if name == "synth_lowtexture":
     poses = syn.orbit(12, radius=ORBIT_RADIUS, height=2.0, arc_degrees=360.0)
     names = tuple(f"lowtex_{i:03d}.png" for i in range(12))
-    notes = ("weak texture: flat-coloured ground and objects, two textured walls on opposite "
-             "sides, 12-view orbit: the view graph splits into groups that share no tracks")
+    notes = ("weak texture: flat-coloured ground and objects, two textured walls (each with a "
+             "textured box) on opposite sides, 12-view orbit: the view graph splits into groups "
+             "that share no tracks")
     return _render(lowtexture_world(), poses), poses, names, ("normal",) * 12, notes
   if name == "synth_rotation":
     poses = syn.pan(8, centre=(ORBIT_RADIUS, 0.0, 1.6), step_degrees=12.0, heading_degrees=180.0)
