@@ -49,26 +49,14 @@ def track(images: np.ndarray, intrinsics: np.ndarray, tracker: str):
   return experts.track_images(list(images), intrinsics, tracker=tracker)
 
 
-def _fit(tracks, intrinsics):
+def _fit(tracks, intrinsics, files):
   """fit_scene on the tracks; its FitWarnings are caught here (they are in result.warnings, which
   the command prints and reports once)."""
   from jaxrecon import fit   # only this path needs the fitting stack
   with warnings.catch_warnings():
-    warnings.simplefilter("ignore", getattr(fit, "FitWarning", UserWarning))
-    return fit.fit_scene(tracks.pixels, tracks.visible & tracks.mask[:, None], intrinsics)
-
-
-def _proper_poses(cam_from_world, registered) -> np.ndarray:
-  """(v, 4, 4) float64 poses with exact rotations (nearest proper rotation), NaN where not
-  registered. The fit's rotations are orthonormal to float32 round-off only (~1e-6); poses.json's
-  cam_from_world and world_from_cam must be exact inverses, and the COLMAP model stores a unit
-  quaternion, so every output gets the same exact rotation."""
-  poses = np.array(cam_from_world, np.float64)
-  for i in np.nonzero(registered)[0]:
-    poses[i, :3, :3] = export.colmap_text.nearest_rotation(poses[i, :3, :3])
-    poses[i, 3] = [0.0, 0.0, 0.0, 1.0]
-  poses[~np.asarray(registered, bool)] = np.nan
-  return poses
+    warnings.simplefilter("ignore", fit.FitWarning)
+    return fit.fit_scene(tracks.pixels, tracks.visible & tracks.mask[:, None], intrinsics,
+                         view_names=files)
 
 
 def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
@@ -105,7 +93,7 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
   progress(f"{tracker} tracks: {int(tracks.mask.sum())} tracks, "
            f"{int((tracks.visible & tracks.mask[:, None]).sum())} observations")
 
-  result = _fit(tracks, k)
+  result = _fit(tracks, k, files)
   timings["init_s"], timings["fit_s"] = float(result.init_seconds), float(result.fit_seconds)
   # A view is registered when the fit says so AND its pose is finite (one truth for all outputs).
   registered = np.asarray(result.registered, bool) & np.all(
@@ -114,7 +102,8 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
   progress(f"fitted: {int(registered.sum())}/{len(names)} views registered")
 
   clock = time.perf_counter()
-  cam_from_world = _proper_poses(result.cam_from_world, registered)
+  # (fit_scene's rotations are exact: re-orthonormalised in float64.)
+  cam_from_world = np.where(registered[:, None, None], result.cam_from_world, np.nan)
   world_from_cam = _io.rigid_inverse(np.where(registered[:, None, None], cam_from_world, np.eye(4)))
   export.write_poses_json(out / "poses.json", names, files, k, world_from_cam, size,
                           registered=registered, units=UNITS,

@@ -16,18 +16,9 @@ import pytest
 from jaxrecon import export
 from jaxrecon.data.formats import colmap
 from jaxrecon.export import report as report_lib
-from jaxrecon.fit import FitResult
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TEMPLE_VIEWS = [f"templeR{i:04d}.png" for i in range(13, 19)]
-
-# The end-to-end tests need the registration outputs of issue #12's fit_scene.
-FIT_HAS_REGISTRATION = all(f in FitResult._fields for f in ("registered", "points", "inlier",
-                                                            "view_residual_px", "components"))
-needs_registration = pytest.mark.skipif(
-    not FIT_HAS_REGISTRATION, reason="jaxrecon.fit.FitResult has no registered / points / inlier "
-    "yet (issue #12's fit_scene); the command needs them")
-
 
 def _cli(*args):
   env = dict(os.environ)
@@ -182,8 +173,6 @@ def test_poses_json_registered_and_null_poses(tmp_path):
 def fitted(shared_data, tmp_path_factory):
   """6 consecutive templeRing views + a noise image (no verified match: cannot register), with a
   per-view intrinsics file; --out holds an earlier run's depth/ and an unrelated file."""
-  if not FIT_HAS_REGISTRATION:
-    pytest.skip("jaxrecon.fit.FitResult has no registration outputs yet (issue #12)")
   from jaxrecon.data.formats.middlebury import read_cameras
   root = tmp_path_factory.mktemp("fit_cli")
   images = root / "images"
@@ -207,7 +196,6 @@ def fitted(shared_data, tmp_path_factory):
   return out, cameras, result.stderr
 
 
-@needs_registration
 def test_fit_cli_outputs(fitted):
   out, cameras, stderr = fitted
   assert "replacing the earlier outputs" in stderr and "[7/7]" in stderr
@@ -243,7 +231,6 @@ def test_fit_cli_outputs(fitted):
   assert "| zz_noise.png | **no** |" in (out / "report.md").read_text()
 
 
-@needs_registration
 def test_fit_cli_colmap_model_and_ply_agree(fitted):
   out, cameras, _ = fitted
   model, image_dir = out / "colmap" / "sparse" / "0", out / "colmap" / "images"
@@ -282,7 +269,6 @@ def test_fit_cli_colmap_model_and_ply_agree(fitted):
   np.testing.assert_array_equal(cloud["confidence"], [len(points3d[i].track) for i in ids])
 
 
-@needs_registration
 def test_fit_cli_model_runs_in_colmaps_bundle_adjuster(fitted):
   pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is not installed (optional check)")
   out, _, _ = fitted

@@ -27,27 +27,37 @@ def view_statistics(errors, inlier, registered):
   return counts.astype(np.int64), median
 
 
+def _labels(views, names):
+  """A printable list of views: [3, 4] or, with names, [3 a.png, 4 b.png]."""
+  views = [int(i) for i in views]
+  if names is None:
+    return str(views)
+  return "[" + ", ".join(f"{i} {names[i]}" for i in views) + "]"
+
+
 def fit_warnings(*, num_views, registered, components, duplicates, stages, errors, observed,
-                 inlier, rotation_only, settings):
-  """The list of warnings a user must see about a fit (module docstring; strings, no newline)."""
+                 inlier, rotation_only, settings, names=None):
+  """The list of warnings a user must see about a fit (module docstring; strings, no newline).
+
+  names: optional v view names (e.g. file names) printed after each view index."""
   out = []
   lost = np.nonzero(~registered)[0]
   if len(lost):
     out.append(f"{len(lost)} of {num_views} views not registered (poses NaN): views "
-               f"{lost.tolist()}")
+               f"{_labels(lost, names)}")
   if len(components) > 1:
-    others = [list(c) for c in components[1:] if len(c) > 1]
-    alone = [c[0] for c in components[1:] if len(c) == 1]
+    others = [_labels(c, names) for c in components[1:] if len(c) > 1]
+    alone = _labels([c[0] for c in components[1:] if len(c) == 1], names)
     parts = []
     if others:
       parts.append(f"{len(others)} other group(s) of views share no verified pair with it: "
-                   f"{others}")
-    if alone:
+                   f"[{', '.join(others)}]")
+    if alone != "[]":
       parts.append(f"views {alone} share no verified pair with any view")
     out.append(f"the view graph has {len(components)} components; registered the largest "
                f"({len(components[0])} views); " + "; ".join(parts))
   for i, j in duplicates:
-    out.append(f"views {i} and {j} see the same image points (zero baseline: a duplicated image "
+    out.append(f"views {_labels([i], names)[1:-1]} and {_labels([j], names)[1:-1]} see the same image points (zero baseline: a duplicated image "
                "or a camera that did not move); both are registered at one position")
   if rotation_only:
     out.append("no view pair has an observable baseline (the camera only turned): rotations are "

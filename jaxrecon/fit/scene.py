@@ -138,7 +138,11 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
         max_iterations=settings.max_iterations, tolerance=settings.tolerance, at_infinity=at_inf)
     stages.append(dict(name=f"bundle adjustment, Cauchy {sigma:g} px", **info._asdict()))
     err = bundle.chord_errors_px(rot, centres, points, vv, tt, bear, focal, at_inf)
-    weight = (err <= settings.max_error_px) & registered[vv]
+    # Outliers are dropped only once the kernel is as narrow as the threshold: after a wide
+    # stage the model may still be far off, and dropping what it does not explain yet would lock
+    # in a wrong basin.
+    cut = settings.max_error_px if sigma <= settings.max_error_px else np.inf
+    weight = (err <= cut) & registered[vv]
     # Tracks left with fewer than two inlier observations are no longer constrained.
     count = np.bincount(tt[weight], minlength=t)
     weight &= count[tt] >= 2
@@ -223,7 +227,8 @@ def _gauge(rot, centres, points, inlier, registered, at_infinity):
 
 
 def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray] = None,
-              settings: FitSettings = FitSettings(), init_cam_from_world=None) -> FitResult:
+              settings: FitSettings = FitSettings(), init_cam_from_world=None,
+              view_names=None) -> FitResult:
   """Registers the views of one scene from its tracks (module docstring).
 
   Args:
@@ -237,6 +242,7 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
     settings: `FitSettings`.
     init_cam_from_world: optional (v, 4, 4) initial extrinsics replacing the global
       initialisation (every view with observations is then refined).
+    view_names: optional v names (e.g. file names) that the warnings print beside view indices.
   Returns:
     `FitResult`: NaN poses for views that are not registered (read `registered`, `warnings`).
   Raises:
@@ -246,6 +252,8 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
   tracks, visibility, intrinsics, depth_maps = _check_inputs(tracks, visibility, intrinsics,
                                                              depth_maps)
   t, v = visibility.shape
+  if view_names is not None and len(view_names) != v:
+    raise ValueError(f"view_names: expected {v} names, got {len(view_names)}")
   start = time.perf_counter()
   if init_cam_from_world is None:
     init = global_init(tracks, visibility, intrinsics, settings)
@@ -287,7 +295,7 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
   messages = report.fit_warnings(
       num_views=v, registered=registered, components=init.components, duplicates=duplicates,
       stages=stages, errors=errors, observed=visibility, inlier=inlier,
-      rotation_only=init.rotation_only, settings=settings)
+      rotation_only=init.rotation_only, settings=settings, names=view_names)
   report.issue_warnings(messages)
   return FitResult(
       registered=registered, num_observations=counts, view_residual_px=residual,

@@ -28,6 +28,8 @@ class FitSettings:
       angle is below min_pair_angle_deg, or whose median displacement is below duplicate_px
       pixels has no usable baseline (see `fit.twoview`).
     rotation_scale_deg: Cauchy scale of the rotation averaging's IRLS.
+    max_rotation_residual_deg: pairs whose relative rotation the averaged rotations miss by more
+      are dropped from the view graph (as global SfM systems filter their view graphs).
   Refinement:
     refine: "bundle" (default: Levenberg-Marquardt bundle adjustment of poses and points,
       `fit.bundle`) or "registration" (the library's registration loss in `form`, L-BFGS over the
@@ -56,6 +58,7 @@ class FitSettings:
   min_pair_angle_deg: float = 1.0
   duplicate_px: float = 0.5
   rotation_scale_deg: float = 5.0
+  max_rotation_residual_deg: float = 10.0
   refine: str = "bundle"
   stages_px: tuple = (4.0, 2.0, 1.0)
   max_iterations: int = 100

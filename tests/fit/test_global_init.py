@@ -1,0 +1,132 @@
+"""Global initialisation pieces against independent references: two-view kinds and poses, rotation
+averaging with a corrupted edge, point-camera positioning, and the LM solver's Jacobians."""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxrecon.fit import bundle, positions, twoview, viewgraph
+from tests.fit.test_fit_scene import K, look_at, project
+
+
+def rot_deg(a, b):
+  """Angle between two rotations, degrees (|A - B|_F based: accurate near 0)."""
+  chord = np.linalg.norm(a - b)
+  return np.degrees(2 * np.arcsin(min(chord / (2 * np.sqrt(2)), 1.0)))
+
+
+def two_views(points, cams, seed=0):
+  pixels, visible, intr = project(points, cams, np.random.default_rng(seed), keep=1.0)
+  return pixels, visible, intr
+
+
+def test_general_pair_pose_matches_ground_truth():
+  rng = np.random.default_rng(0)
+  points = rng.uniform(-1, 1, (200, 3))
+  cams = np.stack([look_at(np.array([4.0, 0, 1]), np.zeros(3)),
+                   look_at(np.array([3.5, 2.0, 1.2]), np.zeros(3))])
+  pixels, visible, intr = two_views(points, cams)
+  pair = twoview.pair_geometry(0, 1, pixels, visible, intr)
+  rel = cams[1] @ np.linalg.inv(cams[0])
+  assert pair.kind == "general" and pair.num_inliers == 200
+  assert rot_deg(pair.rotation, rel[:3, :3]) < 1e-3
+  np.testing.assert_allclose(pair.direction, rel[:3, 3] / np.linalg.norm(rel[:3, 3]), atol=1e-5)
+
+
+def test_planar_pair_pose_from_homography():
+  rng = np.random.default_rng(1)
+  # Every point on one wall (x = -3): an essential matrix fits several poses, a homography one.
+  points = np.stack([np.full(300, -3.0), rng.uniform(-2, 2, 300), rng.uniform(0, 3, 300)], -1)
+  cams = np.stack([look_at(np.array([4.0, 0, 1.5]), np.array([-3.0, 0, 1.5])),
+                   look_at(np.array([4.0, 2.5, 1.5]), np.array([-3.0, 0.5, 1.5]))])
+  pixels, visible, intr = two_views(points, cams)
+  pair = twoview.pair_geometry(0, 1, pixels, visible, intr)
+  rel = cams[1] @ np.linalg.inv(cams[0])
+  assert pair.kind == "planar"
+  assert rot_deg(pair.rotation, rel[:3, :3]) < 0.01
+
+
+@pytest.mark.parametrize("turn_deg, kind", [(8.0, "rotation"), (0.0, "duplicate")])
+def test_pairs_without_baseline(turn_deg, kind):
+  rng = np.random.default_rng(2)
+  points = rng.normal(size=(300, 3)) + np.array([0.0, 0.0, 50.0])
+  a = np.deg2rad(turn_deg)
+  cams = np.stack([np.eye(4), np.eye(4)])
+  cams[1, :3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
+  pixels, visible, intr = two_views(points, cams)
+  pair = twoview.pair_geometry(0, 1, pixels, visible, intr)
+  assert pair.kind == kind and np.all(np.isnan(pair.direction))
+  assert rot_deg(pair.rotation, cams[1, :3, :3]) < 1e-3
+
+
+def test_rotation_averaging_rejects_a_corrupted_edge():
+  rng = np.random.default_rng(3)
+  v = 8
+  truth = [np.eye(3)] + [np.linalg.qr(rng.normal(size=(3, 3)))[0] for _ in range(v - 1)]
+  truth = [r * np.linalg.det(r) for r in truth]                      # proper rotations
+  pairs = []
+  for i in range(v):
+    for j in range(i + 1, v):
+      if j - i <= 2 or (i, j) == (0, v - 1):
+        rel = truth[j] @ truth[i].T
+        if (i, j) == (2, 3):                                          # one edge 40 deg off
+          rel = viewgraph._exp(np.array([0.0, 0.7, 0.0])) @ rel
+        pairs.append(twoview.PairGeometry(i, j, rel, np.full(3, np.nan), 50, 500, None, None,
+                                          0.0, 0.0, 0.0, "general"))
+  rot, residual, _ = viewgraph.average_rotations(list(range(v)), pairs)
+  # The Cauchy weights shrink the bad edge's pull but do not remove it ...
+  for k in range(v):
+    assert rot_deg(rot[k], truth[k]) < 1.0
+  assert residual[[(p.i, p.j) for p in pairs].index((2, 3))] > 39.0
+  # ... global_init's filter then drops it and re-averages: exact.
+  kept = [p for p, r in zip(pairs, residual) if r <= 10.0]
+  assert len(kept) == len(pairs) - 1
+  rot, residual, _ = viewgraph.average_rotations(list(range(v)), kept)
+  for k in range(v):
+    assert rot_deg(rot[k], truth[k]) < 1e-4
+  comps = viewgraph.components(v + 2, pairs)
+  assert comps == [list(range(v)), [v], [v + 1]]
+
+
+def test_positions_from_rays_are_exact_and_sign_safe():
+  rng = np.random.default_rng(4)
+  points = rng.uniform(-1, 1, (300, 3))
+  az = np.deg2rad(np.arange(0, 360, 45))
+  cams = np.stack([look_at(np.array([4 * np.cos(a), 4 * np.sin(a), 1.0]), np.zeros(3))
+                   for a in az])
+  pixels, visible, intr = project(points, cams, rng)
+  rays = positions.world_rays(pixels, visible, intr, cams[:, :3, :3])
+  pos = positions.solve_positions(rays, visible, range(8))
+  true_c = -np.einsum("vji,vj->vi", cams[:, :3, :3], cams[:, :3, 3])
+  # Known rotations fix the frame up to a translation and a positive scale (no reflection).
+  rel_true, rel_est = true_c - true_c[0], pos.centres - pos.centres[0]
+  scale = np.sum(rel_true * rel_est) / np.sum(rel_est ** 2)
+  assert scale > 0
+  np.testing.assert_allclose(scale * rel_est, rel_true, atol=1e-6)
+  np.testing.assert_allclose(scale * (pos.points - pos.centres[0]), points - true_c[0], atol=1e-6)
+
+
+def test_bundle_jacobians_match_finite_differences():
+  rng = np.random.default_rng(5)
+  rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+  rot *= np.linalg.det(rot)
+  centre, point = rng.normal(size=3), rng.normal(size=3) + np.array([0, 0, 5.0])
+  bearing = rng.normal(size=3)
+  bearing /= np.linalg.norm(bearing)
+  obs = bundle.Observations(jnp.array([0]), jnp.array([0]), jnp.asarray(bearing[None]),
+                            jnp.array([500.0]), jnp.array([1.0]))
+  res, jc, jp = bundle._linearize(jnp.asarray(rot[None]), jnp.asarray(centre[None]),
+                                  jnp.asarray(point[None]), obs, False)   # float64 (conftest)
+
+  def residual(dc, dp):                                               # float64 numpy reference
+    r = viewgraph._exp(dc[:3]) @ rot
+    y = r @ (point + dp - centre - dc[3:])
+    return 500.0 * (y / np.linalg.norm(y) - bearing)
+
+  eps = 1e-6
+  num_c = np.stack([(residual(e, np.zeros(3)) - residual(-e, np.zeros(3))) / (2 * eps)
+                    for e in eps * np.eye(6)], -1)
+  num_p = np.stack([(residual(np.zeros(6), e) - residual(np.zeros(6), -e)) / (2 * eps)
+                    for e in eps * np.eye(3)], -1)
+  np.testing.assert_allclose(res[0], residual(np.zeros(6), np.zeros(3)), rtol=1e-9, atol=1e-9)
+  np.testing.assert_allclose(jc[0], num_c, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(jp[0], num_p, rtol=1e-5, atol=1e-5)
