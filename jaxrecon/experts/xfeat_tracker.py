@@ -22,6 +22,7 @@ MATCHERS = ("xfeat", "xfeat_lighterglue")
 # matrices of a chunk of pairs are pairs x top_k^2 floats) while keeping the batch dimension.
 VIEW_CHUNK = 8
 PAIR_CHUNK = 8
+TRIM = 512
 
 
 def _chunks(n: int, size: int):
@@ -66,6 +67,12 @@ def candidate_matches(features: xfeat_match.XFeatFeatures, pairs: Sequence[tuple
     from jaxrecon.experts import lighterglue  # the matcher's weights load only when used
     if image_size is None:
       raise ValueError("image_size (h, w) is needed by LighterGlue")
+  # Valid rows are a prefix (sorted by score): matching only the first k' rows, k' the scene's
+  # largest keypoint count rounded up to a multiple of TRIM (few distinct shapes, few compiles),
+  # gives the same matches for less work (attention and similarity are quadratic in k).
+  most = int(np.asarray(features.valid).sum(axis=1).max(initial=1))
+  budget = min(features.valid.shape[1], -(-max(most, 1) // TRIM) * TRIM)
+  features = xfeat_match.XFeatFeatures(*(a[:, :budget] for a in features))
   out = []
   pairs = list(pairs)
   for chunk in _chunks(len(pairs), PAIR_CHUNK):
