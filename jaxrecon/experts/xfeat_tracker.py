@@ -8,6 +8,7 @@ trackers differ only in their correspondences.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -103,8 +104,8 @@ def xfeat_match_views(images, intrinsics: np.ndarray,
   Args:
     images: (v, h, w, 3) RGB or (v, h, w) grey, uint8 or float in [0, 1].
     intrinsics: (v, 3, 3) K per view, pixels.
-    matcher: RANSAC and pair settings (ransac_*, min_inliers, window, seed; the SIFT-only
-      max_features, ratio and mutual are unused).
+    matcher: RANSAC and pair settings (ransac_*, window, seed; min_inliers comes from `xfeat`;
+      the SIFT-only max_features, ratio and mutual are unused).
     xfeat: `XFeatSettings`.
     method: 'xfeat' or 'xfeat_lighterglue'.
   Returns:
@@ -123,6 +124,7 @@ def xfeat_match_views(images, intrinsics: np.ndarray,
   keypoints = [points[i, :counts[i]] for i in range(len(images))]
   pairs = view_pairs(len(images), matcher.window)
   candidates = candidate_matches(features, pairs, xfeat, method, images.shape[1:3])
+  matcher = dataclasses.replace(matcher, min_inliers=xfeat.min_inliers)
   matches = {}
   for (i, j), pair in zip(pairs, candidates):
     verified = verify_matches(keypoints[i], keypoints[j], pair, intrinsics[i], intrinsics[j],

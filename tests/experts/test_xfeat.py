@@ -187,3 +187,16 @@ def test_prepare_runs_the_xfeat_tracker_and_records_its_weights(shared_data, wei
   record = records.provenance({**settings, "tracker": "xfeat", "xfeat": {"top_k": 4096}})
   assert record["tracker_weights"]["sha256"]["xfeat.pt"] == xfeat_weights.SHA256["xfeat.pt"]
   assert "xfeat" not in records.provenance({**settings, "tracker": "sift", "xfeat": {}})
+
+
+def test_lighterglue_matches_lie_on_ground_truth_epipolar_lines(shared_data, weights):
+  from jaxrecon.experts import xfeat_tracker
+  from jaxrecon.experts.matcher import MatcherSettings
+  images, intrinsics, cams = _temple(shared_data, [0, 1, 3])
+  keypoints, matches = xfeat_tracker.xfeat_match_views(
+      images, intrinsics, MatcherSettings(window=1), method="xfeat_lighterglue")
+  assert set(matches) == {(0, 1), (1, 2)}
+  for (i, j), pairs in matches.items():
+    error = _epipolar_px(keypoints[i][pairs[:, 0]], keypoints[j][pairs[:, 1]], intrinsics[i],
+                         intrinsics[j], cams[i], cams[j])
+    assert len(pairs) >= 300 and np.median(error) <= 0.5, ((i, j), len(pairs), np.median(error))
