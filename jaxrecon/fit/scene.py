@@ -108,6 +108,34 @@ def _track_angles_deg(points, centres, tt, vv, use, t):
   return out
 
 
+def _explained(err, weight, vv, registered, settings):
+  """Views the model explains (v,) bool: registered ones keeping at least min_view_observations
+  inlier observations with a median error of at most max_view_residual_px."""
+  v = len(registered)
+  counts = np.bincount(vv[weight], minlength=v)
+  med = np.array([np.median(err[weight & (vv == i)]) if counts[i] else np.inf for i in range(v)])
+  return registered & (counts >= settings.min_view_observations) & (
+      med <= settings.max_view_residual_px)
+
+
+def _model(points, centres, err, weight, tt, vv, shape, settings, at_infinity=False):
+  """The final model: (points (t, 3) NaN where not in it, errors (t, v) px, inlier (t, v)).
+
+  An observation is in the model when it is an inlier (`weight`) of a track whose rays spread at
+  least min_track_angle_deg, and the track keeps two of them."""
+  t, v = shape
+  angles = (np.full(t, np.inf) if at_infinity
+            else _track_angles_deg(points, centres, tt, vv, weight, t))
+  in_model = weight & (angles[tt] >= settings.min_track_angle_deg)
+  errors = np.full((t, v), np.nan)
+  errors[tt, vv] = err
+  inlier = np.zeros((t, v), bool)
+  inlier[tt[in_model], vv[in_model]] = True
+  has_point = inlier.sum(1) >= 2
+  inlier &= has_point[:, None]
+  return np.where(has_point[:, None], points, np.nan), errors, inlier
+
+
 def _bundle(init, tracks, visibility, intrinsics, active, settings):
   """Bundle adjustment of the active views: (rotations, centres, points, errors (t, v) px,
   inlier (t, v), registered (v,), stages)."""
@@ -148,27 +176,15 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
     weight &= count[tt] >= 2
     k += 1
     if k == len(schedule):
-      counts = np.bincount(vv[weight], minlength=v)
-      med = np.array([np.median(err[weight & (vv == i)]) if counts[i] else np.inf
-                      for i in range(v)])
-      keep = registered & (counts >= settings.min_view_observations) & (
-          med <= settings.max_view_residual_px)
+      keep = _explained(err, weight, vv, registered, settings)
       if np.any(keep != registered):
         # Views the model does not explain leave it; one more stage without them.
         registered = keep
         weight &= registered[vv]
         schedule.append(schedule[-1])
     weight = weight.astype(np.float64)
-  weight = weight > 0
-  angles = np.full(t, np.inf) if at_inf else _track_angles_deg(points, centres, tt, vv, weight, t)
-  in_model = weight & (angles[tt] >= settings.min_track_angle_deg)
-  errors = np.full((t, v), np.nan)
-  errors[tt, vv] = err
-  inlier = np.zeros((t, v), bool)
-  inlier[tt[in_model], vv[in_model]] = True
-  has_point = inlier.sum(1) >= 2
-  inlier &= has_point[:, None]
-  points = np.where(has_point[:, None], points, np.nan)
+  points, errors, inlier = _model(points, centres, err, weight > 0, tt, vv, (t, v), settings,
+                                  at_inf)
   return rot, centres, points, errors, inlier, registered, stages
 
 
@@ -192,21 +208,10 @@ def _registration(init, tracks, visibility, intrinsics, active, settings, depth_
   points = meet_rays(world_rays(tracks, visibility, intrinsics, rot), mask, centres)
   err = bundle.chord_errors_px(rot, centres, np.nan_to_num(points), vv, tt, bear, focal)
   weight = err <= settings.max_error_px
-  counts = np.bincount(vv[weight], minlength=v)
-  med = np.array([np.median(err[weight & (vv == i)]) if counts[i] else np.inf for i in range(v)])
-  registered = active & (counts >= settings.min_view_observations) & (
-      med <= settings.max_view_residual_px)
-  weight &= registered[vv]
-  angles = _track_angles_deg(points, centres, tt, vv, weight, t)
-  in_model = weight & (angles[tt] >= settings.min_track_angle_deg)
-  errors = np.full((t, v), np.nan)
-  errors[tt, vv] = err
-  inlier = np.zeros((t, v), bool)
-  inlier[tt[in_model], vv[in_model]] = True
-  has_point = inlier.sum(1) >= 2
-  inlier &= has_point[:, None]
-  return rot, centres, np.where(has_point[:, None], points, np.nan), errors, inlier, registered, \
-      stages
+  registered = _explained(err, weight, vv, active, settings)
+  points, errors, inlier = _model(points, centres, err, weight & registered[vv], tt, vv, (t, v),
+                                  settings)
+  return rot, centres, points, errors, inlier, registered, stages
 
 
 def _gauge(rot, centres, points, inlier, registered, at_infinity):
