@@ -163,8 +163,10 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
     rot32, cen32, pts32 = (jnp.asarray(x, _F32) for x in (rot, centres, points))
     rot, centres, points, info = bundle.run_stage(
         rot32, cen32, pts32, obs._replace(weight=jnp.asarray(weight, _F32)), sigma,
-        max_iterations=settings.max_iterations, tolerance=settings.tolerance, at_infinity=at_inf)
-    stages.append(dict(name=f"bundle adjustment, Cauchy {sigma:g} px", **info._asdict()))
+        max_iterations=settings.max_iterations, tolerance=settings.tolerance, at_infinity=at_inf,
+        kernel=settings.kernel)
+    stages.append(dict(name=f"bundle adjustment, {settings.kernel} {sigma:g} px",
+                       **info._asdict()))
     err = bundle.chord_errors_px(rot, centres, points, vv, tt, bear, focal, at_inf)
     # Outliers are dropped only once the kernel is as narrow as the threshold: after a wide
     # stage the model may still be far off, and dropping what it does not explain yet would lock

@@ -34,13 +34,15 @@ class FitSettings:
     refine: "bundle" (default: Levenberg-Marquardt bundle adjustment of poses and points,
       `fit.bundle`) or "registration" (the library's registration loss in `form`, L-BFGS over the
       poses with the tracks re-triangulated, `fit.lbfgs`; takes `depth_maps`).
-    stages_px: the bundle adjuster's robust schedule: one LM stage per Cauchy scale (pixels);
+    kernel: the bundle adjuster's robust kernel, "geman_mcclure" (default) or "cauchy" (see
+      `fit.bundle`).
+    stages_px: the bundle adjuster's robust schedule: one LM stage per kernel scale (pixels);
       after each stage at most max_error_px wide, observations off by more than max_error_px
       are dropped. Wide first (an initialisation a degree off misses by pixels), 0.5 px last:
       about three times the localisation noise of SIFT keypoints (0.1-0.2 px), so inliers keep
-      nearly full weight while the remaining 1-4 px outliers stop pulling. (Measured on the 12
-      fit cases that register: the 0.5 px stage lowers every median rotation error or leaves it,
-      e.g. templeRing 0.194 -> 0.153 deg; experiments/bench_fit_colmap.md.)
+      nearly full weight while the remaining 1-4 px outliers stop pulling. (Measured with the
+      Cauchy kernel on the 12 fit cases that register: the 0.5 px stage lowers every median
+      rotation error or leaves it, e.g. templeRing 0.194 -> 0.153 deg.)
     max_iterations: LM iterations per stage at most; tolerance: a stage has converged when the
       relative cost decrease (or the relative step) falls below it.
     max_error_px: observations with a larger final error are outliers (COLMAP's default 4 px).
@@ -65,6 +67,7 @@ class FitSettings:
   rotation_scale_deg: float = 5.0
   max_rotation_residual_deg: float = 10.0
   refine: str = "bundle"
+  kernel: str = "geman_mcclure"
   stages_px: tuple = (4.0, 2.0, 1.0, 0.5)
   max_iterations: int = 100
   tolerance: float = 1e-6
@@ -89,6 +92,8 @@ class FitSettings:
   def __post_init__(self):
     if self.refine not in REFINERS:
       raise ValueError(f"refine: expected one of {REFINERS}, got {self.refine!r}")
+    if self.kernel not in ("geman_mcclure", "cauchy"):
+      raise ValueError(f"kernel: expected 'geman_mcclure' or 'cauchy', got {self.kernel!r}")
     if self.form not in FORMS:
       raise ValueError(f"form: expected one of {FORMS}, got {self.form!r}")
     if self.depths not in ("triangulated", "free"):
