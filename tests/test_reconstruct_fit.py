@@ -276,12 +276,16 @@ def test_fit_cli_model_runs_in_colmaps_bundle_adjuster(fitted):
   assert rec.num_reg_images() == 6 and len(rec.cameras) == 7
   pycolmap.bundle_adjustment(rec, pycolmap.BundleAdjustmentOptions())
   assert rec.compute_mean_reprojection_error() < 0.5
-  # With the calibration held fixed (as the fit holds it), COLMAP's own adjuster barely moves
-  # the fitted cameras (relative to image 1, gauge-free): the fit is at COLMAP's optimum too.
+  # With the calibration held fixed (as the fit holds it) and a robust loss at the scale of the
+  # fit's last stage (COLMAP's default is plain least squares, whose optimum on 6 views lies
+  # ~0.2 deg from a robust one), COLMAP's own adjuster barely moves the fitted cameras
+  # (relative to image 1, gauge-free): the fit is at COLMAP's optimum too.
   rec = pycolmap.Reconstruction(str(out / "colmap" / "sparse" / "0"))
   options = pycolmap.BundleAdjustmentOptions()
   options.refine_focal_length = options.refine_principal_point = False
   options.refine_extra_params = False
+  options.ceres.loss_function_type = pycolmap.LossFunctionType.CAUCHY
+  options.ceres.loss_function_scale = 0.5
   before = {i: image.cam_from_world().rotation.matrix() for i, image in rec.images.items()}
   pycolmap.bundle_adjustment(rec, options)
   ref_before, ref_after = before[1], rec.images[1].cam_from_world().rotation.matrix()
