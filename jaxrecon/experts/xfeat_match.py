@@ -7,6 +7,7 @@ Per batch of same-size images (all jnp, one jit per (shape, budget)):
      position probabilities put back in place (depth-to-space);
   4. non-maximum suppression (5x5 window) and a detection threshold; score = heatmap x bilinear
      reliability; the `top_k` best kept (fixed budget: rows past the real count have valid=False);
+     optionally a sub-pixel parabola fit on the log heatmap (`XFeatSettings.subpixel`);
   5. bicubic sampling of the unit dense descriptors at the keypoints, L2-normalised.
 Matching of two feature sets: cosine similarity, argmax both ways, a match is kept when mutual and
 its similarity exceeds `min_cossim`. Both stages work under vmap (matching is vmapped over pairs).
