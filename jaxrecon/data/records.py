@@ -96,9 +96,10 @@ def _synthetic_record(seed: int, settings: Mapping) -> dict:
 
 def _folder_record(scene_dir: pathlib.Path, settings: Mapping) -> dict:
   scene = read_folder(scene_dir)
+  # Depth first: reading the files is cheap and fails fast on a missing one, before the tracker.
+  mono_depth = run_depth_expert(scene, settings["depth_expert"], settings, scene_dir)
   tracks, visibility = run_tracker(scene, settings["tracker"], settings)
-  return scene_record(scene, tracks, visibility,
-                      run_depth_expert(scene, settings["depth_expert"], settings, scene_dir))
+  return scene_record(scene, tracks, visibility, mono_depth)
 
 
 def build_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
