@@ -99,6 +99,7 @@ def jax_stage(torch_python: str, out_md: pathlib.Path) -> None:
     feats, logits, heat = backbone(jnp.asarray(ref[f"input{i}"])[None])
     dense = [float(np.abs(np.asarray(a[0]) - ref[f"{k}{i}"]).max())
              for a, k in ((feats, "feats"), (logits, "logits"), (heat, "heat"))]
+    magnitude = [float(np.abs(ref[f"{k}{i}"]).max()) for k in ("feats", "logits")]
     rgb = load_rgb(relative)
     f = xfeat_match.extract_features(rgb[None], settings)
     valid = np.asarray(f.valid[0])
@@ -111,7 +112,7 @@ def jax_stage(torch_python: str, out_md: pathlib.Path) -> None:
     desc_diff = max((float(np.abs(np.asarray(f.descriptors[0])[n] - ref[f"desc{i}"][t]).max())
                      for t, n in shared), default=float("nan"))
     rows.append((scene, pathlib.Path(relative).name, *dense, len(theirs), int(valid.sum()),
-                 len(shared) / max(len(theirs), 1), desc_diff))
+                 len(shared) / max(len(theirs), 1), desc_diff, *magnitude))
   match_rows = []
   for i, j in PAIRS:
     fi, fj = ours[i][0], ours[j][0]
@@ -134,11 +135,13 @@ def jax_stage(torch_python: str, out_md: pathlib.Path) -> None:
            "Produced by `python experiments/xfeat_parity.py --torch-python <venv with torch>`; "
            "torch 2.13.0 CPU, float32 both sides. Dense: the same resized grey input through both "
            "networks. Keypoints: each pipeline end to end from the uint8 image (top_k 4096, "
-           "threshold 0.05), compared as integer pixels of the resized image.", "",
+           "threshold 0.05, jaxrecon without its optional sub-pixel refinement), compared as integer "
+           "pixels of the resized image. In brackets: the largest |value| of that output.", "",
            "| scene | image | max abs diff descriptors map | logits | reliability | package kpts | "
            "jaxrecon kpts | identical kpts | max desc diff (shared) |", "|" + "---|" * 9]
   for r in rows:
-    lines.append(f"| {r[0]} | {r[1]} | {r[2]:.2e} | {r[3]:.2e} | {r[4]:.2e} | {r[5]} | {r[6]} | "
+    lines.append(f"| {r[0]} | {r[1]} | {r[2]:.2e} (of {r[9]:.1f}) | {r[3]:.2e} (of {r[10]:.1f}) | "
+                 f"{r[4]:.2e} | {r[5]} | {r[6]} | "
                  f"{100 * r[7]:.2f} % | {r[8]:.2e} |")
   lines += ["", f"Matches compared as pixel pairs; mutual nearest neighbours with min cosine {MIN_COSSIM}, "
             "LighterGlue (filter threshold 0.1, point pruning at width confidence 0.95 as in the package):",
