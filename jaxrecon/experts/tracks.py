@@ -159,6 +159,9 @@ def track_images(images: Sequence[np.ndarray], intrinsics: np.ndarray,
   if tracker == "sift":
     features, matches = match_views(images, intrinsics, matcher)
     return build_tracks([f.keypoints for f in features], matches, tracks)
+  shapes = sorted({np.shape(image) for image in images})
+  if len(shapes) != 1:
+    raise ValueError(f"tracker {tracker!r} needs images of one size, got shapes {shapes}")
   # Imported here: the learned trackers pull in jax/flax, which SIFT users need not load.
   from jaxrecon.experts import xfeat_match, xfeat_tracker
   keypoints, matches = xfeat_tracker.xfeat_match_views(

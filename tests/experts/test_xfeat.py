@@ -200,3 +200,13 @@ def test_lighterglue_matches_lie_on_ground_truth_epipolar_lines(shared_data, wei
     error = _epipolar_px(keypoints[i][pairs[:, 0]], keypoints[j][pairs[:, 1]], intrinsics[i],
                          intrinsics[j], cams[i], cams[j])
     assert len(pairs) >= 300 and np.median(error) <= 0.5, ((i, j), len(pairs), np.median(error))
+
+
+def test_track_images_rejects_unknown_trackers_and_mixed_sizes():
+  from jaxrecon.experts import track_images
+  images = [np.zeros((64, 64, 3), np.uint8), np.zeros((64, 96, 3), np.uint8)]
+  intrinsics = np.tile(np.eye(3), (2, 1, 1))
+  with pytest.raises(ValueError, match="tracker must be one of"):
+    track_images(images, intrinsics, tracker="orb")
+  with pytest.raises(ValueError, match="one size"):
+    track_images(images, intrinsics, tracker="xfeat")
