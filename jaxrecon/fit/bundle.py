@@ -135,8 +135,9 @@ def _apply(rot, centre, points, dc, dp, at_infinity):
   return rot, centre, points
 
 
-def _solve(system, lam):
-  """The damped Schur-complement solve: (dc (v, 6), dp (t, 3)) for damping lam."""
+def _solve(system, lam, fix_rotations=False):
+  """The damped Schur-complement solve: (dc (v, 6), dp (t, 3)) for damping lam (rotation updates
+  forced to 0 when fix_rotations)."""
   u, vblocks, wdense, gc, gp = system
   v, t = u.shape[0], vblocks.shape[0]
   eye6, eye3 = jnp.eye(6, dtype=u.dtype), jnp.eye(3, dtype=u.dtype)
@@ -151,6 +152,12 @@ def _solve(system, lam):
   s = (jnp.einsum("iab,ij->iajb", ud, jnp.eye(v, dtype=u.dtype)).reshape(6 * v, 6 * v)
        - wv.reshape(6 * v, 3 * t) @ wdense.reshape(6 * v, 3 * t).T)
   rhs = -gc.reshape(-1) + wv.reshape(6 * v, 3 * t) @ gp.reshape(-1)
+  if fix_rotations:
+    # The rotation rows and columns are replaced by the identity (and their right-hand side by
+    # 0): the same solve, with the rotation updates pinned at 0.
+    free = jnp.tile(jnp.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0], s.dtype), v)
+    s = s * free[:, None] * free[None, :] + jnp.diag(1.0 - free)
+    rhs = rhs * free
   dc = jnp.linalg.solve(0.5 * (s + s.T), rhs).reshape(v, 6)
   dp = jnp.einsum("tab,tb->ta", vinv, -gp - jnp.einsum("iatb,ia->tb", wdense, dc))
   return dc, dp
@@ -172,10 +179,12 @@ def _system(rot, centre, points, obs, sigma, at_infinity, kernel):
   return (u, vb, wdense, gc, gp), robust_cost(res, obs.weight, sigma, kernel)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iterations", "at_infinity", "kernel"))
+@functools.partial(jax.jit, static_argnames=("max_iterations", "at_infinity", "kernel",
+                                             "fix_rotations"))
 def lm_stage(rot, centre, points, obs, sigma, *, max_iterations=50, tolerance=1e-6,
-             at_infinity=False, kernel="geman_mcclure"):
-  """One robust stage of LM at the kernel scale `sigma` (pixels, traced).
+             at_infinity=False, kernel="geman_mcclure", fix_rotations=False):
+  """One robust stage of LM at the kernel scale `sigma` (pixels, traced); with fix_rotations
+  only the centres and points move.
 
   Args:
     rot: (v, 3, 3) cam_from_world rotations; centre: (v, 3); points: (t, 3) world points (unit
@@ -195,7 +204,7 @@ def lm_stage(rot, centre, points, obs, sigma, *, max_iterations=50, tolerance=1e
                lam=jnp.asarray(1e-4, points.dtype), it=jnp.int32(0), reason=jnp.int32(-1))
 
   def body(st):
-    dc, dp = _solve(st["system"], st["lam"])
+    dc, dp = _solve(st["system"], st["lam"], fix_rotations)
     r, c, p = _apply(st["rot"], st["centre"], st["points"], dc, dp, at_infinity)
     new_cost = cost_of(r, c, p)
     ok = jnp.isfinite(new_cost) & (new_cost < st["cost"])
@@ -223,10 +232,11 @@ def lm_stage(rot, centre, points, obs, sigma, *, max_iterations=50, tolerance=1e
 
 
 def run_stage(rot, centre, points, obs, sigma, *, max_iterations, tolerance, at_infinity,
-              kernel="geman_mcclure"):
+              kernel="geman_mcclure", fix_rotations=False):
   """`lm_stage` with host-side results: (rot, centre, points numpy float64, `StageInfo`)."""
   out = lm_stage(rot, centre, points, obs, sigma, max_iterations=max_iterations,
-                 tolerance=tolerance, at_infinity=at_infinity, kernel=kernel)
+                 tolerance=tolerance, at_infinity=at_infinity, kernel=kernel,
+                 fix_rotations=fix_rotations)
   rot, centre, points, it, c0, c1, reason = jax.device_get(out)
   info = StageInfo(iterations=int(it), converged=int(reason) < 3, cost_start=float(c0),
                    cost_end=float(c1), message=_MESSAGES[int(reason)])
