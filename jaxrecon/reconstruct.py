@@ -51,8 +51,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxrecon import export
-from jaxrecon.data.formats import _io
 from jaxrecon.data.transforms import crop_resize_camera, resize_images
+from jaxrecon.io import colmap_text, files, ply, poses
 from jaxrecon.train.loop import build, predict
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
@@ -111,7 +111,7 @@ def _save_maps(folder: pathlib.Path, names, maps, cmap: str) -> None:
   folder.mkdir(parents=True, exist_ok=True)
   for name, values in zip(names, maps):
     np.save(folder / f"{name}.npy", values.astype(np.float32))
-    _io.write_png(folder / f"{name}.png", export.colorize(values, cmap=cmap))
+    files.write_png(folder / f"{name}.png", export.colorize(values, cmap=cmap))
 
 
 def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
@@ -147,7 +147,7 @@ def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
   _save_maps(out / "confidence", names, export.resize_maps(confidence, size), "viridis")
   progress("wrote depth/ and confidence/")
 
-  export.write_poses_json(out / "poses.json", names, [p.name for p in paths], k, world_from_cam,
+  poses.write_poses_json(out / "poses.json", names, [p.name for p in paths], k, world_from_cam,
                           size, extra={"checkpoint": str(checkpoints), "step": step,
                                        "model_input_size": list(model_hw)})
   progress("wrote poses.json")
@@ -155,16 +155,16 @@ def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
   xyz, colors, conf, _ = export.fuse_points(
       depth, confidence, small, k_small, world_from_cam,
       min_confidence_percentile=min_confidence_percentile)
-  export.write_ply(out / "points.ply", xyz, colors, conf)
+  ply.write_ply(out / "points.ply", xyz, colors, conf)
   progress(f"wrote points.ply ({len(xyz)} points)")
 
   colmap_images = out / "colmap" / "images"
   colmap_images.mkdir(parents=True, exist_ok=True)
   for path in paths:
     shutil.copy2(path, colmap_images / path.name)
-  export.write_colmap_text(out / "colmap" / "sparse" / "0", [p.name for p in paths], k,
-                           _io.rigid_inverse(world_from_cam), size,
-                           points=(xyz, colors))
+  colmap_text.write_colmap_text(out / "colmap" / "sparse" / "0", [p.name for p in paths], k,
+                                poses.rigid_inverse(world_from_cam), size,
+                                points=(xyz, colors))
   progress("wrote colmap/ (images, sparse/0)")
   return {"views": len(names), "points": int(len(xyz)), "step": step, "out": str(out)}
 

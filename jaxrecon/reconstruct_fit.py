@@ -26,8 +26,8 @@ import warnings
 import numpy as np
 
 from jaxrecon import experts, export
-from jaxrecon.data.formats import _io
-from jaxrecon.export import colmap_sparse, report as report_lib
+from jaxrecon.export import report as report_lib
+from jaxrecon.io import colmap_sparse, ply, poses
 
 UNITS = ("the fit's gauge: camera 0 is the world frame, the scale is set by the fit (not metric); "
          "compare to other poses after a similarity alignment")
@@ -104,8 +104,8 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
   clock = time.perf_counter()
   # (fit_scene's rotations are exact: re-orthonormalised in float64.)
   cam_from_world = np.where(registered[:, None, None], result.cam_from_world, np.nan)
-  world_from_cam = _io.rigid_inverse(np.where(registered[:, None, None], cam_from_world, np.eye(4)))
-  export.write_poses_json(out / "poses.json", names, files, k, world_from_cam, size,
+  world_from_cam = poses.rigid_inverse(np.where(registered[:, None, None], cam_from_world, np.eye(4)))
+  poses.write_poses_json(out / "poses.json", names, files, k, world_from_cam, size,
                           registered=registered, units=UNITS,
                           extra={"method": "fit", "tracker": tracker,
                                  "intrinsics_file": str(k_path)})
@@ -116,7 +116,7 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
                                          k, cam_from_world)
   keep = use.any(1)
   colors = colmap_sparse.track_colors(rgb, tracks.pixels, use)
-  export.write_ply(out / "points.ply", result.points[keep], colors[keep],
+  ply.write_ply(out / "points.ply", result.points[keep], colors[keep],
                    use[keep].sum(1).astype(np.float32))
   progress(f"wrote points.ply ({int(keep.sum())} points)")
 

@@ -28,9 +28,9 @@ import sys
 import numpy as np
 from absl import app, flags, logging
 
-from jaxrecon.data.formats import _io
 from jaxrecon.data.transforms import resize_images, resize_nearest
 from jaxrecon.evaluate.segmentation import colorize, palette
+from jaxrecon.io import files
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 from jaxrecon.train.seg_loop import build_seg, predict_logits
 
@@ -75,19 +75,19 @@ def segment(checkpoint, images, out, *, size=None) -> dict:
   window = (int(config.pipeline.height), int(config.pipeline.width))
   colours = palette(num_classes)
 
-  paths = _io.list_images(_io.require_dir(images, "images folder"))
+  paths = files.list_images(files.require_dir(images, "images folder"))
   out = pathlib.Path(out)
   (out / "labels").mkdir(parents=True, exist_ok=True)
   (out / "color").mkdir(parents=True, exist_ok=True)
   for i, path in enumerate(paths):
-    rgb = _io.read_rgb(path)
+    rgb = files.read_rgb(path)
     small = rgb if size is None else resize_images(rgb[None], size)[0]
     logits = predict_logits(graphdef, branch.params, branch.rest, small, window, num_classes)
     labels = logits.argmax(-1).astype(np.uint8)
     if labels.shape != rgb.shape[:2]:
       labels = resize_nearest(labels[None], rgb.shape[:2])[0]
-    _io.write_png(out / "labels" / f"{path.stem}.png", labels)
-    _io.write_png(out / "color" / f"{path.stem}.png", colorize(labels, colours))
+    files.write_png(out / "labels" / f"{path.stem}.png", labels)
+    files.write_png(out / "color" / f"{path.stem}.png", colorize(labels, colours))
     print(f"\r[{i + 1}/{len(paths)}] {path.name}", end="", file=sys.stderr, flush=True)
   print(file=sys.stderr)
   (out / "classes.json").write_text(json.dumps(

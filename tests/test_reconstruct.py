@@ -13,9 +13,8 @@ import numpy as np
 import pytest
 from plyfile import PlyData
 
-from jaxrecon import export
+from jaxrecon import export, io
 from jaxrecon.data.formats.colmap import read_colmap
-from jaxrecon.export.points import backproject
 from jaxrecon.train.checkpoint import Checkpointer
 from jaxrecon.train.loop import build
 
@@ -50,33 +49,33 @@ def test_ply_round_trip_values_and_dtypes(tmp_path):
   xyz = rng.normal(size=(50, 3)).astype(np.float32)
   rgb = rng.integers(0, 256, (50, 3), dtype=np.uint8)
   conf = rng.uniform(0, 2, 50).astype(np.float32)
-  path = export.write_ply(tmp_path / "sub" / "p.ply", xyz, rgb, conf)
+  path = io.write_ply(tmp_path / "sub" / "p.ply", xyz, rgb, conf)
   vertex = PlyData.read(str(path))["vertex"]
   assert [p.name for p in vertex.properties] == ["x", "y", "z", "red", "green", "blue",
                                                  "confidence"]
   assert [vertex.data.dtype[p.name] for p in vertex.properties] == [np.dtype("<f4")] * 3 + [
       np.dtype("u1")] * 3 + [np.dtype("<f4")]
-  back = export.read_ply(path)
+  back = io.read_ply(path)
   np.testing.assert_array_equal(back["xyz"], xyz)
   np.testing.assert_array_equal(back["rgb"], rgb)
   np.testing.assert_array_equal(back["confidence"], conf)
-  empty = export.read_ply(export.write_ply(tmp_path / "e.ply", np.zeros((0, 3)),
+  empty = io.read_ply(io.write_ply(tmp_path / "e.ply", np.zeros((0, 3)),
                                            np.zeros((0, 3), np.uint8), np.zeros(0)))
   assert empty["xyz"].shape == (0, 3)
   with pytest.raises(ValueError, match="uint8"):
-    export.write_ply(tmp_path / "bad.ply", xyz, rgb.astype(np.int32), conf)
+    io.write_ply(tmp_path / "bad.ply", xyz, rgb.astype(np.int32), conf)
 
 
 def test_quaternion_matches_reader_for_all_branches():
-  from jaxrecon.data.formats.colmap import _wxyz_to_matrix
+  from jaxrecon.io.colmap_read import wxyz_to_matrix
   rng = np.random.default_rng(1)
   # Random rotations, plus half-turns about each axis (Shepperd's non-trace branches).
   rotations = [_random_rotation(rng) for _ in range(20)]
   rotations += [np.diag(d) for d in ([1, -1, -1], [-1, 1, -1], [-1, -1, 1])] + [np.eye(3)]
   for rot in rotations:
-    q = export.rotation_to_wxyz(rot)
+    q = io.rotation_to_wxyz(rot)
     assert q[0] >= 0 and abs(np.linalg.norm(q) - 1) < 1e-12
-    np.testing.assert_allclose(_wxyz_to_matrix(q), rot, atol=1e-12)
+    np.testing.assert_allclose(wxyz_to_matrix(q), rot, atol=1e-12)
 
 
 def test_colmap_text_round_trip(tmp_path):
@@ -88,7 +87,7 @@ def test_colmap_text_round_trip(tmp_path):
                                    [0, 0, 1]]) for i in range(3)])
   poses = np.stack([_pose(_random_rotation(rng), rng.normal(size=3)) for _ in names])
   points = (rng.normal(size=(7, 3)), rng.integers(0, 256, (7, 3), dtype=np.uint8))
-  model = export.write_colmap_text(tmp_path / "sparse" / "0", names, intrinsics, poses, (h, w),
+  model = io.write_colmap_text(tmp_path / "sparse" / "0", names, intrinsics, poses, (h, w),
                                    points=points)
   cameras = (model / "cameras.txt").read_text().splitlines()
   first = [line for line in cameras if not line.startswith("#")][0].split()
@@ -101,7 +100,7 @@ def test_colmap_text_round_trip(tmp_path):
   lines = [x for x in (model / "points3D.txt").read_text().splitlines() if not x.startswith("#")]
   assert len(lines) == 7 and len(lines[0].split()) == 8
   with pytest.raises(ValueError, match="whitespace"):
-    export.write_colmap_text(tmp_path / "x", ["a b.png"], intrinsics[:1], poses[:1], (h, w))
+    io.write_colmap_text(tmp_path / "x", ["a b.png"], intrinsics[:1], poses[:1], (h, w))
 
 
 def test_fused_points_land_where_expected():
@@ -127,11 +126,6 @@ def test_fused_points_land_where_expected():
   # View 1 pixel (5, 1): camera (0.9, 0, 3) -> world R @ cam + t = (3 + 1, 0, -0.9).
   np.testing.assert_allclose(xyz[h * w + 1 * w + 5], [4.0, 0, -0.9], atol=1e-6)
   assert np.all(rgb[h * w:] == 200) and np.all(view[h * w:] == 1)
-  # Matches the package's JAX backprojection.
-  from jaxrecon.geometry import backproject_depth
-  np.testing.assert_allclose(backproject(depth, np.stack([k, k]), world_from_cam),
-                             np.asarray(backproject_depth(depth, np.stack([k, k]),
-                                                          world_from_cam)), atol=1e-9)
 
 
 def test_fuse_points_confidence_percentile_per_view():
@@ -234,7 +228,7 @@ def test_cli_end_to_end(tmp_path, run):
   np.testing.assert_allclose(cam_from_world @ world_from_cam, np.broadcast_to(np.eye(4),
                                                                              (3, 4, 4)), atol=1e-5)
   np.testing.assert_allclose(poses["images"]["v1"]["intrinsics"], k)
-  cloud = export.read_ply(out / "points.ply")
+  cloud = io.read_ply(out / "points.ply")
   # 3 views of 32x32 at the model's resolution, the lowest 20 % of each view dropped.
   assert 0.75 * 3 * 32 * 32 <= len(cloud["xyz"]) <= 0.81 * 3 * 32 * 32
   assert np.all(np.isfinite(cloud["xyz"])) and np.all(cloud["confidence"] > 0)

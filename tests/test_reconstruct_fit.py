@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxrecon import export
+from jaxrecon import export, io
 from jaxrecon.data.formats import colmap
+from jaxrecon.io import colmap_read
 from jaxrecon.export import report as report_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def test_poses_json_registered_and_null_poses(tmp_path):
   world_from_cam[1, :3, 3] = [1.0, 2.0, 3.0]
   world_from_cam[0] = np.nan                       # an unregistered view's pose
   k = np.stack([np.eye(3)] * 2)
-  path = export.write_poses_json(tmp_path / "p.json", ["a", "b"], ["a.png", "b.png"], k,
+  path = io.write_poses_json(tmp_path / "p.json", ["a", "b"], ["a.png", "b.png"], k,
                                  world_from_cam, (4, 5), registered=[False, True], units="fit")
   table = json.loads(path.read_text())
   assert table["images"]["a"]["registered"] is False
@@ -162,7 +163,7 @@ def test_poses_json_registered_and_null_poses(tmp_path):
   np.testing.assert_allclose(np.array(table["images"]["b"]["cam_from_world"])[:3, 3], [-1, -2, -3])
   assert table["conventions"]["units"] == "fit"
   # Without `registered` (the FFRM path) the file is as before: no such key.
-  plain = json.loads(export.write_poses_json(tmp_path / "q.json", ["b"], ["b.png"], k[:1],
+  plain = json.loads(io.write_poses_json(tmp_path / "q.json", ["b"], ["b.png"], k[:1],
                                              world_from_cam[1:], (4, 5)).read_text())
   assert "registered" not in plain["images"]["b"] and "registered" not in plain["conventions"]
 
@@ -240,8 +241,8 @@ def test_fit_cli_colmap_model_and_ply_agree(fitted):
   for name, pose in zip(scene.names, scene.cam_from_world):
     np.testing.assert_allclose(pose, poses["images"][name]["cam_from_world"], atol=1e-9)
   np.testing.assert_allclose(scene.intrinsics, cameras.intrinsics, atol=1e-9)
-  points2d = colmap.read_points2d_txt(model / "images.txt")
-  points3d = colmap.read_points3d_txt(model / "points3D.txt")
+  points2d = colmap_read.read_points2d_txt(model / "images.txt")
+  points3d = colmap_read.read_points3d_txt(model / "points3D.txt")
   report = json.loads((out / "report.json").read_text())
   assert len(points3d) == report["summary"]["points"] > 300
   by_id = {p.image_id: (name, p) for name, p in points2d.items()}
@@ -257,7 +258,7 @@ def test_fit_cli_colmap_model_and_ply_agree(fitted):
   assert np.median(errors) < 0.5
   # The PLY holds the same points in the same order (track rows), coloured by the image at the
   # point's first observation (lowest image id).
-  cloud = export.read_ply(out / "points.ply")
+  cloud = io.read_ply(out / "points.ply")
   ids = sorted(points3d)
   np.testing.assert_allclose(cloud["xyz"], [points3d[i].xyz for i in ids], rtol=1e-6, atol=1e-6)
   for i, point_id in enumerate(ids[:50]):

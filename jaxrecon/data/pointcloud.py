@@ -10,16 +10,18 @@ of the target view it came from (or -1).
 Conventions are the package's (see `jaxrecon.geometry`): OpenCV camera axes, `world_from_cam` 4x4
 camera-to-world poses, pixel centres at integer coordinates, depth = camera-frame z in world units.
 Pixels are stored as flat row-major indices `row * w + col` into their source view's (h, w) image.
-These are host-side numpy functions (grain data workers); randomness comes only from the numpy
+These are host-side numpy functions (grain data workers; `lift` runs the geometry in float64); randomness comes only from the numpy
 Generator passed in.
 """
 from __future__ import annotations
 
 import dataclasses
+
+import jax
 import numpy as np
 
 from jaxrecon.data.scene import IGNORE_LABEL
-from jaxrecon.export.points import backproject
+from jaxrecon.geometry.cameras import backproject_depth
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +112,8 @@ def lift(depth, confidence, images, intrinsics, world_from_cam, labels, *,
   images = np.asarray(images)
   labels = (np.full(depth.shape, IGNORE_LABEL, np.uint8) if labels is None
             else np.asarray(labels))
-  intrinsics = np.asarray(intrinsics)
-  world_from_cam = np.asarray(world_from_cam)
+  intrinsics = np.asarray(intrinsics, np.float64)
+  world_from_cam = np.asarray(world_from_cam, np.float64)
   if confidence.shape != depth.shape:
     raise ValueError(f"confidence: expected shape {depth.shape} like depth, got {confidence.shape}")
   if images.shape != depth.shape + (3,):
@@ -126,7 +128,9 @@ def lift(depth, confidence, images, intrinsics, world_from_cam, labels, *,
     raise ValueError(f"world_from_cam: expected shape {(v, 4, 4)} or {(v, 3, 4)}, got "
                      f"{world_from_cam.shape}")
 
-  points = backproject(depth, intrinsics, world_from_cam)                  # (v, h, w, 3) float64
+  with jax.enable_x64(True):  # float64 on the host, like the readers' poses
+    points = np.asarray(backproject_depth(np.asarray(depth, np.float64), intrinsics,
+                                          world_from_cam))                  # (v, h, w, 3) float64
   valid = np.isfinite(depth) & (depth > 0) & np.all(np.isfinite(points), -1)
   valid &= np.isfinite(confidence)
   keep = np.zeros_like(valid)

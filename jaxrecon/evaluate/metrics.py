@@ -34,7 +34,10 @@ Protocol decisions (see each function for details)
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
+
+from jaxrecon.geometry.alignment import umeyama
 
 # Robust MVD / MapAnything inlier threshold for max(d / g, g / d).
 DEFAULT_TAU = 1.03
@@ -181,33 +184,6 @@ def pose_auc(rot_err_deg, trans_err_deg, max_threshold=30):
   return float(100.0 * np.mean(acc))
 
 
-def umeyama_np(src, dst):
-  """Least-squares similarity dst ~= scale * R @ src + t (float64 numpy Umeyama).
-
-  Args:
-    src: (n, 3) source points.
-    dst: (n, 3) target points.
-  Returns:
-    scale (float, dst units per src unit), R (3, 3) rotation (reflection corrected), t (3,).
-  Degenerate cases: no spread in src (n = 1 or coincident points) -> scale 1, R = I, t moves the
-  centroid; collinear points (e.g. n = 2) leave the rotation about the line arbitrary (finite).
-  """
-  src, dst = _f64(src), _f64(dst)
-  mu_s, mu_d = src.mean(0), dst.mean(0)
-  xs, xd = src - mu_s, dst - mu_d
-  var_s = np.mean(np.sum(xs * xs, -1))
-  if var_s <= 1e-24 * (1.0 + np.mean(np.sum(src * src, -1))):
-    return 1.0, np.eye(3), mu_d - mu_s
-  cov = xd.T @ xs / src.shape[0]
-  U, S, Vt = np.linalg.svd(cov)
-  d = np.ones(3)
-  if np.linalg.det(U) * np.linalg.det(Vt) < 0:
-    d[2] = -1.0
-  R = U @ np.diag(d) @ Vt
-  scale = float(np.sum(S * d) / var_s)
-  return scale, R, mu_d - scale * R @ mu_s
-
-
 def camera_centers_np(cam_from_world):
   """(v, 4, 4) or (v, 3, 4) extrinsics -> (v, 3) camera centres -R^T t (world units)."""
   R, t = _pose_parts(cam_from_world, "cam_from_world")
@@ -228,7 +204,9 @@ def camera_sim3(pred_cam_from_world, gt_cam_from_world):
   if cp.shape != cg.shape:
     raise ValueError(f"pred and gt must have the same number of views, got {cp.shape[0]} and "
                      f"{cg.shape[0]}")
-  return umeyama_np(cp, cg)
+  with jax.enable_x64(True):  # the protocol's float64, with the package's one Umeyama
+    scale, rotation, translation = umeyama(cp, cg)
+  return float(scale), np.asarray(rotation), np.asarray(translation)
 
 
 def align_cameras_sim3(pred_cam_from_world, gt_cam_from_world):

@@ -29,7 +29,7 @@ Monocular depth ((v, h, w), relative units):
 from jaxrecon.experts.file_depth import DepthLabels, FileDepthExpert
 from jaxrecon.experts.matcher import (Features, MatcherSettings, detect_features, match_pair,
                                       match_views, verify_matches, view_pairs)
-from jaxrecon.experts.pfm import read_pfm, write_pfm
+from jaxrecon.io.pfm import read_pfm, write_pfm
 from jaxrecon.experts.simulated_depth import SimulatedDepth, SimulatedDepthExpert
 from jaxrecon.experts.simulated_tracker import SimulatedTracker, SimulatedTracks
 from jaxrecon.experts.tracks import TRACKERS, TrackSettings, Tracks, build_tracks, track_images

@@ -31,7 +31,7 @@ from typing import NamedTuple, Sequence
 import cv2
 import numpy as np
 
-from jaxrecon.experts.pfm import read_pfm
+from jaxrecon.io.pfm import read_pfm
 
 EXTENSIONS = (".npy", ".pfm", ".png")
 

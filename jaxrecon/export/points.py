@@ -1,28 +1,10 @@
 """Fusing per-view depth maps into one coloured point cloud with per-point confidence."""
 from __future__ import annotations
 
+import jax
 import numpy as np
 
-
-def backproject(depth: np.ndarray, intrinsics: np.ndarray,
-                world_from_cam: np.ndarray) -> np.ndarray:
-  """World point of every pixel (float64 numpy twin of `geometry.backproject_depth`).
-
-  Args:
-    depth: (v, h, w) camera-frame z (model units).
-    intrinsics: (v, 3, 3) K in pixels (top-left pixel centre at (0, 0)).
-    world_from_cam: (v, 4, 4) or (v, 3, 4) camera-to-world poses, OpenCV axes.
-  Returns:
-    (v, h, w, 3) float64 world coordinates.
-  """
-  depth = np.asarray(depth, np.float64)
-  v, h, w = depth.shape
-  u, r = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
-  pixels = np.stack([u, r, np.ones_like(u)], -1)                          # (h, w, 3)
-  rays = np.einsum("vij,hwj->vhwi", np.linalg.inv(np.asarray(intrinsics, np.float64)), pixels)
-  cam = rays * depth[..., None]
-  pose = np.asarray(world_from_cam, np.float64)
-  return np.einsum("vij,vhwj->vhwi", pose[:, :3, :3], cam) + pose[:, None, None, :3, 3]
+from jaxrecon.geometry.cameras import backproject_depth
 
 
 def fuse_points(depth, confidence, colors, intrinsics, world_from_cam, *,
@@ -54,7 +36,10 @@ def fuse_points(depth, confidence, colors, intrinsics, world_from_cam, *,
   if confidence.shape != depth.shape or colors.shape != depth.shape + (3,):
     raise ValueError(f"fuse_points: depth {depth.shape}, confidence {confidence.shape} and colors "
                      f"{colors.shape} must be (v, h, w), (v, h, w), (v, h, w, 3)")
-  points = backproject(depth, intrinsics, world_from_cam)
+  with jax.enable_x64(True):  # float64 on the host, like the readers' poses
+    points = np.asarray(backproject_depth(np.asarray(depth, np.float64),
+                                          np.asarray(intrinsics, np.float64),
+                                          np.asarray(world_from_cam, np.float64)))
   threshold = np.percentile(confidence.reshape(v, -1), min_confidence_percentile, axis=1)
   keep = (confidence >= threshold[:, None, None]) & np.isfinite(depth) & (depth > 0)
   keep &= np.all(np.isfinite(points), -1)

@@ -1,7 +1,6 @@
 """Inputs and per-view outputs of a reconstruction: images, intrinsics, maps, poses.json."""
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import shutil
@@ -11,7 +10,8 @@ import cv2
 import matplotlib
 import numpy as np
 
-from jaxrecon.data.formats import _io, folder as folder_format
+from jaxrecon.data.formats import folder as folder_format
+from jaxrecon.io import files
 
 INTRINSICS_NAMES = ("intrinsics.json", "intrinsics.txt")
 
@@ -25,18 +25,18 @@ def read_images(image_dir: str | os.PathLike) -> tuple[list[pathlib.Path], np.nd
     FileNotFoundError naming a missing folder or one without images; ValueError naming an
     unreadable image file, two files with one stem, or the first image whose size differs.
   """
-  paths = _io.list_images(_io.require_dir(image_dir, "images folder"))
+  paths = files.list_images(files.require_dir(image_dir, "images folder"))
   stems = [p.stem for p in paths]
   if len(set(stems)) != len(stems):
     raise ValueError(f"{image_dir}: two images share a name up to the suffix")
-  return paths, _io.stack_same_size([_io.read_rgb(p) for p in paths], paths)
+  return paths, files.stack_same_size([files.read_rgb(p) for p in paths], paths)
 
 
 def find_intrinsics(image_dir: pathlib.Path, explicit: Optional[str] = None) -> pathlib.Path:
   """The intrinsics file: `explicit` if given, else intrinsics.json / .txt in the images folder,
   else in its parent. FileNotFoundError (listing where it looked) when there is none."""
   if explicit:
-    return _io.require_file(explicit, "intrinsics file")
+    return files.require_file(explicit, "intrinsics file")
   looked = []
   for folder in (image_dir, image_dir.parent):
     found = [folder / n for n in INTRINSICS_NAMES if (folder / n).is_file()]
@@ -55,7 +55,7 @@ def read_intrinsics(path: str | os.PathLike, names: Sequence[str]) -> np.ndarray
   (`jaxrecon.data.formats.folder`): JSON (one 3x3 list or {stem: 3x3}) when the suffix is .json,
   else text (3 lines of 3 numbers, or `stem k11 ... k33` per line). Pixels in the package's
   convention (top-left pixel centre at (0, 0)). ValueError naming the file when malformed."""
-  return folder_format.read_intrinsics_file(_io.require_file(path, "intrinsics file"), names)
+  return folder_format.read_intrinsics_file(files.require_file(path, "intrinsics file"), names)
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -77,57 +77,6 @@ def colorize(values: np.ndarray, *, cmap: str = "turbo", percentiles=(2.0, 98.0)
   scaled = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
   rgb = matplotlib.colormaps[cmap](np.where(finite, scaled, 0.0))[..., :3]
   return np.where(finite[..., None], np.round(rgb * 255), 0).astype(np.uint8)
-
-
-def write_poses_json(path: str | os.PathLike, names, files, intrinsics, world_from_cam,
-                     image_size, *, extra: Optional[dict] = None, registered=None,
-                     units: Optional[str] = None) -> pathlib.Path:
-  """poses.json: per image cam_from_world, world_from_cam (4x4) and K (3x3), conventions named.
-
-  Args:
-    names: v image stems (the keys); files: v image file names.
-    intrinsics: (v, 3, 3) K for images of `image_size` (h, w), package pixel convention.
-    world_from_cam: (v, 4, 4) camera-to-world poses (OpenCV axes); cam_from_world is its rigid
-      inverse (float64).
-    extra: more top-level entries (e.g. provenance).
-    registered: optional (v,) bool; when given every image gets "registered", and an unregistered
-      image has null cam_from_world / world_from_cam (its entry in `world_from_cam` is ignored).
-    units: optional replacement of the conventions' "units" text (default: the network's gauge).
-  """
-  world_from_cam = np.asarray(world_from_cam, np.float64)
-  if registered is not None:
-    registered = np.asarray(registered, bool)
-    world_from_cam = np.where(registered[:, None, None], world_from_cam, np.eye(4))
-  cam_from_world = _io.rigid_inverse(world_from_cam)
-  h, w = (int(s) for s in image_size)
-  table = {
-      "conventions": {
-          "axes": "OpenCV camera axes: x right, y down, z forward",
-          "cam_from_world": "4x4 world-to-camera (extrinsics): X_cam = cam_from_world @ X_world",
-          "world_from_cam": "4x4 camera-to-world: X_world = world_from_cam @ X_cam; last column "
-                            "= camera centre",
-          "intrinsics": "3x3 K in pixels of the original image (width x height), centre of the "
-                        "top-left pixel at (0, 0) (COLMAP's cx, cy are these + 0.5)",
-          "units": units or "model units: the world frame and global scale are the network's "
-                            "gauge",
-      },
-      "width": w, "height": h, **(extra or {}),
-      "images": {name: {"file": file, "cam_from_world": c.tolist(), "world_from_cam": p.tolist(),
-                        "intrinsics": np.asarray(k, np.float64).tolist()}
-                 for name, file, c, p, k in zip(names, files, cam_from_world, world_from_cam,
-                                                intrinsics)},
-  }
-  if registered is not None:
-    table["conventions"]["registered"] = ("false: the view could not be placed; its poses are "
-                                          "null")
-    for name, ok in zip(names, registered):
-      entry = table["images"][name]
-      entry["registered"] = bool(ok)
-      if not ok:
-        entry["cam_from_world"] = entry["world_from_cam"] = None
-  path = pathlib.Path(path)
-  path.write_text(json.dumps(table, indent=1))
-  return path
 
 
 # Everything `python -m jaxrecon.reconstruct` writes into --out, over both methods.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.shapes import check_shape
 
 
 def _pose_parts(T, name, dims=None):

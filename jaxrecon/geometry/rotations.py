@@ -11,8 +11,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrecon.geometry._safe import safe_norm, safe_normalize
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.safe import safe_norm, safe_normalize
+from jaxrecon.geometry.shapes import check_shape
 
 # Below these squared magnitudes a Taylor series replaces the closed form, whose naive evaluation
 # (sin x / x, atan2(s, w) / s) has a 0/0 at the identity and, just above it, loses precision in

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.shapes import check_shape
 
 
 def sample_bilinear(image, pixels):

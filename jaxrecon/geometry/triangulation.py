@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrecon.geometry._safe import safe_div
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.safe import safe_div
+from jaxrecon.geometry.shapes import check_shape
 
 SOLVERS = ("ray", "svd")
 

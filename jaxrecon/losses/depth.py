@@ -14,8 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrecon.geometry._safe import as_float, masked_mean
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.safe import as_float, masked_mean
+from jaxrecon.geometry.shapes import check_shape
 from jaxrecon.geometry.alignment import weighted_mad, weighted_median
 
 # A deviation below this fraction of the map's magnitude is rounding noise of a constant map: the

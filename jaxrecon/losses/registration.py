@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrecon.geometry._safe import masked_mean, safe_norm
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.safe import masked_mean, safe_norm
+from jaxrecon.geometry.shapes import check_shape
 from jaxrecon.geometry.cameras import inverse_intrinsics, invert_pose, project, transform_points
 from jaxrecon.geometry.sampling import sample_bilinear
 from jaxrecon.geometry.triangulation import triangulate_with_info

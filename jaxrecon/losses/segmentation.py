@@ -21,8 +21,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrecon.geometry._safe import masked_mean
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.safe import masked_mean
+from jaxrecon.geometry.shapes import check_shape
 
 
 # --------------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrecon.geometry._safe import as_float, masked_mean, safe_div, safe_norm
-from jaxrecon.geometry._shapes import check_shape
+from jaxrecon.geometry.safe import as_float, masked_mean, safe_div, safe_norm
+from jaxrecon.geometry.shapes import check_shape
 from jaxrecon.geometry.cameras import compose_poses, invert_pose
 from jaxrecon.geometry.rotations import rotation_angle
 

@@ -7,6 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from jaxrecon.data.formats import colmap
+from jaxrecon.io import colmap_read
 
 _CAMERAS = ["# Camera list", "1 PINHOLE 5 4 100 110 2.5 2.0", "2 SIMPLE_PINHOLE 5 4 90 2.5 2.0"]
 _QUAT_XYZW = Rotation.from_euler("xyz", [0.1, -0.2, 0.3]).as_quat()
@@ -65,7 +66,7 @@ def test_bad_cameras_name_file_and_line(tmp_path, cameras, expected):
   path = tmp_path / "cameras.txt"
   path.write_text("\n".join(cameras) + "\n")
   with pytest.raises(ValueError, match=_mentions(path, *expected)):
-    colmap.read_cameras_txt(path)
+    colmap_read.read_cameras_txt(path)
 
 
 @pytest.mark.parametrize("images, expected", [
@@ -78,7 +79,7 @@ def test_bad_images_name_file_and_line(tmp_path, images, expected):
   path = tmp_path / "images.txt"
   path.write_text("\n".join(images) + "\n")
   with pytest.raises(ValueError, match=_mentions(path, *expected)):
-    colmap.read_images_txt(path)
+    colmap_read.read_images_txt(path)
 
 
 def test_unknown_camera_missing_image_and_size_mismatch(tmp_path):

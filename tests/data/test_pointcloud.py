@@ -7,7 +7,8 @@ import pytest
 from jaxrecon.data import pointcloud as pc
 from jaxrecon.data.scene import IGNORE_LABEL
 from jaxrecon.data.synthetic import make_scene
-from jaxrecon.export.points import backproject, fuse_points
+from jaxrecon.export.points import fuse_points
+from jaxrecon.geometry import backproject_depth
 
 N = 1000
 
@@ -177,7 +178,8 @@ def test_random_sample_is_uniform_and_distinct(cloud):
 
 def test_correspondences_point_back_to_the_back_projected_pixel(scene, cloud):
   h, w = scene.image_size
-  world = backproject(scene.depth, scene.intrinsics, np.linalg.inv(scene.cam_from_world))
+  world = np.asarray(backproject_depth(scene.depth, scene.intrinsics,
+                                       np.linalg.inv(scene.cam_from_world)))
   for target in range(3):
     indices, valid = pc.view_aware_sample(cloud, target, np.random.default_rng(target),
                                           num_points=3000)

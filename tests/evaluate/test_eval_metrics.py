@@ -203,15 +203,16 @@ def test_rra_rta_percentages():
 # ------------------------------------------------------------------------------------ alignment
 
 
-def test_umeyama_np_matches_geometry_umeyama():
+def test_camera_sim3_is_geometry_umeyama_of_the_centres():
   rng = _rng(5)
-  src = rng.normal(size=(9, 3))
-  dst = 1.7 * src @ _rot_deg([0.3, -1, 0.2], 50.0).T + [1, 2, 3] + 0.05 * rng.normal(size=(9, 3))
-  s, R, t = M.umeyama_np(src, dst)
-  s2, R2, t2 = umeyama(src, dst)  # tests run with jax_enable_x64
-  np.testing.assert_allclose(s, np.asarray(s2), rtol=1e-9)
-  np.testing.assert_allclose(R, np.asarray(R2), atol=1e-9)
-  np.testing.assert_allclose(t, np.asarray(t2), atol=1e-9)
+  gt = np.stack([_pose(_rot_deg(rng.normal(size=3), 20.0), rng.normal(size=3)) for _ in range(9)])
+  pred = np.stack([_pose(_rot_deg(rng.normal(size=3), 20.0), rng.normal(size=3)) for _ in range(9)])
+  s, R, t = M.camera_sim3(pred, gt)
+  s2, R2, t2 = umeyama(M.camera_centers_np(pred), M.camera_centers_np(gt))  # x64 in the tests
+  assert isinstance(s, float) and R.dtype == np.float64
+  np.testing.assert_allclose(s, np.asarray(s2), rtol=1e-12)
+  np.testing.assert_allclose(R, np.asarray(R2), atol=1e-12)
+  np.testing.assert_allclose(t, np.asarray(t2), atol=1e-12)
 
 
 def test_camera_ate_known_offset():

@@ -3,7 +3,8 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxrecon.experts import file_depth, pfm
+from jaxrecon.experts import file_depth
+from jaxrecon.io import pfm
 
 
 def _depth(h=6, w=5, seed=0):

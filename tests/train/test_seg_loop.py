@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jaxrecon.data.cache import cache_scenes
-from jaxrecon.data.formats import _io
+from jaxrecon.io import files
 from jaxrecon.data.seg_records import build_seg_jobs
 from jaxrecon.train.checkpoint import Checkpointer
 from jaxrecon.train.runs import stored_config
@@ -119,13 +119,13 @@ def test_both_methods_resume_after_sigkill_eval_and_segment(tmp_path, cache):
   images = tmp_path / "images"
   images.mkdir()
   record = np.load(sorted(cache.glob("*.npz"))[0])
-  _io.write_png(images / "a.png", record["images"][0])
-  _io.write_png(images / "b.png", np.concatenate([record["images"][1]] * 2, axis=1))
+  files.write_png(images / "a.png", record["images"][0])
+  files.write_png(images / "b.png", np.concatenate([record["images"][1]] * 2, axis=1))
   out = tmp_path / "seg"
   _run([sys.executable, "-m", "jaxrecon.segment", f"--checkpoint={tmp_path / 'full'}",
         f"--images={images}", f"--out={out}"])
-  a = _io.read_single_channel(out / "labels" / "a.png", np.uint8, "labels")
-  b = _io.read_single_channel(out / "labels" / "b.png", np.uint8, "labels")
+  a = files.read_single_channel(out / "labels" / "a.png", np.uint8, "labels")
+  b = files.read_single_channel(out / "labels" / "b.png", np.uint8, "labels")
   assert a.shape == (40, 40) and b.shape == (40, 80)
   assert a.max() < len(rewis3d.get_config().class_names)
   assert (out / "color" / "a.png").exists()

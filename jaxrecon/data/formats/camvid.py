@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from jaxrecon.data.formats import _io
+from jaxrecon.io import files
 from jaxrecon.data.scene import IGNORE_LABEL, Scene
 
 CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign_symbol", "fence", "car",
@@ -29,14 +29,14 @@ def read_camvid(folder: str | os.PathLike) -> Scene:
     FileNotFoundError naming a missing folder or label file; ValueError naming a label file with
     a value above 11, a label of another size than its image, or an unreadable file.
   """
-  folder = _io.require_dir(folder, "CamVid folder")
-  paths = _io.list_images(_io.require_dir(folder / "images", "CamVid images folder"))
-  label_dir = _io.require_dir(folder / "labels", "CamVid labels folder")
-  images = _io.stack_same_size([_io.read_rgb(p) for p in paths], paths)
+  folder = files.require_dir(folder, "CamVid folder")
+  paths = files.list_images(files.require_dir(folder / "images", "CamVid images folder"))
+  label_dir = files.require_dir(folder / "labels", "CamVid labels folder")
+  images = files.stack_same_size([files.read_rgb(p) for p in paths], paths)
   labels = []
   for path in paths:
     label_path = label_dir / f"{path.stem}.png"
-    raw = _io.read_single_channel(label_path, np.uint8, "label image")
+    raw = files.read_single_channel(label_path, np.uint8, "label image")
     if raw.shape != images.shape[1:3]:
       raise ValueError(f"label image {label_path}: size {raw.shape[::-1]} differs from its image "
                        f"{path} {images.shape[1:3][::-1]}")

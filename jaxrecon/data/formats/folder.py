@@ -24,14 +24,15 @@ import pathlib
 
 import numpy as np
 
-from jaxrecon.data.formats import _io
+from jaxrecon.io import files
+from jaxrecon.io.poses import check_rotation
 from jaxrecon.data.scene import Scene
 
 
 def _per_view_matrices(value, names, shape, path: pathlib.Path) -> np.ndarray:
   """JSON value -> (v, *shape): one shared matrix (a nested list) or {name: matrix}."""
   if isinstance(value, list):
-    matrix = _io.as_matrix(value, shape, str(path))
+    matrix = files.as_matrix(value, shape, str(path))
     return np.broadcast_to(matrix, (len(names),) + shape).copy()
   if not isinstance(value, dict):
     raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} list or an object keyed by "
@@ -39,7 +40,7 @@ def _per_view_matrices(value, names, shape, path: pathlib.Path) -> np.ndarray:
   missing = [name for name in names if name not in value]
   if missing:
     raise ValueError(f"{path}: no entry for images {missing}")
-  return np.stack([_io.as_matrix(value[name], shape, f"{path}: entry {name!r}")
+  return np.stack([files.as_matrix(value[name], shape, f"{path}: entry {name!r}")
                    for name in names])
 
 
@@ -52,7 +53,7 @@ def _read_intrinsics_txt(path: pathlib.Path, names) -> np.ndarray:
   if all(len(fields) == 3 for _, fields in rows):
     if len(rows) != 3:
       raise ValueError(f"{path}: a shared K has 3 lines of 3 numbers, got {len(rows)} lines")
-    k = np.stack([_io.parse_floats(fields, f"{path}: line {lineno}") for lineno, fields in rows])
+    k = np.stack([files.parse_floats(fields, f"{path}: line {lineno}") for lineno, fields in rows])
     return np.broadcast_to(k, (len(names), 3, 3)).copy()
   per_view = {}
   for lineno, fields in rows:
@@ -61,7 +62,7 @@ def _read_intrinsics_txt(path: pathlib.Path, names) -> np.ndarray:
       raise ValueError(f"{where}: expected `name k11 ... k33` (10 fields), got {len(fields)}")
     if fields[0] in per_view:
       raise ValueError(f"{where}: image {fields[0]!r} is listed twice")
-    per_view[fields[0]] = _io.parse_floats(fields[1:], where, first_column=2).reshape(3, 3)
+    per_view[fields[0]] = files.parse_floats(fields[1:], where, first_column=2).reshape(3, 3)
   missing = [name for name in names if name not in per_view]
   if missing:
     raise ValueError(f"{path}: no line for images {missing}")
@@ -74,7 +75,7 @@ def read_intrinsics_file(path: pathlib.Path, names) -> np.ndarray:
   `name k11 ... k33` per line). ValueError naming the file when malformed."""
   path = pathlib.Path(path)
   if path.suffix.lower() == ".json":
-    k = _per_view_matrices(_io.read_json(path, "intrinsics"), list(names), (3, 3), path)
+    k = _per_view_matrices(files.read_json(path, "intrinsics"), list(names), (3, 3), path)
   else:
     k = _read_intrinsics_txt(path, list(names))
   if not (np.all(k[:, 0, 0] > 0) and np.all(k[:, 1, 1] > 0)
@@ -96,12 +97,12 @@ def _read_intrinsics(folder: pathlib.Path, names):
 def _read_poses(path: pathlib.Path, names):
   if not path.is_file():
     return None
-  value = _io.read_json(path, "poses")
+  value = files.read_json(path, "poses")
   if not isinstance(value, dict):
     raise ValueError(f"{path}: expected an object {{image name: 4x4 cam_from_world}}")
   poses = _per_view_matrices(value, names, (4, 4), path)
   for name, pose in zip(names, poses):
-    _io.check_rotation(pose[:3, :3], f"{path}: entry {name!r}")
+    check_rotation(pose[:3, :3], f"{path}: entry {name!r}")
     if not np.allclose(pose[3], [0, 0, 0, 1]):
       raise ValueError(f"{path}: entry {name!r}: last row must be 0 0 0 1")
   return poses
@@ -112,7 +113,7 @@ def _read_depth(folder: pathlib.Path, names, size):
     return None
   maps = []
   for name in names:
-    path = _io.require_file(folder / f"{name}.npy", "depth map")
+    path = files.require_file(folder / f"{name}.npy", "depth map")
     try:
       depth = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
@@ -131,7 +132,7 @@ def _read_labels(folder: pathlib.Path, names, size):
     return None
   maps = []
   for name in names:
-    labels = _io.read_single_channel(folder / f"{name}.png", np.uint8, "label image")
+    labels = files.read_single_channel(folder / f"{name}.png", np.uint8, "label image")
     if labels.shape != size:
       raise ValueError(f"label image {folder / name}.png: size {labels.shape} differs from the "
                        f"image's {size}")
@@ -150,12 +151,12 @@ def read_folder(folder: str | os.PathLike) -> Scene:
     FileNotFoundError naming a missing folder, images/ or per-view file; ValueError naming the
     file (and line) of any malformed content or mismatched size.
   """
-  folder = _io.require_dir(folder, "scene folder")
-  paths = _io.list_images(_io.require_dir(folder / "images", "images folder"))
+  folder = files.require_dir(folder, "scene folder")
+  paths = files.list_images(files.require_dir(folder / "images", "images folder"))
   names = [p.stem for p in paths]
   if len(set(names)) != len(names):
     raise ValueError(f"{folder / 'images'}: two images share a name up to the suffix")
-  images = _io.stack_same_size([_io.read_rgb(p) for p in paths], paths)
+  images = files.stack_same_size([files.read_rgb(p) for p in paths], paths)
   size = images.shape[1:3]
   return Scene(images=images, intrinsics=_read_intrinsics(folder, names),
                cam_from_world=_read_poses(folder / "poses.json", names),
@@ -184,9 +185,9 @@ def write_folder(scene: Scene, folder: str | os.PathLike) -> pathlib.Path:
     raise FileExistsError(f"scene folder exists and is not empty: {folder}")
   names = list(scene.names)
   for i, name in enumerate(names):
-    _io.write_png(folder / "images" / f"{name}.png", np.asarray(scene.images[i]))
+    files.write_png(folder / "images" / f"{name}.png", np.asarray(scene.images[i]))
     if scene.labels is not None:
-      _io.write_png(folder / "labels" / f"{name}.png", np.asarray(scene.labels[i]))
+      files.write_png(folder / "labels" / f"{name}.png", np.asarray(scene.labels[i]))
     if scene.depth is not None:
       (folder / "depth").mkdir(exist_ok=True)
       np.save(folder / "depth" / f"{name}.npy", np.asarray(scene.depth[i], np.float32))

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from jaxrecon.data.formats import _io
+from jaxrecon.io import files
 from jaxrecon.data.scene import Scene
 
 # Name, 9 entries of K, 9 of R, 3 of t.
@@ -213,7 +213,7 @@ def read_middlebury(folder: str | os.PathLike, calibration: str | os.PathLike | 
   folder = pathlib.Path(folder)
   views = load_views(folder, calibration)
   paths = [folder / name for name in views.cameras.names]
-  images = _io.stack_same_size(views.images, paths)
+  images = files.stack_same_size(views.images, paths)
   return Scene(images=images, intrinsics=views.cameras.intrinsics,
                cam_from_world=views.cameras.cam_from_world,
                names=tuple(pathlib.Path(n).stem for n in views.cameras.names), name=folder.name)

@@ -24,7 +24,8 @@ from typing import Sequence
 
 import numpy as np
 
-from jaxrecon.data.formats import _io
+from jaxrecon.io import files
+from jaxrecon.io.poses import check_rotation, rigid_inverse
 from jaxrecon.data.scene import Scene
 
 # OpenGL -> OpenCV camera axes: negate y and z (a proper rotation, det = +1).
@@ -43,7 +44,7 @@ def nerf_intrinsics(camera_angle_x: float, h: int, w: int) -> np.ndarray:
 
 def opengl_to_cam_from_world(world_from_cam_gl: np.ndarray) -> np.ndarray:
   """(..., 4, 4) OpenGL camera-to-world -> (..., 4, 4) OpenCV cam_from_world, same world frame."""
-  return _io.rigid_inverse(np.asarray(world_from_cam_gl, np.float64) @ _GL_TO_CV)
+  return rigid_inverse(np.asarray(world_from_cam_gl, np.float64) @ _GL_TO_CV)
 
 
 def composite(rgba: np.ndarray, background: Sequence[float]) -> np.ndarray:
@@ -57,7 +58,7 @@ def composite(rgba: np.ndarray, background: Sequence[float]) -> np.ndarray:
 def _frame_path(root: pathlib.Path, file_path: str) -> pathlib.Path:
   # The NeRF files omit the suffix ("./train/r_0"); some exporters keep it.
   path = root / file_path
-  return path if path.suffix.lower() in _io.IMAGE_SUFFIXES else path.with_name(path.name + ".png")
+  return path if path.suffix.lower() in files.IMAGE_SUFFIXES else path.with_name(path.name + ".png")
 
 
 def read_nerf(path: str | os.PathLike, background: Sequence[float] = (255, 255, 255)) -> Scene:
@@ -75,8 +76,8 @@ def read_nerf(path: str | os.PathLike, background: Sequence[float] = (255, 255, 
     frame) for invalid JSON, a missing or non-positive camera_angle_x, no frames, a malformed or
     non-rigid transform_matrix, or naming an image of another size.
   """
-  path = _io.require_file(path, "NeRF transforms file")
-  meta = _io.read_json(path, "NeRF transforms file")
+  path = files.require_file(path, "NeRF transforms file")
+  meta = files.read_json(path, "NeRF transforms file")
   if not isinstance(meta, dict):
     raise ValueError(f"{path}: expected a JSON object with camera_angle_x and frames")
   angle = meta.get("camera_angle_x")
@@ -90,13 +91,13 @@ def read_nerf(path: str | os.PathLike, background: Sequence[float] = (255, 255, 
     where = f"{path}: frames[{index}]"
     if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
       raise ValueError(f"{where}: expected an object with file_path and transform_matrix")
-    pose = _io.as_matrix(frame["transform_matrix"], (4, 4), f"{where}.transform_matrix")
-    _io.check_rotation(pose[:3, :3], f"{where}.transform_matrix")
+    pose = files.as_matrix(frame["transform_matrix"], (4, 4), f"{where}.transform_matrix")
+    check_rotation(pose[:3, :3], f"{where}.transform_matrix")
     image_path = _frame_path(path.parent, frame["file_path"])
-    rgbs.append(composite(_io.read_rgba(image_path), background))
+    rgbs.append(composite(files.read_rgba(image_path), background))
     paths.append(image_path)
     poses.append(pose)
-  images = _io.stack_same_size(rgbs, paths)
+  images = files.stack_same_size(rgbs, paths)
   v, h, w = images.shape[:3]
   intrinsics = np.broadcast_to(nerf_intrinsics(float(angle), h, w), (v, 3, 3)).copy()
   return Scene(images=images, intrinsics=intrinsics,

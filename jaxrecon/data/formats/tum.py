@@ -30,7 +30,8 @@ import os
 
 import numpy as np
 
-from jaxrecon.data.formats import _io
+from jaxrecon.io import files
+from jaxrecon.io.poses import rigid_inverse
 from jaxrecon.data.scene import Scene
 
 DEPTH_SCALE = 5000.0  # raw uint16 units per metre in ICL-NUIM and TUM RGB-D depth PNGs
@@ -56,7 +57,7 @@ def read_pose_list(path: str | os.PathLike) -> np.ndarray:
     FileNotFoundError naming a missing file; ValueError naming the file and line for a line
     without 7 fields, a non-numeric or non-finite field, or a zero quaternion.
   """
-  path = _io.require_file(path, "pose list")
+  path = files.require_file(path, "pose list")
   poses = []
   for lineno, line in enumerate(path.read_text().splitlines(), start=1):
     if not line.strip() or line.lstrip().startswith("#"):
@@ -65,7 +66,7 @@ def read_pose_list(path: str | os.PathLike) -> np.ndarray:
     fields = line.split()
     if len(fields) != 7:
       raise ValueError(f"{where}: expected 7 fields (tx ty tz qx qy qz qw), got {len(fields)}")
-    values = _io.parse_floats(fields, where)
+    values = files.parse_floats(fields, where)
     if np.linalg.norm(values[3:]) < 1e-8:
       raise ValueError(f"{where}: zero quaternion")
     poses.append(quaternion_pose(values))
@@ -108,7 +109,7 @@ def read_tum(folder: str | os.PathLike, intrinsics, *, depth_scale: float = DEPT
     pose file and line, a K that is not 3x3 or has a zero focal length, or an image of the wrong
     kind or size.
   """
-  folder = _io.require_dir(folder, "TUM/ICL folder")
+  folder = files.require_dir(folder, "TUM/ICL folder")
   k = np.asarray(intrinsics, np.float64)
   if k.shape != (3, 3) or k[0, 0] == 0 or k[1, 1] == 0 or not np.all(np.isfinite(k)):
     raise ValueError(f"intrinsics for {folder}: expected a finite 3x3 K with non-zero fx, fy, "
@@ -116,14 +117,14 @@ def read_tum(folder: str | os.PathLike, intrinsics, *, depth_scale: float = DEPT
   if not depth_scale > 0:
     raise ValueError(f"depth_scale must be positive, got {depth_scale}")
   world_from_cam = read_pose_list(folder / pose_file)
-  k, cam_from_world = make_focal_positive(k, _io.rigid_inverse(world_from_cam))
+  k, cam_from_world = make_focal_positive(k, rigid_inverse(world_from_cam))
   names = tuple(str(i) for i in range(1, len(world_from_cam) + 1))
   color_paths = [folder / "color" / f"{name}.png" for name in names]
-  images = _io.stack_same_size([_io.read_rgb(p) for p in color_paths], color_paths)
+  images = files.stack_same_size([files.read_rgb(p) for p in color_paths], color_paths)
   depth = None
   if (folder / "depth").is_dir():
     depth_paths = [folder / "depth" / f"{name}.png" for name in names]
-    raw = [_io.read_single_channel(p, np.uint16, "depth image") for p in depth_paths]
+    raw = [files.read_single_channel(p, np.uint16, "depth image") for p in depth_paths]
     for array, path in zip(raw, depth_paths):
       if array.shape != images.shape[1:3]:
         raise ValueError(f"depth image {path}: size {array.shape[::-1]} differs from the colour "

@@ -1,4 +1,5 @@
-"""File helpers shared by the format readers: every error names the file (and line) at fault.
+"""File helpers of the readers, the export and the commands: every error names the file (and line)
+at fault.
 
 All images come back as numpy arrays in the package's layout: RGB uint8 (h, w, 3), labels uint8
 (h, w), raw 16-bit depth uint16 (h, w).
@@ -137,21 +138,3 @@ def stack_same_size(arrays: Sequence[np.ndarray], paths: Sequence[pathlib.Path])
                        f"{paths[0]} ({arrays[0].shape[1]}x{arrays[0].shape[0]}); all views of "
                        f"a scene must have one size")
   return np.stack(arrays)
-
-
-def rigid_inverse(pose: np.ndarray) -> np.ndarray:
-  """Inverse of (..., 4, 4) rigid transforms in float64 numpy (readers stay on the host)."""
-  rot = pose[..., :3, :3]
-  rot_t = np.swapaxes(rot, -1, -2)
-  out = np.zeros(pose.shape[:-2] + (4, 4))
-  out[..., :3, :3] = rot_t
-  out[..., :3, 3] = -np.einsum("...ij,...j->...i", rot_t, pose[..., :3, 3])
-  out[..., 3, 3] = 1.0
-  return out
-
-
-def check_rotation(rot: np.ndarray, where: str, atol: float = 1e-4) -> None:
-  """ValueError naming `where` unless `rot` (3, 3) is a proper rotation (to `atol`)."""
-  if not (np.allclose(rot @ rot.T, np.eye(3), atol=atol)
-          and abs(np.linalg.det(rot) - 1.0) < atol):
-    raise ValueError(f"{where}: rotation part is not a proper rotation (R R^T != I or det != 1)")

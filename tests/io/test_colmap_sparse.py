@@ -1,10 +1,10 @@
-"""The sparse COLMAP model with tracks (export.colmap_sparse), read back by our reader and, when
+"""The sparse COLMAP model with tracks (jaxrecon.io.colmap_sparse), read back by our reader and, when
 pycolmap is installed, by COLMAP itself (its bundle adjuster runs on the model)."""
 import numpy as np
 import pytest
 
-from jaxrecon.data.formats import colmap
-from jaxrecon.export import colmap_sparse
+from jaxrecon.io import colmap_read as colmap
+from jaxrecon.io import colmap_sparse
 
 H, W = 60, 80
 

@@ -25,7 +25,7 @@ import pathlib
 
 import numpy as np
 
-from jaxrecon.export.colmap_text import _fmt, camera_line, check_views, image_line
+from jaxrecon.io.colmap_text import _fmt, camera_line, check_views, image_line
 
 
 def _check_tracks(pixels, observed, points, inlier, v):
