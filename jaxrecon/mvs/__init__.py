@@ -1,0 +1,27 @@
+"""Dense multi-view stereo by plane sweeping: calibrated images in, depth, confidence and a fused
+point cloud out.
+
+Conventions are the package's (see `jaxrecon.geometry`): OpenCV camera axes, pixel centres at
+integer coordinates, `cam_from_world` 4x4 extrinsics, K 3x3, depth = camera z in world units.
+
+  reconstruct_dense(images, K, cam_from_world, points=None, settings=MVSSettings())
+      -> DenseResult(depth, confidence, ..., points, colors, point_confidence)
+
+The steps, each a pure jit-compiled function with its shapes in its docstring:
+  `neighbours`: co-visibility x triangulation-angle view scores (`view_scores`,
+    `select_neighbours`), per-view depth ranges from sparse points (`depth_ranges`), and stand-in
+    points from the camera frusta when there are none (`frustum_points`).
+  `cost`: ZNCC (`zncc`, `box_mean`) and the plane-sweep cost volume with top-k aggregation over the
+    neighbours, chunked over hypotheses (`sweep_cost`).
+  `depth`: inverse-depth hypotheses, winner-take-all with parabolic refinement and a cost-profile
+    confidence (`winner_take_all`), a per-pixel second sweep around the first estimate
+    (`refinement_hypotheses`), a masked 3 x 3 median filter (`median_filter`).
+  `consistency`: forward-backward reprojection check across views (`geometric_consistency`) and
+    the point cloud of the confident pixels (`fuse_points`, host side).
+"""
+from jaxrecon.mvs.consistency import fuse_points, geometric_consistency
+from jaxrecon.mvs.cost import box_mean, sweep_cost, zncc
+from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
+                                winner_take_all)
+from jaxrecon.mvs.neighbours import depth_ranges, frustum_points, select_neighbours, view_scores
+from jaxrecon.mvs.reconstruct import DenseResult, MVSSettings, reconstruct_dense

@@ -1,0 +1,125 @@
+"""Which views to match against each reference view, and the depth range to sweep there.
+
+Both read a set of world points: the sparse points of a reconstruction when there are some, else
+`frustum_points` spread through every camera's viewing frustum between a given near and far, so
+the same scoring serves calibrated rigs with and without a sparse model.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxrecon.geometry import camera_centers, project, unproject
+
+
+def _visible(points, intrinsics, cam_from_world, image_size):
+  """(v, n) bool: point in front of view v and inside its image; (v, n) camera z."""
+  h, w = image_size
+  pix, z = project(points[None], intrinsics, cam_from_world)
+  inside = ((pix[..., 0] >= -0.5) & (pix[..., 0] <= w - 0.5)
+            & (pix[..., 1] >= -0.5) & (pix[..., 1] <= h - 0.5))
+  return inside & (z > 0), z
+
+
+@functools.partial(jax.jit, static_argnames=("image_size", "grid", "layers"))
+def frustum_points(intrinsics, cam_from_world, near, far, *, image_size, grid=8, layers=3):
+  """Stand-in sparse points when a scene has none: a grid of pixels of every view, lifted to
+  `layers` depths at the centres of `layers` equal steps of log depth between near and far.
+
+  The ends of the range are left out on purpose: points right in front of one camera see every
+  other camera under a wide angle and would make distant views look like good partners.
+
+  Args:
+    intrinsics: (v, 3, 3) K; cam_from_world: (v, 4, 4) extrinsics.
+    near, far: scalars, 0 < near < far, camera z in world units.
+    image_size: (h, w) static; grid: pixels per image axis; layers: depths per pixel.
+  Returns:
+    (v * layers * grid * grid, 3) world points.
+  """
+  h, w = image_size
+  us = (jnp.arange(grid) + 0.5) * (w / grid) - 0.5
+  vs = (jnp.arange(grid) + 0.5) * (h / grid) - 0.5
+  pix = jnp.stack(jnp.meshgrid(us, vs, indexing="xy"), -1).reshape(-1, 2)
+  t = (jnp.arange(layers) + 0.5) / layers
+  depths = jnp.exp((1.0 - t) * jnp.log(near) + t * jnp.log(far))
+  world_from_cam = jnp.linalg.inv(cam_from_world)
+  pts = jax.vmap(lambda d: unproject(pix[None], jnp.full((1, pix.shape[0]), d), intrinsics,
+                                     world_from_cam))(depths)        # (layers, v, g*g, 3)
+  return pts.reshape(-1, 3)
+
+
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def view_scores(points, intrinsics, cam_from_world, *, image_size, peak_degrees=8.0,
+                low_sigma_degrees=3.0, high_sigma_degrees=15.0):
+  """Co-visibility score of every view pair, weighted by triangulation angle.
+
+  A point seen by both views of a pair adds G(angle), the angle at the point between the two
+  camera centres: a Gaussian around `peak_degrees`, narrow below it (small baselines give depth
+  that hypotheses cannot resolve) and wide above it (wide baselines still match, only less
+  reliably as appearance changes).
+
+  Args:
+    points: (n, 3) world points; intrinsics: (v, 3, 3) K; cam_from_world: (v, 4, 4).
+    image_size: (h, w) static, pixels.
+    peak_degrees, low_sigma_degrees, high_sigma_degrees: shape of G, degrees.
+  Returns:
+    (v, v) float scores, 0 on the diagonal (a view is never its own neighbour).
+  """
+  visible, _ = _visible(points, intrinsics, cam_from_world, image_size)
+  rays = points[None] - camera_centers(cam_from_world)[:, None]
+  rays = rays / jnp.maximum(jnp.linalg.norm(rays, axis=-1, keepdims=True), 1e-12)
+  cos = jnp.einsum("inc,jnc->ijn", rays, rays)
+  angle = jnp.rad2deg(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
+  sigma = jnp.where(angle < peak_degrees, low_sigma_degrees, high_sigma_degrees)
+  weight = jnp.exp(-0.5 * ((angle - peak_degrees) / sigma) ** 2)
+  both = visible[:, None, :] & visible[None, :, :]
+  scores = jnp.sum(jnp.where(both, weight, 0.0), -1)
+  return scores * (1.0 - jnp.eye(scores.shape[0], dtype=scores.dtype))
+
+
+@functools.partial(jax.jit, static_argnames=("num",))
+def select_neighbours(scores, *, num):
+  """The `num` best-scoring other views of each view.
+
+  Args:
+    scores: (v, v) from `view_scores` (diagonal ignored).
+    num: N, static, 1 <= N <= v - 1.
+  Returns:
+    indices: (v, N) int32 neighbour views, best first; score: (v, N) their scores.
+  """
+  v = scores.shape[0]
+  masked = jnp.where(jnp.eye(v, dtype=bool), -jnp.inf, scores)
+  score, idx = jax.lax.top_k(masked, num)
+  return idx.astype(jnp.int32), score
+
+
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def depth_ranges(points, intrinsics, cam_from_world, *, image_size, low_percentile=1.0,
+                 high_percentile=99.0, margin=0.25):
+  """Near and far depth of each view from the points it sees.
+
+  The percentiles drop stray points (outlier tracks), the margin widens the range in inverse
+  depth so that surfaces just beyond the sparse points are still swept. A view that sees no point
+  takes the range of all views' points.
+
+  Args:
+    points: (n, 3) world points; intrinsics: (v, 3, 3); cam_from_world: (v, 4, 4).
+    image_size: (h, w) static; low_percentile, high_percentile: in [0, 100];
+    margin: fraction of the range's inverse-depth span added on both ends.
+  Returns:
+    (v, 2) (near, far) camera z in world units, 0 < near < far.
+  """
+  visible, z = _visible(points, intrinsics, cam_from_world, image_size)
+  zs = jnp.where(visible, z, jnp.nan)
+  lo = jnp.nanpercentile(zs, low_percentile, axis=-1)
+  hi = jnp.nanpercentile(zs, high_percentile, axis=-1)
+  lo = jnp.where(jnp.isfinite(lo), lo, jnp.nanpercentile(zs, low_percentile))
+  hi = jnp.where(jnp.isfinite(hi), hi, jnp.nanpercentile(zs, high_percentile))
+  inv_near, inv_far = 1.0 / jnp.maximum(lo, 1e-6), 1.0 / jnp.maximum(hi, 1e-6)
+  span = jnp.maximum(inv_near - inv_far, 1e-3 * inv_near)
+  # The far end is kept at positive inverse depth: a plane at infinity is not a depth.
+  inv_far = jnp.maximum(inv_far - margin * span, 0.05 * inv_far)
+  inv_near = inv_near + margin * span
+  return jnp.stack([1.0 / inv_near, 1.0 / inv_far], -1)

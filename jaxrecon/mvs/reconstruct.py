@@ -1,0 +1,194 @@
+"""`reconstruct_dense`: the whole plane-sweep pipeline for a calibrated image set.
+
+Per reference view: neighbours and depth range (`neighbours`), cost volume (`cost`), depth and
+photometric confidence (`depth`); then across views the geometric consistency check and the fused
+point cloud (`consistency`). Every step is a jit-compiled function of fixed shapes, so one
+compilation serves all views; this module only loops over the views and gathers the results.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrecon.mvs.consistency import fuse_points, geometric_consistency
+from jaxrecon.mvs.cost import sweep_cost
+from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
+                                winner_take_all)
+from jaxrecon.mvs.neighbours import (depth_ranges, frustum_points, select_neighbours,
+                                     view_scores)
+
+
+@dataclasses.dataclass(frozen=True)
+class MVSSettings:
+  """Settings of `reconstruct_dense` (pixels, world units and counts as named).
+
+  num_neighbours: N views matched against each reference view (capped at v - 1).
+  top_k: the k best neighbours' costs averaged per pixel and hypothesis (occlusion robustness).
+  num_hypotheses: D inverse depths swept, evenly spaced between near and far.
+  refine_hypotheses: R per-pixel hypotheses of a second sweep across one coarse step either side
+    of the first estimate (0: no second sweep).
+  window_radius: ZNCC window half-size r (a (2r+1)^2 window), pixels.
+  min_std: grey-level standard deviation (images in [0, 1]) below which a window is textureless.
+  chunk: hypotheses warped at a time (memory: chunk x N images of h x w).
+  near, far: depth range (world units); required when no sparse points are given, and when given
+    they override the range the points imply.
+  depth_margin: widening of the points' range, as a fraction of its inverse-depth span.
+  filter_depth: 3 x 3 median filter of each depth map over its photometrically trusted pixels.
+  min_photometric_confidence: a pixel below it is neither used by the filter nor kept.
+  pixel_tolerance, depth_tolerance: geometric consistency (pixels; relative depth).
+  min_consistent: neighbours that must confirm a depth for it to be kept.
+  """
+  num_neighbours: int = 4
+  top_k: int = 2
+  num_hypotheses: int = 64
+  refine_hypotheses: int = 8
+  window_radius: int = 3
+  min_std: float = 2e-3
+  chunk: int = 8
+  near: Optional[float] = None
+  far: Optional[float] = None
+  depth_margin: float = 0.25
+  filter_depth: bool = True
+  min_photometric_confidence: float = 0.05
+  pixel_tolerance: float = 1.0
+  depth_tolerance: float = 0.01
+  min_consistent: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseResult:
+  """Output of `reconstruct_dense` (numpy arrays; v views of h x w pixels, N neighbours).
+
+  depth: (v, h, w) float32 camera z (world units): the fused depth where `confidence` > 0, the
+    view's own filtered winner elsewhere (kept for inspection; not trustworthy there).
+  confidence: (v, h, w) float32 in [0, 1]: photometric confidence x fraction of neighbours that
+    confirm the depth; 0 where the pixel failed min_photometric_confidence or min_consistent.
+  photometric_confidence: (v, h, w) float32 from the cost profile alone.
+  consistent_views: (v, h, w) int32 neighbours confirming the depth.
+  neighbours: (v, N) int32; depth_range: (v, 2) (near, far) swept, world units.
+  points: (n, 3) float32 world points of the pixels with confidence > 0; colors: (n, 3) uint8;
+    point_confidence: (n,) float32; point_view: (n,) int32 source view; point_pixel: (n, 2) int32
+    source (u, v).
+  """
+  depth: np.ndarray
+  confidence: np.ndarray
+  photometric_confidence: np.ndarray
+  consistent_views: np.ndarray
+  neighbours: np.ndarray
+  depth_range: np.ndarray
+  points: np.ndarray
+  colors: np.ndarray
+  point_confidence: np.ndarray
+  point_view: np.ndarray
+  point_pixel: np.ndarray
+
+
+def _grey(images):
+  """(v, h, w, 3) uint8 -> (v, h, w) float32 luma in [0, 1]."""
+  return np.asarray(images, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+
+
+@functools.partial(jax.jit, static_argnames=("radius", "top_k", "chunk", "num", "num_refine",
+                                             "filter_depth"))
+def _view_depth(ref, srcs, k_ref, k_srcs, cam_ref, cam_srcs, near_far, *, radius, top_k, chunk,
+                num, num_refine, filter_depth, min_std, min_conf):
+  """Depth (h, w) and photometric confidence (h, w) of one reference view."""
+  sweep = functools.partial(sweep_cost, ref, srcs, k_ref, k_srcs, cam_ref, cam_srcs,
+                            radius=radius, top_k=top_k, chunk=chunk, min_std=min_std)
+  inv_depths = inverse_depth_hypotheses(near_far[0], near_far[1], num)
+  out = winner_take_all(sweep(inv_depths), inv_depths)
+  inv_depth = out["inv_depth"]
+  if num_refine:
+    fine = refinement_hypotheses(inv_depth, inv_depths[1] - inv_depths[0], num_refine)
+    inv_depth = winner_take_all(sweep(fine), fine)["inv_depth"]
+  if filter_depth:
+    inv_depth = median_filter(inv_depth, out["confidence"] >= min_conf)
+  return 1.0 / inv_depth, out["confidence"]
+
+
+def _check_inputs(images, intrinsics, cam_from_world, points):
+  images = np.asarray(images)
+  if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+    raise ValueError(f"images: expected uint8 (v, h, w, 3), got {images.dtype} {images.shape}")
+  v = images.shape[0]
+  if v < 2:
+    raise ValueError(f"images: multi-view stereo needs at least 2 views, got {v}")
+  for name, x, shape in (("intrinsics", intrinsics, (v, 3, 3)),
+                         ("cam_from_world", cam_from_world, (v, 4, 4))):
+    if np.shape(x) != shape:
+      raise ValueError(f"{name}: expected shape {shape}, got {np.shape(x)}")
+  if points is not None and (np.ndim(points) != 2 or np.shape(points)[1] != 3):
+    raise ValueError(f"points: expected shape (n, 3), got {np.shape(points)}")
+  return images
+
+
+def reconstruct_dense(images, intrinsics, cam_from_world, points=None,
+                      settings: MVSSettings = MVSSettings()) -> DenseResult:
+  """Dense depth, confidence and a fused point cloud of a calibrated, static image set.
+
+  Args:
+    images: (v, h, w, 3) uint8 RGB, one size.
+    intrinsics: (v, 3, 3) K, pixels (conventions of `jaxrecon.geometry`).
+    cam_from_world: (v, 4, 4) extrinsics, OpenCV axes, any world unit.
+    points: optional (n, 3) sparse world points (e.g. triangulated tracks); they choose the
+      neighbours and the depth range. Without them, settings.near and settings.far are required and
+      the neighbours are chosen from the cameras' frusta between them.
+    settings: `MVSSettings`.
+  Returns:
+    `DenseResult`.
+  Raises:
+    ValueError: wrong shapes, fewer than 2 views, or neither points nor near/far.
+  """
+  images = _check_inputs(images, intrinsics, cam_from_world, points)
+  v, h, w = images.shape[:3]
+  s = settings
+  k = jnp.asarray(intrinsics, jnp.float32)
+  cams = jnp.asarray(cam_from_world, jnp.float32)
+  given_range = s.near is not None and s.far is not None
+  if points is None:
+    if not given_range:
+      raise ValueError("reconstruct_dense: without sparse points, settings.near and settings.far "
+                       "must give the depth range")
+    points = frustum_points(k, cams, s.near, s.far, image_size=(h, w))
+  points = jnp.asarray(points, jnp.float32)
+  num_neighbours = min(s.num_neighbours, v - 1)
+  top_k = min(s.top_k, num_neighbours)
+  neighbours, _ = select_neighbours(view_scores(points, k, cams, image_size=(h, w)),
+                                    num=num_neighbours)
+  if given_range:
+    ranges = jnp.tile(jnp.asarray([s.near, s.far], jnp.float32), (v, 1))
+  else:
+    ranges = depth_ranges(points, k, cams, image_size=(h, w), margin=s.depth_margin)
+
+  grey = jnp.asarray(_grey(images))
+  depth, photo = [], []
+  for r in range(v):
+    nbrs = neighbours[r]
+    d, c = _view_depth(grey[r], grey[nbrs], k[r], k[nbrs], cams[r], cams[nbrs], ranges[r],
+                       radius=s.window_radius, top_k=top_k, chunk=s.chunk,
+                       num=s.num_hypotheses, num_refine=s.refine_hypotheses,
+                       filter_depth=s.filter_depth, min_std=s.min_std,
+                       min_conf=s.min_photometric_confidence)
+    depth.append(d)
+    photo.append(c)
+  depth, photo = jnp.stack(depth), jnp.stack(photo)
+  trusted = jnp.where(photo >= s.min_photometric_confidence, depth, 0.0)
+  count, fused = geometric_consistency(trusted, k, cams, neighbours,
+                                       pixel_tolerance=s.pixel_tolerance,
+                                       depth_tolerance=s.depth_tolerance)
+  keep = (count >= s.min_consistent) & (photo >= s.min_photometric_confidence)
+  confidence = jnp.where(keep, photo * count / num_neighbours, 0.0)
+  depth = jnp.where(keep, fused, depth)
+  cloud = fuse_points(depth, confidence, images, k, cams)
+  return DenseResult(
+      depth=np.asarray(depth, np.float32), confidence=np.asarray(confidence, np.float32),
+      photometric_confidence=np.asarray(photo, np.float32),
+      consistent_views=np.asarray(count, np.int32), neighbours=np.asarray(neighbours),
+      depth_range=np.asarray(ranges, np.float32), points=cloud["points"], colors=cloud["colors"],
+      point_confidence=cloud["confidence"], point_view=cloud["view"],
+      point_pixel=cloud["pixel"])
