@@ -16,6 +16,8 @@ The steps, each a pure jit-compiled function with its shapes in its docstring:
   `depth`: inverse-depth hypotheses, winner-take-all with parabolic refinement and a cost-profile
     confidence (`winner_take_all`), a per-pixel second sweep around the first estimate
     (`refinement_hypotheses`), a masked 3 x 3 median filter (`median_filter`).
+  `reconstruct`: `view_depth` (all of the per-view steps for one reference view, jit-compiled
+    once per settings) and `reconstruct_dense`, which loops over the views.
   `consistency`: forward-backward reprojection check across views (`geometric_consistency`) and
     the point cloud of the confident pixels (`fuse_points`, host side).
 """
@@ -24,4 +26,5 @@ from jaxrecon.mvs.cost import box_mean, sweep_cost, zncc
 from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
                                 winner_take_all)
 from jaxrecon.mvs.neighbours import depth_ranges, frustum_points, select_neighbours, view_scores
-from jaxrecon.mvs.reconstruct import DenseResult, MVSSettings, reconstruct_dense
+from jaxrecon.mvs.reconstruct import (DenseResult, MVSSettings, grey_images, reconstruct_dense,
+                                      view_depth)

@@ -88,26 +88,39 @@ class DenseResult:
   point_pixel: np.ndarray
 
 
-def _grey(images):
-  """(v, h, w, 3) uint8 -> (v, h, w) float32 luma in [0, 1]."""
+def grey_images(images):
+  """(..., h, w, 3) uint8 RGB -> (..., h, w) float32 luma (Rec. 601 weights) in [0, 1]."""
   return np.asarray(images, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
-@functools.partial(jax.jit, static_argnames=("radius", "top_k", "chunk", "num", "num_refine",
-                                             "filter_depth"))
-def _view_depth(ref, srcs, k_ref, k_srcs, cam_ref, cam_srcs, near_far, *, radius, top_k, chunk,
-                num, num_refine, filter_depth, min_std, min_conf):
-  """Depth (h, w) and photometric confidence (h, w) of one reference view."""
+@functools.partial(jax.jit, static_argnames=("settings",))
+def view_depth(ref, srcs, k_ref, k_srcs, cam_ref, cam_srcs, near_far, settings: MVSSettings):
+  """Depth and photometric confidence of one reference view against its neighbours.
+
+  Coarse sweep over settings.num_hypotheses planes, winner-take-all, a per-pixel refinement sweep
+  (settings.refine_hypotheses), then the median filter over the photometrically trusted pixels.
+
+  Args:
+    ref: (h, w) grey reference image; srcs: (N, h, w) grey neighbours (`grey_images`).
+    k_ref: (3, 3) K; k_srcs: (N, 3, 3); cam_ref: (4, 4) and cam_srcs: (N, 4, 4) cam_from_world.
+    near_far: (2,) depth range swept, world units (settings.near/far are not read here).
+    settings: `MVSSettings` (static: one compilation per settings value and shape).
+  Returns:
+    depth: (h, w) camera z of the reference view, world units; confidence: (h, w) in [0, 1] from
+    the coarse cost profile.
+  """
+  s = settings
   sweep = functools.partial(sweep_cost, ref, srcs, k_ref, k_srcs, cam_ref, cam_srcs,
-                            radius=radius, top_k=top_k, chunk=chunk, min_std=min_std)
-  inv_depths = inverse_depth_hypotheses(near_far[0], near_far[1], num)
+                            radius=s.window_radius, top_k=min(s.top_k, srcs.shape[0]),
+                            chunk=s.chunk, min_std=s.min_std)
+  inv_depths = inverse_depth_hypotheses(near_far[0], near_far[1], s.num_hypotheses)
   out = winner_take_all(sweep(inv_depths), inv_depths)
   inv_depth = out["inv_depth"]
-  if num_refine:
-    fine = refinement_hypotheses(inv_depth, inv_depths[1] - inv_depths[0], num_refine)
+  if s.refine_hypotheses:
+    fine = refinement_hypotheses(inv_depth, inv_depths[1] - inv_depths[0], s.refine_hypotheses)
     inv_depth = winner_take_all(sweep(fine), fine)["inv_depth"]
-  if filter_depth:
-    inv_depth = median_filter(inv_depth, out["confidence"] >= min_conf)
+  if s.filter_depth:
+    inv_depth = median_filter(inv_depth, out["confidence"] >= s.min_photometric_confidence)
   return 1.0 / inv_depth, out["confidence"]
 
 
@@ -150,14 +163,15 @@ def reconstruct_dense(images, intrinsics, cam_from_world, points=None,
   k = jnp.asarray(intrinsics, jnp.float32)
   cams = jnp.asarray(cam_from_world, jnp.float32)
   given_range = s.near is not None and s.far is not None
+  if points is not None and len(points) == 0:
+    points = None
   if points is None:
     if not given_range:
-      raise ValueError("reconstruct_dense: without sparse points, settings.near and settings.far "
-                       "must give the depth range")
+      raise ValueError("reconstruct_dense: without sparse points (none given, or an empty set), "
+                       "settings.near and settings.far must give the depth range")
     points = frustum_points(k, cams, s.near, s.far, image_size=(h, w))
   points = jnp.asarray(points, jnp.float32)
   num_neighbours = min(s.num_neighbours, v - 1)
-  top_k = min(s.top_k, num_neighbours)
   neighbours, _ = select_neighbours(view_scores(points, k, cams, image_size=(h, w)),
                                     num=num_neighbours)
   if given_range:
@@ -165,15 +179,15 @@ def reconstruct_dense(images, intrinsics, cam_from_world, points=None,
   else:
     ranges = depth_ranges(points, k, cams, image_size=(h, w), margin=s.depth_margin)
 
-  grey = jnp.asarray(_grey(images))
+  grey = jnp.asarray(grey_images(images))
+  # The range travels in `ranges`; without it in the static settings, runs with and without a
+  # given near/far share one compilation.
+  per_view = dataclasses.replace(s, near=None, far=None)
   depth, photo = [], []
   for r in range(v):
     nbrs = neighbours[r]
-    d, c = _view_depth(grey[r], grey[nbrs], k[r], k[nbrs], cams[r], cams[nbrs], ranges[r],
-                       radius=s.window_radius, top_k=top_k, chunk=s.chunk,
-                       num=s.num_hypotheses, num_refine=s.refine_hypotheses,
-                       filter_depth=s.filter_depth, min_std=s.min_std,
-                       min_conf=s.min_photometric_confidence)
+    d, c = view_depth(grey[r], grey[nbrs], k[r], k[nbrs], cams[r], cams[nbrs], ranges[r],
+                      settings=per_view)
     depth.append(d)
     photo.append(c)
   depth, photo = jnp.stack(depth), jnp.stack(photo)
