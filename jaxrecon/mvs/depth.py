@@ -23,6 +23,11 @@ def inverse_depth_hypotheses(near, far, num):
   return (1.0 - t) / near + t / far
 
 
+def interior_index(index, num):
+  """True where a best hypothesis index has a neighbour on both sides (not 0, not num - 1)."""
+  return (index > 0) & (index < num - 1)
+
+
 @jax.jit
 def winner_take_all(cost, inv_depths):
   """Best hypothesis per pixel, refined between hypotheses, and how trustworthy it is.
@@ -31,7 +36,8 @@ def winner_take_all(cost, inv_depths):
   (offset clipped to half a step; none at the ends of the range, where the minimum may lie
   outside it). The confidence is (1 - best cost) times the distinctiveness (c2 - c1) / c2, where
   c2 is the lowest cost more than two hypotheses away from the best: a flat profile (no texture,
-  nothing seen) or a repeated pattern (a second, equally good minimum) gives a value near 0.
+  nothing seen) or a repeated pattern (a second, equally good minimum) gives a value near 0, and a
+  winner at either end of the range gets 0.
 
   Args:
     cost: (D, h, w) cost volume, lower is better (1 - ZNCC in [0, 2]).
@@ -46,7 +52,7 @@ def winner_take_all(cost, inv_depths):
   take = lambda i: jnp.take_along_axis(cost, jnp.clip(i, 0, num - 1)[None], 0)[0]
   c0, cm, cp = take(best), take(best - 1), take(best + 1)
   curvature = cm - 2.0 * c0 + cp
-  interior = (best > 0) & (best < num - 1) & (curvature > 1e-6)
+  interior = interior_index(best, num) & (curvature > 1e-6)
   offset = jnp.where(interior, 0.5 * (cm - cp) / jnp.where(interior, curvature, 1.0), 0.0)
   offset = jnp.clip(offset, -0.5, 0.5)
   inv_depths = jnp.broadcast_to(
@@ -57,7 +63,9 @@ def winner_take_all(cost, inv_depths):
   c2 = jnp.min(jnp.where(far_from_best, cost, jnp.inf), axis=0)
   c2 = jnp.where(jnp.isfinite(c2), c2, c0)
   distinct = jnp.clip((c2 - c0) / jnp.maximum(c2, 1e-6), 0.0, 1.0)
-  confidence = jnp.clip(1.0 - c0, 0.0, 1.0) * distinct
+  # A winner at either end of the range is no located minimum: the true one may lie beyond it
+  # (sky, and any surface outside the swept range, wins at the far end), so it gets no trust.
+  confidence = jnp.where(interior_index(best, num), jnp.clip(1.0 - c0, 0.0, 1.0) * distinct, 0.0)
   inv_depth = jnp.maximum(inv_depth, 1e-12)
   return {"depth": 1.0 / inv_depth, "inv_depth": inv_depth, "best_cost": c0,
           "confidence": confidence, "index": best.astype(jnp.int32)}

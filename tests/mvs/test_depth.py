@@ -23,11 +23,12 @@ def test_confidence_is_high_for_a_sharp_unique_minimum_and_zero_for_flat_or_repe
   flat = np.ones(d)
   repeated = np.ones(d)
   repeated[[4, 14]] = 0.1
-  cost = np.stack([sharp, flat, repeated], -1)[:, None, :]   # (d, 1, 3)
+  at_end = np.linspace(1.0, 0.1, d)      # best at the far end: the minimum may lie beyond it
+  cost = np.stack([sharp, flat, repeated, at_end], -1)[:, None, :]   # (d, 1, 4)
   out = mvs.winner_take_all(jnp.asarray(cost), jnp.linspace(1.0, 0.1, d))
   conf = np.asarray(out["confidence"])[0]
   assert conf[0] > 0.8
-  assert conf[1] == 0 and conf[2] < 1e-6
+  assert conf[1] == 0 and conf[2] < 1e-6 and conf[3] == 0
   assert np.all(np.isfinite(out["depth"]))
 
 
