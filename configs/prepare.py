@@ -16,7 +16,7 @@ import dataclasses
 
 import ml_collections
 
-from jaxrecon.data.records import default_expert_settings
+from jaxrecon.reliev3r.records import default_expert_settings
 from jaxrecon.experts.xfeat_match import XFeatSettings
 
 

@@ -12,10 +12,10 @@ import dataclasses
 
 import ml_collections
 
-from jaxrecon.data.pipeline import PipelineConfig
-from jaxrecon.data.records import default_expert_settings
+from jaxrecon.reliev3r.pipeline import PipelineConfig
+from jaxrecon.reliev3r.records import default_expert_settings
 from jaxrecon.models.config import ModelConfig
-from jaxrecon.train.objective import ObjectiveConfig
+from jaxrecon.reliev3r.objective import ObjectiveConfig
 
 
 def _prepare_demo():

@@ -20,12 +20,12 @@ import pathlib
 
 import ml_collections
 
-from jaxrecon.data.seg_pipeline import SegPipelineConfig
-from jaxrecon.data.seg_records import default_seg_settings
+from jaxrecon.rewis3d.pipeline import SegPipelineConfig
+from jaxrecon.rewis3d.records import default_seg_settings
 from jaxrecon.data.synthetic import CLASSES
 from jaxrecon.models.point_transformer import PointTransformerConfig
 from jaxrecon.models.segformer import SegFormerConfig
-from jaxrecon.train.seg_step import SegObjectiveConfig
+from jaxrecon.rewis3d.step import SegObjectiveConfig
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car",
@@ -80,7 +80,7 @@ def get_config(arg: str = "demo"):
     c.model2d = dataclasses.asdict(SegFormerConfig.tiny(len(CAMVID_CLASSES)))
     c.model3d = dataclasses.asdict(_demo_point_transformer(len(CAMVID_CLASSES)))
   if arg == "paper":
-    c.data.cache = ""              # a folder of segmentation records (jaxrecon.data.seg_records)
+    c.data.cache = ""              # a folder of segmentation records (jaxrecon.rewis3d.records)
     c.pipeline.update(height=512, width=512, num_points=120_000, rho=0.6, batch_size=8,
                       worker_count=8)
     c.model2d = dataclasses.asdict(SegFormerConfig.b(4, 19))

@@ -13,8 +13,8 @@ import tempfile
 import time
 
 from jaxrecon.data.cache import cache_scenes
-from jaxrecon.data.pipeline import NpzSource, PipelineConfig, make_dataset
-from jaxrecon.data.records import build_jobs, default_expert_settings
+from jaxrecon.reliev3r.pipeline import NpzSource, PipelineConfig, make_dataset
+from jaxrecon.reliev3r.records import build_jobs, default_expert_settings
 
 
 def cached_scenes(folder, num_scenes):

@@ -24,12 +24,12 @@ import numpy as np
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from jaxrecon.data.seg_records import camvid_scene  # noqa: E402
+from jaxrecon.rewis3d.records import camvid_scene  # noqa: E402
 from jaxrecon.data.transforms import resize_images  # noqa: E402
 from jaxrecon.experts import MatcherSettings, TrackSettings, track_images  # noqa: E402
 from jaxrecon.export.views import resize_maps  # noqa: E402
 from jaxrecon.losses.registration import registration_loss  # noqa: E402
-from jaxrecon.train.loop import build, predict, scene_files  # noqa: E402
+from jaxrecon.reliev3r.task import build, predict, scene_files  # noqa: E402
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config  # noqa: E402
 
 

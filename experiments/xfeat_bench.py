@@ -118,7 +118,7 @@ def jax_speed() -> dict:
 
 def _scenes():
   from jaxrecon.data.formats import read_middlebury, read_nerf, read_tum
-  from jaxrecon.data.seg_records import camvid_scene
+  from jaxrecon.rewis3d.records import camvid_scene
   icl_k = np.array([[481.2, 0.0, 319.5], [0.0, -480.0, 239.5], [0.0, 0.0, 1.0]])
   yield "templeRing", read_middlebury(DATA / "templeRing")
   yield "icl_livingroom", read_tum(DATA / "icl_livingroom", icl_k)

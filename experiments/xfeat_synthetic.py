@@ -43,7 +43,7 @@ def _reprojection_px(scene, pixels, visible):
 def main():
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "configs"))
   import prepare as prepare_config  # configs/prepare.py
-  from jaxrecon.data import records
+  from jaxrecon.reliev3r import records
   from jaxrecon.data.synthetic import make_scene
   config = prepare_config.get_config("synthetic").to_dict()
   synth = config["synthetic"]

@@ -8,7 +8,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxrecon.data.cache import cache_scenes
-from jaxrecon.data.records import build_jobs, provenance
+from jaxrecon.reliev3r.records import build_jobs, provenance
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "prepare config file (configs/prepare.py)",
                                           lock_config=True)

@@ -13,7 +13,7 @@ the command says so, so that old and new files never mix; other files there are 
 Inputs of --method=ffrm
   --checkpoint  a run's workdir (holding checkpoints/) or its checkpoints/ folder; the latest step
                 is restored. The architecture comes from the run's own `config.json` (written by
-                `jaxrecon.train.loop.train`) when the workdir has one; otherwise from --config
+                `jaxrecon.reliev3r.task.train`) when the workdir has one; otherwise from --config
                 (default configs/reliev3r.py, overridable as --config.model.depth=...). When
                 config.json exists, --config is ignored (it would have to match the checkpoint).
   --images      folder of .png/.jpg/... images, sorted by file name, all of one size.
@@ -53,7 +53,7 @@ from ml_collections import config_flags
 from jaxrecon import export
 from jaxrecon.data.transforms import crop_resize_camera, resize_images
 from jaxrecon.io import colmap_text, files, ply, poses
-from jaxrecon.train.loop import build, predict
+from jaxrecon.reliev3r.task import build, predict
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
 DEFAULT_CONFIG = pathlib.Path(__file__).resolve().parents[1] / "configs" / "reliev3r.py"

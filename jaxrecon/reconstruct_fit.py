@@ -6,7 +6,7 @@ No trained model: feature tracks of the images (`jaxrecon.experts`, e.g. SIFT) a
 Outputs in --out (the fit's gauge: camera 0 at the origin, world units set by the fit, not metric)
   poses.json     as the FFRM path, plus "registered" per image; an unregistered image has null
                  cam_from_world / world_from_cam (never a guessed pose)
-  points.ply     the model's triangulated tracks (see `export.colmap_sparse.model_observations`):
+  points.ply     the model's triangulated tracks (see `io.colmap_sparse.model_observations`):
                  x y z float32, red green blue uchar = image colour at the track's first inlier
                  observation, confidence float32 = number of inlier observations (track length)
   colmap/images/ copies of the input images

@@ -32,7 +32,7 @@ from jaxrecon.data.transforms import resize_images, resize_nearest
 from jaxrecon.evaluate.segmentation import colorize, palette
 from jaxrecon.io import files
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
-from jaxrecon.train.seg_loop import build_seg, predict_logits
+from jaxrecon.rewis3d.task import build_seg, predict_logits
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Rewis3d run folder (see --help)")
 _IMAGES = flags.DEFINE_string("images", None, "folder of images to segment")

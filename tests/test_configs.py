@@ -4,17 +4,17 @@ import sys
 
 import pytest
 
-from jaxrecon.data.pipeline import PipelineConfig
+from jaxrecon.reliev3r.pipeline import PipelineConfig
 from jaxrecon.models.config import ModelConfig
-from jaxrecon.train.objective import ObjectiveConfig
+from jaxrecon.reliev3r.objective import ObjectiveConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from configs import prepare, reliev3r, rewis3d  # noqa: E402
-from jaxrecon.data.seg_pipeline import SegPipelineConfig  # noqa: E402
+from jaxrecon.rewis3d.pipeline import SegPipelineConfig  # noqa: E402
 from jaxrecon.models.point_transformer import PointTransformerConfig  # noqa: E402
 from jaxrecon.models.segformer import SegFormerConfig  # noqa: E402
-from jaxrecon.train.seg_loop import methods_of  # noqa: E402
-from jaxrecon.train.seg_step import SegObjectiveConfig  # noqa: E402
+from jaxrecon.rewis3d.task import methods_of  # noqa: E402
+from jaxrecon.rewis3d.step import SegObjectiveConfig  # noqa: E402
 
 
 @pytest.mark.parametrize("variant", ["demo", "demo_supervised", "paper"])
@@ -71,7 +71,7 @@ def test_unknown_variants():
 
 
 def test_ffrm_records_need_a_reliev3r_run(tmp_path):
-  from jaxrecon.train.seg_recon import build_ffrm_jobs
+  from jaxrecon.rewis3d.ffrm_records import build_ffrm_jobs
   settings = rewis3d.get_config("camvid").data.prepare.to_dict()
   with pytest.raises(ValueError, match="ffrm.checkpoint"):
     build_ffrm_jobs(settings)

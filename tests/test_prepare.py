@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxrecon.data.formats.folder import write_folder
-from jaxrecon.data.pipeline import NpzSource, PipelineConfig, make_dataset
+from jaxrecon.reliev3r.pipeline import NpzSource, PipelineConfig, make_dataset
 from jaxrecon.data.synthetic import make_scene
 
 REPO = pathlib.Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from plyfile import PlyData
 from jaxrecon import export, io
 from jaxrecon.data.formats.colmap import read_colmap
 from jaxrecon.train.checkpoint import Checkpointer
-from jaxrecon.train.loop import build
+from jaxrecon.reliev3r.task import build
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

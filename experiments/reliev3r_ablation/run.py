@@ -5,7 +5,7 @@ Usage:
       [--only full,depth_only] [--report-only]
 
 Every variant is `configs/reliev3r.py:demo` with a few fields overridden (listed in VARIANTS), trained
-by the same `jaxrecon.train.loop.train` the main command uses, on one shared pseudo-label cache
+by the same `jaxrecon.reliev3r.task.train` the main command uses, on one shared pseudo-label cache
 (SIFT tracks + the simulated monocular expert) and evaluated on the same held-out scenes. Results
 are appended to <out>/results.json as they finish (a re-run skips variants already there with the
 same steps and seed), then the table and the plot are regenerated next to this script:
@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import ablation_table  # noqa: E402
 from configs import reliev3r  # noqa: E402
-from jaxrecon.train.loop import evaluate_run, train  # noqa: E402
+from jaxrecon.reliev3r.task import evaluate_run, train  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -67,7 +67,7 @@ def make_config(overrides: dict, *, steps: int, seed: int, cache: str, num_eval_
 def build_cache(out: pathlib.Path, num_scenes: int) -> str:
   """The shared pseudo-label cache (built once, as the demo run would)."""
   from jaxrecon.data.cache import cache_scenes
-  from jaxrecon.data.records import build_jobs
+  from jaxrecon.reliev3r.records import build_jobs
   settings = reliev3r.get_config("demo").data.prepare.to_dict()
   settings["synthetic"]["num_scenes"] = num_scenes
   folder = out / "cache"

@@ -6,7 +6,7 @@ Usage:
 
 Every variant is `configs/rewis3d.py:demo` trained for one method ("ema" = the 2D mean teacher
 alone, "rewis3d" = both branches with cross-modal consistency) with the overrides in VARIANTS, by
-the same `jaxrecon.train.seg_loop.train_segmentation` the main command uses. Variants that change
+the same `jaxrecon.rewis3d.task.train_segmentation` the main command uses. Variants that change
 the labels or the reconstruction use their own segmentation cache (<out>/cache-<recon>-<labels>,
 built once); all others share the scribble / simulated-reconstruction cache of the demo. The
 held-out mIoU of the 2D student (and of its EMA teacher) is appended to <out>/results.json as runs
@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import ablation_table  # noqa: E402
 from configs import rewis3d  # noqa: E402
 from jaxrecon.data.cache import cache_scenes  # noqa: E402
-from jaxrecon.data.seg_records import build_seg_jobs  # noqa: E402
-from jaxrecon.train.seg_loop import train_segmentation  # noqa: E402
+from jaxrecon.rewis3d.records import build_seg_jobs  # noqa: E402
+from jaxrecon.rewis3d.task import train_segmentation  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 

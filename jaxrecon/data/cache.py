@@ -2,10 +2,10 @@
 
     cache_scenes(jobs, out_dir, provenance=...)
 
-runs each job (a scene name and a function returning the scene's record, a dict of arrays; see
-`jaxrecon.data.pipeline`) and writes `out_dir/<name>.npz` atomically (temporary file + rename, so
-a killed run never leaves a half-written scene). A re-run skips scenes already written; a scene
-whose job raises is reported and the others go on. `out_dir/provenance.json` records which
+runs each job (a scene name and a function returning the scene's record, a dict of arrays; each
+method's pipeline documents its records) and writes `out_dir/<name>.npz` atomically (temporary
+file + rename, so a killed run never leaves a half-written scene). A re-run skips scenes already
+written; a scene whose job raises is reported and the others go on. `out_dir/provenance.json` records which
 experts with which settings and package versions produced the files; a re-run with different
 provenance refuses to mix the two in one folder.
 """

@@ -247,7 +247,7 @@ def correspondences(cloud: PointCloud, indices, valid, target_view: int) -> np.n
   Returns:
     (N,) int32: `row * w + col` in the target view's (h, w) = cloud.image_hw image for valid points
     lifted from that view, -1 for every other point and for padding. To follow a crop / flip /
-    rescale of the target image, map these with `seg_augment.apply_geometry_pixels`.
+    rescale of the target image, map these with the same augmentation's pixel map.
   """
   indices = np.asarray(indices)
   valid = np.asarray(valid, bool)

@@ -4,7 +4,7 @@ Pixels follow the package's convention (centre of the top-left pixel at (0, 0), 
 [-0.5, w - 0.5]), so a resize maps the image edges onto each other: u' = (u + 0.5) s - 0.5, the
 rule of `geometry.scale_intrinsics`. Poses never change: neither transform moves the camera.
 The array-level pieces (`resize_images`, `resize_nearest`, `crop_resize_camera`) also serve the
-training pipeline (`jaxrecon.data.pipeline`).
+training pipelines.
 
 Resampling per field:
 * images: area averaging when shrinking (no aliasing), bilinear when enlarging.

@@ -32,6 +32,9 @@ Substitutions vs PTv3 (honest list):
   * LayerNorm everywhere instead of BatchNorm (no batch statistics: simpler EMA teacher, any b).
   * The embedding stem is a Linear on [xyz - centroid, rgb - 0.5] instead of a 5^3 sparse conv.
   * No order shuffling during training and no flash-attention "upcast"/RPE options; qk-norm optional.
+
+This module holds the config and the U-Net; the layers and fixed-shape helpers (gathers, pooling
+ids, segment reductions) are in `jaxrecon.models.point_layers`.
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrecon.models import serialization as ser
+from jaxrecon.models.point_layers import (Block, Level, Proj, apply_block, pool_ids, segment_reduce,
+                                          serialise, take)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -176,185 +181,6 @@ class PointTransformerConfig:
     return cls(**base)
 
 
-# ------------------------------------------------------------------------------------------------
-# Fixed-shape helpers.
-
-
-def _take(x, idx):
-  """x: (b, m, ...) gathered along axis 1 by idx (b, j) int -> (b, j, ...)."""
-  return jnp.take_along_axis(x, idx.reshape(idx.shape + (1,) * (x.ndim - 2)), axis=1)
-
-
-def _shift(x, k):
-  """y[:, i] = x[:, i + k] where 0 <= i + k < m, else 0 (x: (b, m, ...), static int k)."""
-  if k == 0:
-    return x
-  m = x.shape[1]
-  if abs(k) >= m:
-    return jnp.zeros_like(x)
-  pad = [(0, 0)] * x.ndim
-  if k > 0:
-    pad[1] = (0, k)
-    return jnp.pad(x[:, k:], pad)
-  pad[1] = (-k, 0)
-  return jnp.pad(x[:, :m + k], pad)
-
-
-@dataclasses.dataclass
-class _Level:
-  """Per-level geometry (a plain container, rebuilt every call)."""
-  coords: jax.Array          # (b, m, 3) int32 cell coordinates (grid units of this level)
-  pos: jax.Array             # (b, m, 3) float32 mean position of the cell's points (metres, rel.)
-  valid: jax.Array           # (b, m) bool occupied slots
-  perms: dict                # order -> (perm, inverse), each (b, m) int32
-
-
-def _serialise(coords, pos, valid, orders, bits):
-  """Sort permutations of one level for every order; ties within a cell broken by position."""
-  return {o: ser.sort_by_code(ser.encode(coords, order=o, bits=bits), valid, pos) for o in orders}
-
-
-def _pool_ids(coords, pos, valid, *, stride, capacity, bits):
-  """Parent slot ids of the children of a level (fixed shapes).
-
-  Args:
-    coords: (b, m, 3) int32 child cells; pos: (b, m, 3) float32; valid: (b, m) bool.
-  Returns:
-    ids: (b, m) int32 parent slot in [0, capacity) or capacity for padding / dropped children;
-    parent_coords: (b, m, 3) int32 (child cells // stride); num_cells: (b,) int32 occupied cells.
-  """
-  parent = coords // stride
-  code = ser.z_order(parent, bits=bits)
-  perm, inverse = ser.sort_by_code(code, valid, pos)
-  code_s = jnp.where(_take(valid, perm), _take(code, perm), ser.PAD_KEY)
-  valid_s = _take(valid, perm)
-  first = jnp.concatenate([valid_s[:, :1], (code_s[:, 1:] != code_s[:, :-1]) & valid_s[:, 1:]], 1)
-  ids_s = jnp.cumsum(first.astype(jnp.int32), axis=1) - 1
-  ids_s = jnp.where(valid_s & (ids_s < capacity), ids_s, capacity)
-  return _take(ids_s, inverse), parent, jnp.sum(first, axis=1, dtype=jnp.int32)
-
-
-def _segment(x, ids, num, op):
-  """Per-cloud segment reduction. x: (b, m, c); ids: (b, m) in [0, num] (num = dump slot).
-  Returns (b, num, c); empty segments hold the op's identity (0 or -inf)."""
-  b, m = ids.shape
-  flat = (ids + jnp.arange(b, dtype=jnp.int32)[:, None] * (num + 1)).reshape(-1)
-  out = op(x.reshape(b * m, -1), flat, num_segments=b * (num + 1))
-  return out.reshape(b, num + 1, -1)[:, :num]
-
-
-# ------------------------------------------------------------------------------------------------
-# Layers.
-
-
-class SerializedCPE(nnx.Module):
-  """Conditional positional encoding: a 3x3x3 "sparse conv" whose neighbours are searched within
-  +-window entries of the serialised order, then Linear and LayerNorm (PTv3's CPE layout).
-
-  Neighbour j of slot i contributes to the offset bin d = cell_j - cell_i when d is in {-1, 0, 1}^3;
-  contributions per bin are averaged, then out_i = sum_bins W[bin] mean_bin + bias.
-  """
-
-  def __init__(self, dim, *, window, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.window = window
-    self.dtype = dtype
-    scale = 1.0 / math.sqrt(27 * dim)
-    self.kernel = nnx.Param(scale * jax.random.normal(rngs.params(), (27 * dim, dim), jnp.float32))
-    self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
-    self.linear = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-    self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x, coords, valid):
-    """x: (b, m, c) in serialised order; coords: (b, m, 3) int32 cells; valid: (b, m) bool.
-    Returns (b, m, c) in x's dtype."""
-    b, m, c = x.shape
-    offsets = range(-self.window, self.window + 1)
-    nbr = jnp.stack([_shift(x, k) for k in offsets], axis=2)                  # (b, m, w, c)
-    d = jnp.stack([_shift(coords, k) for k in offsets], axis=2) - coords[:, :, None]
-    ok = (jnp.stack([_shift(valid, k) for k in offsets], axis=2) & valid[:, :, None]
-          & jnp.all(jnp.abs(d) <= 1, axis=-1))                               # (b, m, w)
-    bin_ = (d[..., 0] + 1) * 9 + (d[..., 1] + 1) * 3 + (d[..., 2] + 1)
-    onehot = jax.nn.one_hot(jnp.where(ok, bin_, -1), 27, dtype=jnp.float32)  # zero row if not ok
-    # Mean per offset bin (several slots can share a cell at level 0), then the 27 c x c kernels.
-    onehot = onehot / jnp.maximum(jnp.sum(onehot, axis=2, keepdims=True), 1.0)
-    acc = jnp.einsum("bmwq,bmwc->bmqc", onehot.astype(x.dtype), nbr)
-    y = acc.reshape(b, m, 27 * c) @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
-    return self.norm(self.linear(y))
-
-
-class PatchAttention(nnx.Module):
-  """Multi-head self-attention within consecutive patches of a serialised sequence."""
-
-  def __init__(self, dim, num_heads, *, qk_norm=True, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.num_heads = num_heads
-    self.head_dim = dim // num_heads
-    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
-    if qk_norm:
-      self.q_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
-      self.k_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
-    else:
-      self.q_norm = self.k_norm = None
-    self.proj = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x, valid, patch):
-    """x: (b, m, c) serialised (valid entries first); valid: (b, m) bool; patch: static int.
-    Returns (b, m, c)."""
-    b, m, c = x.shape
-    p = min(patch, m)
-    g = -(-m // p)
-    pad = g * p - m
-    x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
-    keys_ok = jnp.pad(valid, ((0, 0), (0, pad))).reshape(b * g, p)
-    # A patch without any valid key (pure padding) lets all its keys be seen: its (padding) queries
-    # then get finite values with every attention implementation, and nothing valid is affected.
-    keys_ok = keys_ok | ~jnp.any(keys_ok, axis=1, keepdims=True)
-    qkv = self.qkv(x).reshape(b * g, p, 3, self.num_heads, self.head_dim)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    if self.q_norm is not None:
-      q, k = self.q_norm(q), self.k_norm(k)
-    out = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=keys_ok[:, None, None, :])
-    out = self.proj(out.reshape(b, g * p, c).astype(x.dtype))
-    return out[:, :m]
-
-
-class Block(nnx.Module):
-  """PTv3 block on one serialisation order: x += CPE(x); x += attn(LN(x)); x += MLP(LN(x))."""
-
-  def __init__(self, dim, num_heads, *, order, mlp_ratio, qk_norm, window, dtype, rngs: nnx.Rngs):
-    self.order = order
-    self.cpe = SerializedCPE(dim, window=window, dtype=dtype, rngs=rngs)
-    self.norm1 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-    self.attn = PatchAttention(dim, num_heads, qk_norm=qk_norm, dtype=dtype, rngs=rngs)
-    self.norm2 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-    hidden = int(dim * mlp_ratio)
-    self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, dim, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x, coords, valid, perm, inverse, patch):
-    """x: (b, m, c) slots; coords (b, m, 3); valid (b, m); perm/inverse (b, m) of this block's order.
-    Returns (b, m, c) slots in the original slot order."""
-    xs, cs, vs = _take(x, perm), _take(coords, perm), _take(valid, perm)
-    xs = xs + self.cpe(xs, cs, vs).astype(xs.dtype)
-    xs = xs + self.attn(self.norm1(xs), vs, patch).astype(xs.dtype)
-    xs = xs + self.fc2(jax.nn.gelu(self.fc1(self.norm2(xs)))).astype(xs.dtype)
-    return _take(xs, inverse)
-
-
-def _apply_block(block, x, coords, valid, perm, inverse, patch):
-  return block(x, coords, valid, perm, inverse, patch)
-
-
-class _Proj(nnx.Module):
-  """Linear -> LayerNorm -> GELU."""
-
-  def __init__(self, din, dout, *, dtype, rngs: nnx.Rngs):
-    self.linear = nnx.Linear(din, dout, dtype=dtype, rngs=rngs)
-    self.norm = nnx.LayerNorm(dout, dtype=dtype, rngs=rngs)
-
-  def __call__(self, x):
-    return jax.nn.gelu(self.norm(self.linear(x)))
-
-
 class PointTransformer(nnx.Module):
   """Serialised-attention U-Net over points (see the module docstring for the design).
 
@@ -374,7 +200,7 @@ class PointTransformer(nnx.Module):
     self.config = config
     cfg = config
     dt = cfg.compute_dtype
-    self.stem = _Proj(cfg.in_channels, cfg.enc_dims[0], dtype=dt, rngs=rngs)
+    self.stem = Proj(cfg.in_channels, cfg.enc_dims[0], dtype=dt, rngs=rngs)
 
     def blocks(dim, depth, heads):
       return nnx.List([Block(dim, heads, order=cfg.orders[i % len(cfg.orders)],
@@ -391,9 +217,9 @@ class PointTransformer(nnx.Module):
                                for l in range(1, L)])
     # Decoder level l (0..L-2): parent (level l+1) projection + skip projection, then blocks.
     self.up_parent = nnx.List([
-        _Proj(cfg.dec_dims[l + 1] if l + 1 < L - 1 else cfg.enc_dims[L - 1], cfg.dec_dims[l],
+        Proj(cfg.dec_dims[l + 1] if l + 1 < L - 1 else cfg.enc_dims[L - 1], cfg.dec_dims[l],
               dtype=dt, rngs=rngs) for l in range(L - 1)])
-    self.up_skip = nnx.List([_Proj(cfg.enc_dims[l], cfg.dec_dims[l], dtype=dt, rngs=rngs)
+    self.up_skip = nnx.List([Proj(cfg.enc_dims[l], cfg.dec_dims[l], dtype=dt, rngs=rngs)
                              for l in range(L - 1)])
     self.dec = nnx.List([blocks(cfg.dec_dims[l], cfg.dec_depths[l], cfg.dec_heads[l])
                          for l in range(L - 1)])
@@ -401,9 +227,9 @@ class PointTransformer(nnx.Module):
     self.head_norm = nnx.LayerNorm(out_dim, rngs=rngs)
     self.head = nnx.Linear(out_dim, cfg.num_classes, rngs=rngs)
 
-  def _run_blocks(self, blocks, x, lvl: _Level):
+  def _run_blocks(self, blocks, x, lvl: Level):
     cfg = self.config
-    call = nnx.remat(_apply_block, static_argnums=(6,)) if cfg.remat else _apply_block
+    call = nnx.remat(apply_block, static_argnums=(6,)) if cfg.remat else apply_block
     for blk in blocks:
       perm, inverse = lvl.perms[blk.order]
       x = call(blk, x, lvl.coords, lvl.valid, perm, inverse, cfg.patch_size)
@@ -443,25 +269,25 @@ class PointTransformer(nnx.Module):
     x = self.stem(feats.astype(dt))
 
     coords = ser.grid_coords(xyz, valid, grid_size=cfg.grid_size)
-    lvl = _Level(coords, rel, valid, _serialise(coords, rel, valid, cfg.orders, cfg.code_bits))
+    lvl = Level(coords, rel, valid, serialise(coords, rel, valid, cfg.orders, cfg.code_bits))
     levels, skips, ids_all = [], [], []
     for l in range(cfg.num_levels):
       if l > 0:
         m = slots[l]
-        ids, parent, num_cells = _pool_ids(lvl.coords, lvl.pos, lvl.valid, stride=cfg.pool_stride,
+        ids, parent, num_cells = pool_ids(lvl.coords, lvl.pos, lvl.valid, stride=cfg.pool_stride,
                                            capacity=m, bits=cfg.code_bits)
         pvalid = jnp.arange(m, dtype=jnp.int32)[None, :] < jnp.minimum(num_cells, m)[:, None]
         h = self.pool_proj[l - 1](x)
-        h = _segment(h.astype(jnp.float32), ids, m, jax.ops.segment_max)
+        h = segment_reduce(h.astype(jnp.float32), ids, m, jax.ops.segment_max)
         h = jnp.where(pvalid[..., None], h, 0.0).astype(dt)
         x = jax.nn.gelu(self.pool_norm[l - 1](h))
-        pcoords = _segment(parent, ids, m, jax.ops.segment_max)
+        pcoords = segment_reduce(parent, ids, m, jax.ops.segment_max)
         pcoords = jnp.where(pvalid[..., None], pcoords, 0).astype(jnp.int32)
         w = lvl.valid.astype(jnp.float32)[..., None]
-        psum = _segment(jnp.concatenate([lvl.pos * w, w], -1), ids, m, jax.ops.segment_sum)
+        psum = segment_reduce(jnp.concatenate([lvl.pos * w, w], -1), ids, m, jax.ops.segment_sum)
         ppos = psum[..., :3] / jnp.maximum(psum[..., 3:], 1.0)
-        lvl = _Level(pcoords, ppos, pvalid,
-                     _serialise(pcoords, ppos, pvalid, cfg.orders, cfg.code_bits))
+        lvl = Level(pcoords, ppos, pvalid,
+                     serialise(pcoords, ppos, pvalid, cfg.orders, cfg.code_bits))
         ids_all.append(ids)
       x = self._run_blocks(self.enc[l], x, lvl)
       levels.append(lvl)
@@ -470,7 +296,7 @@ class PointTransformer(nnx.Module):
     for l in range(cfg.num_levels - 2, -1, -1):
       ids = ids_all[l]                                      # children of level l -> level l+1 slots
       m_parent = x.shape[1]
-      up = _take(self.up_parent[l](x), jnp.minimum(ids, m_parent - 1))
+      up = take(self.up_parent[l](x), jnp.minimum(ids, m_parent - 1))
       up = jnp.where((ids < m_parent)[..., None], up, jnp.zeros((), up.dtype))
       x = up + self.up_skip[l](skips[l])
       x = self._run_blocks(self.dec[l], x, levels[l])

@@ -2,7 +2,7 @@
 supervised sibling, composed from `jaxrecon.losses` for a batch of model outputs.
 
 Model outputs (b batch, v views): depth (b, v, h, w) > 0, confidence (b, v, h, w) in (0, 2),
-world_from_cam (b, v, 4, 4). Batch (see `jaxrecon.data.pipeline`): images, intrinsics, tracks,
+world_from_cam (b, v, 4, 4). Batch (see `jaxrecon.reliev3r.pipeline`): images, intrinsics, tracks,
 visibility, mono_depth, and for synthetic data the ground truth depth and cam_from_world, which
 only the supervised sibling reads.
 
@@ -59,8 +59,9 @@ class ObjectiveConfig:
       raise ValueError("objective: every term is off")
 
 
-def normalise_scene(depth, world_from_cam):
-  """Divides depths and camera translations by the mean depth of each sample.
+def fix_scale_gauge(depth, world_from_cam):
+  """Fixes the scale gauge: divides depths and camera translations by each sample's mean depth
+  (rotation and world origin are left to the network: the weak losses are blind to them).
 
   depth (b, v, h, w) > 0, world_from_cam (b, v, 4, 4) -> the same, scene of unit mean depth.
   """
@@ -77,7 +78,7 @@ def objective(outputs, batch, config: ObjectiveConfig):
                                  outputs["world_from_cam"], batch["depth"], gt_world_from_cam,
                                  batch["depth"] > 0, alpha=config.supervised_alpha)
     return loss, {"supervised": loss, **{f"supervised/{k}": v for k, v in diag.items()}}
-  depth, world_from_cam = normalise_scene(outputs["depth"], outputs["world_from_cam"])
+  depth, world_from_cam = fix_scale_gauge(outputs["depth"], outputs["world_from_cam"])
   terms = {}
   mono_mask = batch["mono_depth"] > 0
   if config.depth_loss in ("ambiguity", "plain"):

@@ -1,6 +1,6 @@
 """Training records from scenes and experts, and the jobs `python -m jaxrecon.prepare` caches.
 
-A record (see `jaxrecon.data.pipeline`) is a scene plus its pseudo-labels: tracks from a tracker
+A record (see `jaxrecon.reliev3r.pipeline`) is a scene plus its pseudo-labels: tracks from a tracker
 expert and monocular depth from a depth expert; ground truth (depth, poses, labels) rides along
 for evaluation and for the fully supervised baseline, never for the weak losses.
 

@@ -1,8 +1,7 @@
-"""The Reliev3R training loop and its evaluation, driven by a config (configs/reliev3r.py).
+"""Reliev3R as a task of the training engine, and the evaluation of a run (configs/reliev3r.py).
 
-train(config, workdir): data cache -> grain pipeline -> model + AdamW -> resume (workdir ->
-config.init_from -> fresh) -> sharded steps with console progress, metrics.jsonl, periodic
-held-out evaluation and Orbax checkpoints of {state, data iterator}. Only process 0 logs.
+train(config, workdir): pseudo-label cache -> `jaxrecon.train.engine.run` of a `Reliev3RTask`
+(grain pipeline, model + AdamW, sharded steps, held-out evaluation, checkpoints, resume).
 evaluate_run(config, workdir): the latest checkpoint on the held-out scenes -> metrics.json,
 metrics.md and one figure per scene in <workdir>/eval.
 """
@@ -11,69 +10,34 @@ from __future__ import annotations
 import functools
 import pathlib
 import sys
-from typing import Mapping
 
 import jax
 import numpy as np
-import optax
 from flax import nnx
 
-from jaxrecon.data.cache import cache_scenes
-from jaxrecon.data.pipeline import NpzSource, PipelineConfig, make_dataset, make_sample
-from jaxrecon.data.records import build_jobs
 from jaxrecon.evaluate.metrics import depth_metrics
 from jaxrecon.evaluate.report import plot_scene, write_report
 from jaxrecon.evaluate.scene import scene_metrics
 from jaxrecon.models.config import ModelConfig
 from jaxrecon.models.reliev3r import Reliev3R
+from jaxrecon.reliev3r.objective import ObjectiveConfig
+from jaxrecon.reliev3r.pipeline import NpzSource, PipelineConfig, make_dataset, make_sample
+from jaxrecon.reliev3r.records import build_jobs
+from jaxrecon.reliev3r.step import TrainState, create_state, train_step
+from jaxrecon.train import engine
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
-from jaxrecon.train.objective import ObjectiveConfig
-from jaxrecon.train.progress import MetricsLog, Progress, log
-from jaxrecon.train.step import (TrainState, check_finite, create_state, make_mesh, replicate,
-                                 shard_batch, train_step)
-
-
-def cached_split(config, workdir: pathlib.Path, build_jobs_fn) -> tuple[list, list]:
-  """(train, held-out) .npz paths of a run: config.data.cache, or a cache built in
-  <workdir>/cache from config.data.prepare by build_jobs_fn(settings) -> jobs; the last
-  config.data.num_eval_scenes files (sorted by name) are held out."""
-  if config.data.cache:
-    folder = pathlib.Path(config.data.cache)
-  else:
-    folder = workdir / "cache"
-    settings = config.data.prepare.to_dict()
-    report = cache_scenes(build_jobs_fn(settings), folder, provenance=settings,
-                          progress=jax.process_index() == 0)
-    if report.failed:
-      raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
-  paths = sorted(folder.glob("*.npz"))
-  held_out = config.data.num_eval_scenes
-  if len(paths) <= held_out:
-    raise ValueError(f"{folder}: {len(paths)} scenes, need more than {held_out} held out")
-  return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
+from jaxrecon.train.progress import MetricsLog
 
 
 def scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
-  """(train, held-out) pseudo-label records of a Reliev3R run (see `cached_split`)."""
-  return cached_split(config, workdir, build_jobs)
-
-
-def make_optimizer(optim: Mapping, steps: int) -> optax.GradientTransformation:
-  """Gradient clipping + AdamW with linear warm-up and cosine decay to 1 % over `steps`."""
-  if not 0 <= optim["warmup_steps"] < steps:
-    raise ValueError(f"optim.warmup_steps ({optim['warmup_steps']}) must be in [0, steps "
-                     f"({steps}))")
-  schedule = optax.warmup_cosine_decay_schedule(0.0, optim["learning_rate"],
-                                                optim["warmup_steps"], max(steps, 1),
-                                                end_value=0.01 * optim["learning_rate"])
-  return optax.chain(optax.clip_by_global_norm(optim["clip_norm"]),
-                     optax.adamw(schedule, weight_decay=optim["weight_decay"]))
+  """(train, held-out) pseudo-label records of a Reliev3R run (see `engine.cached_split`)."""
+  return engine.cached_split(config, workdir, build_jobs)
 
 
 def build(config):
   """(model graphdef, optimiser, fresh-state function) of a config."""
   model_config = ModelConfig(**config.model.to_dict())
-  tx = make_optimizer(config.optim.to_dict(), config.steps)
+  tx = engine.make_optimizer(config.optim.to_dict(), config.steps)
 
   def init_state():
     return create_state(Reliev3R(model_config, rngs=nnx.Rngs(config.seed)), tx)[1]
@@ -119,6 +83,45 @@ def _mean(results: dict) -> dict:
   return {k: float(np.nanmean([row.get(k, np.nan) for row in results.values()])) for k in keys}
 
 
+def _metrics_text(metrics: dict) -> str:
+  return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+
+
+class Reliev3RTask:
+  """The engine's view of a Reliev3R run (see `jaxrecon.train.engine.Task`)."""
+  label = ""
+
+  def __init__(self, config, train_paths, eval_paths):
+    self.config = config
+    self.train_paths, self.eval_paths = train_paths, eval_paths
+    self.pipeline = PipelineConfig(**config.pipeline.to_dict())
+    self.graphdef, self.tx, self.init_state = build(config)
+    self.objective = ObjectiveConfig(**config.objective.to_dict())
+    self.samples = eval_samples(eval_paths, self.pipeline)
+
+  def dataset(self):
+    return make_dataset(NpzSource(self.train_paths), self.pipeline,
+                        process_index=jax.process_index(), process_count=jax.process_count())
+
+  def step(self, state, batch):
+    return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.objective)
+
+  def describe(self) -> str:
+    return f"{len(self.train_paths)} train / {len(self.eval_paths)} held-out scenes"
+
+  def evaluate(self, state):
+    mean = _mean(evaluate_samples(self.graphdef, state, self.samples))
+    return mean, _metrics_text(mean)
+
+  def finish(self, state, *, ran_last_step: bool, metrics_log: MetricsLog) -> dict:
+    """The held-out evaluation of the last step (mean over scenes), if this call trained it."""
+    if not (self.config.eval_every and ran_last_step):
+      return {}
+    mean, text = self.evaluate(state)
+    engine.log_evaluation(self, int(state.step), mean, text, metrics_log)
+    return mean
+
+
 def train(config, workdir) -> dict:
   """Trains (or resumes) a run; returns the final held-out evaluation (mean over scenes)."""
   workdir = pathlib.Path(workdir)
@@ -126,41 +129,7 @@ def train(config, workdir) -> dict:
   if jax.process_index() == 0:  # what this run was trained with (read by jaxrecon.reconstruct)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
   train_paths, eval_paths = scene_files(config, workdir)
-  pipeline = PipelineConfig(**config.pipeline.to_dict())
-  dataset = make_dataset(NpzSource(train_paths), pipeline, process_index=jax.process_index(),
-                         process_count=jax.process_count())
-  data_iter = iter(dataset)
-  graphdef, tx, init_state = build(config)
-  objective_config = ObjectiveConfig(**config.objective.to_dict())
-  checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-  state, origin = restore_or_init(checkpointer, init_state, data_iterator=data_iter,
-                                  init_from=config.init_from or None)
-  mesh = make_mesh()
-  state = replicate(state, mesh)
-  samples = eval_samples(eval_paths, pipeline)
-  start_step = int(state.step)
-  log(f"run {workdir}: {origin}, step {start_step} of {config.steps}, {len(train_paths)} train / "
-       f"{len(eval_paths)} held-out scenes, {jax.device_count()} devices")
-  metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
-  progress = Progress(start_step, config.steps)
-  final = {}
-  for step in range(start_step + 1, config.steps + 1):
-    batch = shard_batch(next(data_iter), mesh)
-    state, metrics = train_step(state, batch, graphdef=graphdef, tx=tx, config=objective_config)
-    metrics = jax.device_get(metrics)
-    check_finite(step, metrics)
-    if step % config.log_every == 0 or step == config.steps:
-      log(progress.line(step, metrics))
-      metrics_log.write(step, metrics)
-    if config.eval_every and (step % config.eval_every == 0 or step == config.steps):
-      final = _mean(evaluate_samples(graphdef, state, samples))
-      log(f"eval {step:6d}  " + "  ".join(f"{k} {v:.4g}" for k, v in final.items()))
-      metrics_log.write(step, final, prefix="eval/")
-    if step % config.checkpoint_every == 0 or step == config.steps:
-      checkpointer.save(step, state, data_iter)
-  checkpointer.wait()
-  metrics_log.close()
-  return final
+  return engine.run(Reliev3RTask(config, train_paths, eval_paths), config, workdir)
 
 
 def evaluate_run(config, workdir) -> dict:
@@ -181,6 +150,6 @@ def evaluate_run(config, workdir) -> dict:
                sample["cam_from_world"], out / f"{name}.png", gt_valid=sample["depth"] > 0,
                intrinsics=sample["intrinsics"], title=f"{name} ({origin})")
   mean = _mean(results)
-  print(f"evaluated {origin} on {len(results)} scenes -> {out}: " +
-        "  ".join(f"{k} {v:.4g}" for k, v in mean.items()), file=sys.stderr)
+  print(f"evaluated {origin} on {len(results)} scenes -> {out}: " + _metrics_text(mean),
+        file=sys.stderr)
   return mean

@@ -274,7 +274,7 @@ def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:
   return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
-def augment_points(xyz, rng: np.random.Generator, *, rotate_z: bool = True,
+def augment_points(xyz, rng: np.random.Generator, *, rotate_about_up: bool = True,
                    max_tilt_deg: float = 0.0, scale_range=(0.9, 1.1), flip_prob: float = 0.5,
                    jitter_sigma: float = 0.005, jitter_clip: float = 0.02,
                    up=(0.0, 0.0, 1.0)) -> np.ndarray:
@@ -283,8 +283,8 @@ def augment_points(xyz, rng: np.random.Generator, *, rotate_z: bool = True,
   x -> centre + scale * R_up(yaw) R_tilt M (x - centre) + clip(N(0, jitter_sigma), +-jitter_clip)
   where M mirrors one horizontal axis (with flip_prob), R_tilt rotates about a random horizontal
   axis by an angle uniform in [-max_tilt_deg, max_tilt_deg], R_up(yaw) rotates about `up` by a
-  uniform angle in [0, 2 pi) (when rotate_z), and scale is uniform in scale_range. Without jitter
-  it is a similarity: pairwise distances all scale by the same factor.
+  uniform angle in [0, 2 pi) (when rotate_about_up), and scale is uniform in scale_range. Without
+  jitter it is a similarity: pairwise distances all scale by the same factor.
 
   Which axis is "up" depends on the reconstruction's world frame: world z in the synthetic scenes
   (`jaxrecon.data.synthetic`); for feed-forward reconstructions expressed in the first camera's
@@ -293,7 +293,7 @@ def augment_points(xyz, rng: np.random.Generator, *, rotate_z: bool = True,
   Args:
     xyz: (n, 3) float world coordinates.
     rng: numpy Generator.
-    rotate_z: full random rotation about `up` (the name follows the z-up synthetic world).
+    rotate_about_up: full random rotation about `up`.
     max_tilt_deg: largest tilt of `up`, degrees, >= 0.
     scale_range: (lo, hi), 0 < lo <= hi.
     flip_prob: probability of the mirror, in [0, 1].
@@ -331,7 +331,7 @@ def augment_points(xyz, rng: np.random.Generator, *, rotate_z: bool = True,
     phi = rng.uniform(0, 2 * np.pi)
     axis = np.cos(phi) * e1 + np.sin(phi) * e2
     transform = _rotation(axis, np.deg2rad(rng.uniform(-max_tilt_deg, max_tilt_deg))) @ transform
-  if rotate_z:
+  if rotate_about_up:
     transform = _rotation(up, rng.uniform(0, 2 * np.pi)) @ transform
   transform = rng.uniform(lo, hi) * transform
 
@@ -345,8 +345,8 @@ def augment_points(xyz, rng: np.random.Generator, *, rotate_z: bool = True,
 
 # Teacher (weak) and student (strong) presets: augment_points(xyz, rng, **WEAK_POINTS).
 WEAK_POINTS = types.MappingProxyType(dict(
-    rotate_z=True, max_tilt_deg=0.0, scale_range=(0.95, 1.05), flip_prob=0.5, jitter_sigma=0.0,
-    jitter_clip=0.0))
+    rotate_about_up=True, max_tilt_deg=0.0, scale_range=(0.95, 1.05), flip_prob=0.5,
+    jitter_sigma=0.0, jitter_clip=0.0))
 STRONG_POINTS = types.MappingProxyType(dict(
-    rotate_z=True, max_tilt_deg=5.0, scale_range=(0.8, 1.2), flip_prob=0.5, jitter_sigma=0.005,
-    jitter_clip=0.02))
+    rotate_about_up=True, max_tilt_deg=5.0, scale_range=(0.8, 1.2), flip_prob=0.5,
+    jitter_sigma=0.005, jitter_clip=0.02))

@@ -1,6 +1,6 @@
 """Segmentation records whose point cloud comes from a trained Reliev3R model (the "ffrm" source).
 
-Rewis3d needs a reconstruction of every training video; `jaxrecon.data.seg_records` provides the
+Rewis3d needs a reconstruction of every training video; `jaxrecon.rewis3d.records` provides the
 ground-truth and simulated ones, this module the learned one: the whole scene (all its views at
 once, the backbone is permutation-equivariant and takes any number of views) goes through the
 feed-forward model of a Reliev3R run; its depth and confidence maps (upsampled from the model's
@@ -15,11 +15,11 @@ from typing import Callable, Mapping
 import numpy as np
 
 from jaxrecon.data.scene import Scene
-from jaxrecon.data.seg_records import camvid_scene, seg_record
+from jaxrecon.rewis3d.records import camvid_scene, seg_record
 from jaxrecon.data.synthetic import make_scene
 from jaxrecon.data.transforms import resize, resize_images
 from jaxrecon.export.views import resize_maps
-from jaxrecon.train.loop import build, predict
+from jaxrecon.reliev3r.task import build, predict
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
 

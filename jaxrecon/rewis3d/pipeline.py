@@ -1,12 +1,12 @@
 """Deterministic, resumable grain pipelines of Rewis3d segmentation samples.
 
 The source (`SegNpzSource`) enumerates (scene, view) pairs of cached segmentation records (see
-`jaxrecon.data.seg_records`): every view of every scene is one training target. A scene's point
+`jaxrecon.rewis3d.records`): every view of every scene is one training target. A scene's point
 cloud (`pointcloud.lift` of its reconstruction, with the sparse labels of all its views) is lifted
 on first use and memoised per worker; lifting is deterministic, so the memo never changes results.
 
 A sample (`make_seg_sample`) of target view t, with H x W the crop and N the point budget:
-1. 2D: one random geometry (`seg_augment.shared_geometry`: rescale, crop, flip) of view t gives
+1. 2D: one random geometry (`jaxrecon.rewis3d.augment.shared_geometry`: rescale, crop, flip) of view t gives
    image_weak (teacher) and, plus `strong_photometric`, image_strong (student), and the sparse /
    dense labels under the same geometry;
 2. 3D: N points of the cloud (`view_aware_sample`, or the uniform ablation `random_sample`; with
@@ -26,7 +26,7 @@ Every array has a fixed shape, so batches stack and the train step compiles once
 
 Padding points (points_valid False) have zero xyz / rgb / confidence, label 255 and pixel -1.
 
-Determinism: as in `jaxrecon.data.pipeline`, grain's MapDataset derives each element's random
+Determinism: as in `jaxrecon.reliev3r.pipeline`, grain's MapDataset derives each element's random
 stream from (seed, index), so the batches depend on the config alone (worker_count is part of it
 and fixed), and `iterator.get_state()` / `set_state()` restart the stream exactly.
 """
@@ -43,14 +43,14 @@ import grain
 import numpy as np
 
 from jaxrecon.data.cache import read_npz
-from jaxrecon.data.pipeline import batched_dataset
+from jaxrecon.reliev3r.pipeline import batched_dataset
 from jaxrecon.data.pointcloud import (PointCloud, correspondences, lift, random_sample,
                                       view_aware_sample)
 from jaxrecon.data.scene import IGNORE_LABEL
-from jaxrecon.data.seg_augment import (STRONG_POINTS, WEAK_POINTS, apply_geometry_image,
+from jaxrecon.rewis3d.augment import (STRONG_POINTS, WEAK_POINTS, apply_geometry_image,
                                        apply_geometry_labels, apply_geometry_pixels,
                                        augment_points, shared_geometry, strong_photometric)
-from jaxrecon.data.seg_records import check_seg_record
+from jaxrecon.rewis3d.records import check_seg_record
 
 SAMPLINGS = ("view_aware", "random")
 CONTEXTS = ("scene", "single_frame")
@@ -124,7 +124,7 @@ class SegPipelineConfig:
 
   @property
   def photometric(self) -> dict:
-    """Keyword arguments of `seg_augment.strong_photometric`."""
+    """Keyword arguments of `jaxrecon.rewis3d.augment.strong_photometric`."""
     return dict(blur_prob=self.blur_prob, blur_sigma=self.blur_sigma,
                 colour_strength=self.colour_strength, colour_prob=self.colour_prob,
                 grayscale_prob=self.grayscale_prob, cutout_prob=self.cutout_prob,
@@ -163,7 +163,7 @@ class SegNpzSource:
   own copy of the source), at most `max_cached_scenes` scenes, least recently used dropped.
 
   Args:
-    paths: .npz files written by `cache.cache_scenes` from `seg_records` jobs.
+    paths: .npz files written by `cache.cache_scenes` from `jaxrecon.rewis3d.records` jobs.
     min_confidence_percentile: lifting's per-view confidence filter (must equal the pipeline
       config's).
     max_cached_scenes: memo size, >= 1.
@@ -244,7 +244,7 @@ def make_seg_sample(record, cloud: PointCloud | None, target_view: int, rng: np.
   """One fixed-shape segmentation sample of `target_view` (see the module docstring).
 
   Args:
-    record: segmentation record (dict of arrays, `seg_records`), v views of h x w pixels.
+    record: segmentation record (dict of arrays, `jaxrecon.rewis3d.records`), v views of h x w pixels.
     cloud: the record's lifted cloud (`lift_record`), or None to lift it here.
     target_view: index in [0, v).
     rng: numpy Generator, the only source of randomness.

@@ -1,7 +1,7 @@
 """Segmentation records (Rewis3d): one .npz per scene of images, labels and a reconstruction.
 
 A *segmentation record* is one scene as a dict of numpy arrays (no pickle; written by
-`cache.cache_scenes`, read by `seg_pipeline.SegNpzSource`), v views of h x w pixels:
+`cache.cache_scenes`, read by `jaxrecon.rewis3d.pipeline.SegNpzSource`), v views of h x w pixels:
 
     images (v, h, w, 3) uint8               dense_labels (v, h, w) uint8 (255 = unknown)
     sparse_labels (v, h, w) uint8 (255 = unlabelled; `sparse_labels.make_sparse` of dense_labels)
@@ -219,7 +219,7 @@ def simulated_reconstruction(scene: Scene, rng: np.random.Generator, *,
   smooth error S nor the realised noise draw, only its expected size. Values are in (0, ~3], 0 on
   sky. Measured on 3 views of 64 x 64 orbit scenes with the defaults: Spearman correlation
   between c and -|relative depth error| 0.42 (make_scene(0)) to 0.50 (make_scene(0,
-  mirror_prob=0.5), printed by tests/data/test_seg_records.py), median relative error ~0.05.
+  mirror_prob=0.5), printed by tests/rewis3d/test_rewis3d_records.py), median relative error ~0.05.
 
   Poses: world_from_cam_i = inv(cam_from_world_i) @ delta_i, delta_i a camera-frame rigid motion:
   rotation by N(0, pose_rotation_deg) degrees about a random axis, translation N(0,

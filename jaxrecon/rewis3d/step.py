@@ -15,7 +15,7 @@ views (image_weak, points_weak), students the strong ones. Teacher outputs are s
 constants, so the gradient of L_2D + L_3D w.r.t. the 2D student is that of L_2D alone: no gradient
 crosses between branches.
 
-Batch (b samples; see `jaxrecon.data.seg_pipeline`): image_weak, image_strong (b, h, w, 3) uint8;
+Batch (b samples; see `jaxrecon.rewis3d.pipeline`): image_weak, image_strong (b, h, w, 3) uint8;
 labels (b, h, w) int32 sparse (255 unlabelled); points_weak, points_strong (b, n, 3) float32;
 points_rgb (b, n, 3) float32 in [0, 1]; points_label (b, n) int32; points_confidence (b, n);
 points_valid (b, n) bool; points_pixel (b, n) int32 flat index into the h x w crop or -1.
@@ -154,7 +154,7 @@ def seg_losses(params, state: SegState, batch, *, graphdefs, config: SegObjectiv
 def seg_train_step(state: SegState, batch, *, graphdefs, txs, config: SegObjectiveConfig):
   """One step of every branch (each with its own optimiser). graphdefs and txs: tuples of
   (name, value) pairs (hashable). Returns the new state and scalar metrics, with "loss",
-  "grad_norm_<branch>" and "grads_finite" for the loop's finiteness check."""
+  "grad_norm_<branch>" and "grads_finite" for the engine's finiteness check."""
   graphdefs, txs = dict(graphdefs), dict(txs)
   params = {k: b.params for k, b in state.branches.items()}
   grad_fn = jax.value_and_grad(seg_losses, has_aux=True)

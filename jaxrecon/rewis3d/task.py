@@ -1,11 +1,11 @@
-"""The Rewis3d training loop: the EMA baseline and Rewis3d, trained with the same budget and data.
+"""Rewis3d as a task of the training engine: the EMA baseline and Rewis3d, same budget and data.
 
 train_segmentation(config, workdir): segmentation cache (sparse labels + a reconstruction of each
 scene) -> for each method of config.methods ("ema": the 2D mean teacher alone; "rewis3d": 2D + 3D
-mean teachers with cross-modal consistency) a run in <workdir>/<method> (grain pipeline, models,
-one optimiser per branch, resume workdir -> init_from -> fresh, sharded steps, progress,
-metrics.jsonl, periodic held-out mIoU, Orbax checkpoints of {state, data iterator}) -> final
-held-out mIoU of each method in <workdir>/summary.{json,md}.
+mean teachers with cross-modal consistency) a `jaxrecon.train.engine.run` of a `Rewis3dTask` in
+<workdir>/<method> (grain pipeline, models, one optimiser per branch, resume, sharded steps,
+periodic held-out mIoU, checkpoints) -> final held-out mIoU of each method in
+<workdir>/summary.{json,md}.
 """
 from __future__ import annotations
 
@@ -18,20 +18,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxrecon.data.seg_pipeline import (SegNpzSource, SegPipelineConfig, make_seg_dataset,
-                                        seg_eval_samples)
-from jaxrecon.data.seg_records import build_seg_jobs
 from jaxrecon.evaluate.segmentation import (confusion_matrix, plot_segmentation,
                                             segmentation_report, sliding_window_logits)
 from jaxrecon.models.point_transformer import PointTransformer, PointTransformerConfig
 from jaxrecon.models.segformer import SegFormer, SegFormerConfig
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
+from jaxrecon.rewis3d.pipeline import (SegNpzSource, SegPipelineConfig, make_seg_dataset,
+                                       seg_eval_samples)
+from jaxrecon.rewis3d.records import build_seg_jobs
+from jaxrecon.rewis3d.step import (SegObjectiveConfig, SegState, create_seg_state, predict_2d,
+                                   seg_train_step)
+from jaxrecon.train import engine
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
-from jaxrecon.train.loop import cached_split, make_optimizer
-from jaxrecon.train.progress import MetricsLog, Progress, log
-from jaxrecon.train.seg_step import (SegObjectiveConfig, SegState, create_seg_state, predict_2d,
-                                     seg_train_step)
-from jaxrecon.train.step import check_finite, make_mesh, replicate, shard_batch
+from jaxrecon.train.progress import MetricsLog, log
 
 METHODS = ("ema", "rewis3d")
 
@@ -47,14 +46,14 @@ def methods_of(config) -> list[str]:
 
 def _seg_jobs(settings):
   if settings["recon"] == "ffrm":
-    from jaxrecon.train.seg_recon import build_ffrm_jobs  # noqa: PLC0415 (loads a checkpoint)
+    from jaxrecon.rewis3d.ffrm_records import build_ffrm_jobs  # noqa: PLC0415 (loads a checkpoint)
     return build_ffrm_jobs(settings)
   return build_seg_jobs(settings)
 
 
 def seg_scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
-  """(train, held-out) segmentation records of a run (see `loop.cached_split`)."""
-  return cached_split(config, workdir, _seg_jobs)
+  """(train, held-out) segmentation records of a run (see `engine.cached_split`)."""
+  return engine.cached_split(config, workdir, _seg_jobs)
 
 
 def build_seg(config, method: str):
@@ -66,7 +65,7 @@ def build_seg(config, method: str):
                    PointTransformerConfig(**config.model3d.to_dict()), rngs=rngs)}
   optim = {"2d": config.optim2d.to_dict(), "3d": config.optim3d.to_dict()}
   # Teacher = EMA of the student, chained last so it sees the parameters after the update.
-  txs = {n: optax.chain(make_optimizer(optim[n], config.steps),
+  txs = {n: optax.chain(engine.make_optimizer(optim[n], config.steps),
                         ema_teacher(rewis3d_decay(config.ema_decay))) for n in names}
 
   def init_state():
@@ -104,6 +103,51 @@ def _summary_line(report: Mapping) -> str:
   return f"mIoU {100 * report['miou']:.2f}  pixel acc {100 * report['pixel_accuracy']:.2f}"
 
 
+class Rewis3dTask:
+  """The engine's view of one method's run (see `jaxrecon.train.engine.Task`)."""
+
+  def __init__(self, config, method: str, workdir: pathlib.Path, train_paths, eval_paths):
+    self.config, self.method, self.workdir = config, method, workdir
+    self.label = f"{method} "
+    self.train_paths, self.eval_paths = train_paths, eval_paths
+    self.pipeline = SegPipelineConfig(**config.pipeline.to_dict())
+    self.graphdefs, self.txs, self.init_state = build_seg(config, method)
+    self.graphdef2d = dict(self.graphdefs)["2d"]
+    self.objective = SegObjectiveConfig(**config.objective.to_dict())
+    self.samples = seg_eval_samples(eval_paths)
+    self.eval_kwargs = dict(window=(self.pipeline.height, self.pipeline.width),
+                            num_classes=config.model2d.num_classes,
+                            class_names=list(config.class_names))
+
+  def dataset(self):
+    return make_seg_dataset(SegNpzSource(self.train_paths), self.pipeline,
+                            process_index=jax.process_index(), process_count=jax.process_count())
+
+  def step(self, state, batch):
+    return seg_train_step(state, batch, graphdefs=self.graphdefs, txs=self.txs,
+                          config=self.objective)
+
+  def describe(self) -> str:
+    return (f"{len(self.train_paths)} train / {len(self.eval_paths)} held-out scenes "
+            f"({len(self.samples)} views)")
+
+  def evaluate(self, state):
+    b = state.branches["2d"]
+    report = evaluate_2d(self.graphdef2d, b.params, b.rest, self.samples, **self.eval_kwargs)
+    return {"miou": report["miou"]}, _summary_line(report)
+
+  def finish(self, state, *, ran_last_step: bool, metrics_log: MetricsLog) -> dict:
+    """Final held-out report of the student and its teacher (always, also on a finished run)."""
+    del ran_last_step
+    final = final_report(state, self.graphdef2d, self.samples, self.workdir / "eval",
+                         self.eval_kwargs)
+    metrics_log.write(int(state.step), {"miou": final["student"]["miou"],
+                                        "teacher_miou": final["teacher"]["miou"]}, prefix="eval/")
+    log(f"{self.method} final (step {int(state.step)}): student "
+        f"{_summary_line(final['student'])}; teacher {_summary_line(final['teacher'])}")
+    return final
+
+
 def train_method(config, method: str, workdir: pathlib.Path, train_paths, eval_paths) -> dict:
   """Trains (or resumes) one method in `workdir`; returns its final held-out report."""
   workdir.mkdir(parents=True, exist_ok=True)
@@ -112,49 +156,8 @@ def train_method(config, method: str, workdir: pathlib.Path, train_paths, eval_p
       mine = config.copy_and_resolve_references()
     mine.methods = method
     (workdir / "config.json").write_text(mine.to_json_best_effort(indent=2, sort_keys=True))
-  pipeline = SegPipelineConfig(**config.pipeline.to_dict())
-  dataset = make_seg_dataset(SegNpzSource(train_paths), pipeline,
-                             process_index=jax.process_index(), process_count=jax.process_count())
-  data_iter = iter(dataset)
-  graphdefs, txs, init_state = build_seg(config, method)
-  objective = SegObjectiveConfig(**config.objective.to_dict())
-  checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-  state, origin = restore_or_init(checkpointer, init_state, data_iterator=data_iter,
-                                  init_from=config.init_from or None)
-  state = replicate(state, mesh := make_mesh())
-  samples = seg_eval_samples(eval_paths)
-  start_step = int(state.step)
-  log(f"{method} run {workdir}: {origin}, step {start_step} of {config.steps}, "
-      f"{len(train_paths)} train / {len(eval_paths)} held-out scenes ({len(samples)} views), "
-      f"{jax.device_count()} devices")
-  metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
-  progress = Progress(start_step, config.steps)
-  eval_kwargs = dict(window=(pipeline.height, pipeline.width),
-                     num_classes=config.model2d.num_classes, class_names=list(config.class_names))
-  graphdef2d = dict(graphdefs)["2d"]
-  for step in range(start_step + 1, config.steps + 1):
-    batch = shard_batch(next(data_iter), mesh)
-    state, metrics = seg_train_step(state, batch, graphdefs=graphdefs, txs=txs, config=objective)
-    metrics = jax.device_get(metrics)
-    check_finite(step, metrics)
-    if step % config.log_every == 0 or step == config.steps:
-      log(f"{method} " + progress.line(step, metrics))
-      metrics_log.write(step, metrics)
-    if config.eval_every and step % config.eval_every == 0 and step != config.steps:
-      b = state.branches["2d"]
-      report = evaluate_2d(graphdef2d, b.params, b.rest, samples, **eval_kwargs)
-      log(f"{method} eval {step:6d}  {_summary_line(report)}")
-      metrics_log.write(step, {"miou": report["miou"]}, prefix="eval/")
-    if step % config.checkpoint_every == 0 or step == config.steps:
-      checkpointer.save(step, state, data_iter)
-  checkpointer.wait()
-  final = final_report(state, graphdef2d, samples, workdir / "eval", eval_kwargs)
-  metrics_log.write(int(state.step), {"miou": final["student"]["miou"],
-                                      "teacher_miou": final["teacher"]["miou"]}, prefix="eval/")
-  metrics_log.close()
-  log(f"{method} final (step {int(state.step)}): student {_summary_line(final['student'])}; "
-      f"teacher {_summary_line(final['teacher'])}")
-  return final
+  return engine.run(Rewis3dTask(config, method, workdir, train_paths, eval_paths), config,
+                    workdir)
 
 
 def final_report(state: SegState, graphdef2d, samples, out: pathlib.Path, eval_kwargs) -> dict:

@@ -1,1 +1,2 @@
-"""Training: train state, objectives, the sharded step, checkpoints and the loop."""
+"""The training engine (one loop for every method), checkpoints, device-mesh sharding, progress and
+finding a trained run; the methods (jaxrecon.reliev3r, jaxrecon.rewis3d) are tasks it runs."""

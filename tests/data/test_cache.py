@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxrecon.data.cache import PROVENANCE, cache_scenes, write_npz_atomic
-from jaxrecon.data.pipeline import NpzSource
+from jaxrecon.reliev3r.pipeline import NpzSource
 
 
 def _job(value, calls):

@@ -142,7 +142,7 @@ def test_templering_verified_matches_lie_on_ground_truth_epipolar_lines(shared_d
 
 
 def test_camvid_pairs_three_apart_have_five_times_sifts_inliers(shared_data, weights):
-  from jaxrecon.data.seg_records import camvid_scene
+  from jaxrecon.rewis3d.records import camvid_scene
   from jaxrecon.experts import matcher, xfeat_tracker
   scene = camvid_scene(shared_data / "camvid_0001TP", intrinsics_fov_deg=60.0)
   settings = matcher.MatcherSettings(window=None)
@@ -171,7 +171,7 @@ def test_extraction_is_deterministic_and_independent_of_the_batch(shared_data, w
 
 
 def test_prepare_runs_the_xfeat_tracker_and_records_its_weights(shared_data, weights):
-  from jaxrecon.data import records
+  from jaxrecon.reliev3r import records
   from jaxrecon.data.formats import read_middlebury
   scene = read_middlebury(shared_data / "templeRing").select([0, 1, 3])
   settings = records.default_expert_settings()

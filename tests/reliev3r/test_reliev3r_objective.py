@@ -4,12 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrecon.data.pipeline import PipelineConfig, make_sample
-from jaxrecon.data.records import default_expert_settings, run_depth_expert, run_tracker, \
+from jaxrecon.reliev3r.pipeline import PipelineConfig, make_sample
+from jaxrecon.reliev3r.records import default_expert_settings, run_depth_expert, run_tracker, \
     scene_record
 from jaxrecon.data.synthetic import make_scene
 from jaxrecon.geometry.cameras import invert_pose
-from jaxrecon.train.objective import ObjectiveConfig, objective
+from jaxrecon.reliev3r.objective import ObjectiveConfig, objective
 
 
 @pytest.fixture(scope="module")

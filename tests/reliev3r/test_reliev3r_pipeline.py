@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from jaxrecon.data.pipeline import NpzSource, PipelineConfig, make_dataset, make_sample
+from jaxrecon.reliev3r.pipeline import NpzSource, PipelineConfig, make_dataset, make_sample
 
 V, H, W, T = 6, 48, 64, 120
 

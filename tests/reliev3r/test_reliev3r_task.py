@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from jaxrecon.data.cache import cache_scenes
-from jaxrecon.data.records import build_jobs
+from jaxrecon.reliev3r.records import build_jobs
 from jaxrecon.train.checkpoint import Checkpointer
-from jaxrecon.train.loop import build
+from jaxrecon.reliev3r.task import build
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))

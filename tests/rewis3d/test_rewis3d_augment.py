@@ -1,4 +1,4 @@
-"""Tests of jaxrecon.data.seg_augment: the shared 2D geometry keeps images, labels and
+"""Tests of jaxrecon.rewis3d.augment: the shared 2D geometry keeps images, labels and
 correspondence pixels aligned (exact without shrinking, >= 95 % on a synthetic scene with it),
 strong photometric augmentation never moves pixels, and the 3D augmentation is a seeded,
 order-keeping similarity."""
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxrecon.data import pointcloud as pc
-from jaxrecon.data import seg_augment as sa
+from jaxrecon.rewis3d import augment as sa
 from jaxrecon.data.scene import IGNORE_LABEL
 from jaxrecon.data.synthetic import make_scene
 from jaxrecon.data.transforms import crop_resize_camera

@@ -7,9 +7,9 @@ import pytest
 
 from jaxrecon.data.cache import cache_scenes
 from jaxrecon.data.scene import IGNORE_LABEL
-from jaxrecon.data.seg_pipeline import (SegNpzSource, SegPipelineConfig, lift_record,
+from jaxrecon.rewis3d.pipeline import (SegNpzSource, SegPipelineConfig, lift_record,
                                         make_seg_dataset, make_seg_sample, seg_eval_samples)
-from jaxrecon.data.seg_records import build_seg_jobs, camvid_scene, default_seg_settings, seg_record
+from jaxrecon.rewis3d.records import build_seg_jobs, camvid_scene, default_seg_settings, seg_record
 
 V, H, W, N = 4, 64, 64, 512
 CAMVID = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "camvid_0001TP"

@@ -5,7 +5,7 @@ from scipy.stats import spearmanr
 
 from jaxrecon.data.cache import cache_scenes
 from jaxrecon.data.scene import IGNORE_LABEL
-from jaxrecon.data.seg_records import (build_seg_jobs, check_seg_record, default_seg_settings,
+from jaxrecon.rewis3d.records import (build_seg_jobs, check_seg_record, default_seg_settings,
                                        gt_reconstruction, reconstruction_difficulty, seg_record,
                                        simulated_reconstruction)
 from jaxrecon.data.synthetic import MIRROR, make_scene

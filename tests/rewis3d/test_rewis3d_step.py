@@ -9,9 +9,9 @@ from flax import nnx
 from jaxrecon.models.point_transformer import PointTransformer, PointTransformerConfig
 from jaxrecon.models.segformer import SegFormer, SegFormerConfig
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
-from jaxrecon.train.seg_step import (SegObjectiveConfig, create_seg_state, seg_losses,
-                                     seg_train_step)
-from jaxrecon.train.step import make_mesh, replicate, shard_batch
+from jaxrecon.rewis3d.step import (SegObjectiveConfig, create_seg_state, seg_losses,
+                                   seg_train_step)
+from jaxrecon.train.sharding import make_mesh, replicate, shard_batch
 
 K = 4
 B, H, W, N = 8, 32, 32, 128
@@ -152,7 +152,7 @@ def test_one_and_eight_devices_give_the_same_parameters(batch):
 
 def test_gathered_pixels_match_the_flat_image(batch):
   """The 2D logits the cross-modal term reads for a point are those of its pixel."""
-  from jaxrecon.train.seg_step import _flat, _gather
+  from jaxrecon.rewis3d.step import _flat, _gather
   logits = jnp.asarray(np.random.default_rng(1).normal(size=(B, H, W, K)), jnp.float32)
   got = np.asarray(_gather(_flat(logits), jnp.asarray(batch["points_pixel"])))
   for b in range(B):

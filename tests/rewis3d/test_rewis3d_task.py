@@ -14,10 +14,10 @@ import pytest
 
 from jaxrecon.data.cache import cache_scenes
 from jaxrecon.io import files
-from jaxrecon.data.seg_records import build_seg_jobs
+from jaxrecon.rewis3d.records import build_seg_jobs
 from jaxrecon.train.checkpoint import Checkpointer
 from jaxrecon.train.runs import stored_config
-from jaxrecon.train.seg_loop import build_seg
+from jaxrecon.rewis3d.task import build_seg
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))

@@ -1,0 +1,145 @@
+"""The training engine: one loop for every method, driven by a small task interface.
+
+    train_files, held_out_files = cached_split(config, workdir, build_jobs)
+    final = run(task, config, workdir)
+
+`run`: the task's batch source -> restore (the run's own checkpoint -> config.init_from -> fresh)
+-> replicated state on a 1-D "data" mesh -> batch-sharded steps with a finiteness check, console
+progress, metrics.jsonl, held-out evaluation every config.eval_every steps and Orbax checkpoints
+of {state, data iterator} every config.checkpoint_every steps -> the task's final evaluation.
+Only process 0 logs. A method is a `Task` (jaxrecon.reliev3r, jaxrecon.rewis3d); the engine knows
+no model, loss or dataset.
+
+Config fields read: steps, log_every, eval_every (0: none), checkpoint_every, keep_checkpoints,
+init_from, and for `cached_split` data.cache, data.prepare, data.num_eval_scenes.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Any, Callable, Mapping, Protocol
+
+import grain
+import jax
+import numpy as np
+import optax
+
+from jaxrecon.data.cache import cache_scenes
+from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
+from jaxrecon.train.progress import MetricsLog, Progress, log
+from jaxrecon.train.sharding import make_mesh, replicate, shard_batch
+
+
+class Task(Protocol):
+  """What a method gives the engine.
+
+  label: prefix of the run's log lines ("" or e.g. "rewis3d ").
+  init_state(): a fresh train state (a pytree of arrays; also traced under jax.eval_shape as the
+    restore target, so it must be deterministic in its shapes).
+  dataset(): the endless, checkpointable grain dataset of this process's training batches.
+  step(state, batch): (new state, dict of scalar metrics with "grads_finite"); jitted, donating
+    the state.
+  describe(): what the run trains on, for the start line ("N train / M held-out scenes").
+  evaluate(state): (scalar metrics, text) on the held-out data, every eval_every steps.
+  finish(state, *, ran_last_step, metrics_log): the final evaluation and result of the run;
+    ran_last_step says whether this call trained up to config.steps (False on a re-run of a
+    finished run).
+  """
+  label: str
+
+  def init_state(self) -> Any: ...
+
+  def dataset(self) -> grain.IterDataset: ...
+
+  def step(self, state, batch) -> tuple[Any, Mapping]: ...
+
+  def describe(self) -> str: ...
+
+  def evaluate(self, state) -> tuple[Mapping, str]: ...
+
+  def finish(self, state, *, ran_last_step: bool, metrics_log: MetricsLog) -> Any: ...
+
+
+def cached_split(config, workdir: pathlib.Path, build_jobs: Callable) -> tuple[list, list]:
+  """(train, held-out) .npz paths of a run: config.data.cache, or a cache built in
+  <workdir>/cache from config.data.prepare by build_jobs(settings) -> [(name, record fn)]; the
+  last config.data.num_eval_scenes files (sorted by name) are held out."""
+  if config.data.cache:
+    folder = pathlib.Path(config.data.cache)
+  else:
+    folder = workdir / "cache"
+    settings = config.data.prepare.to_dict()
+    report = cache_scenes(build_jobs(settings), folder, provenance=settings,
+                          progress=jax.process_index() == 0)
+    if report.failed:
+      raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
+  paths = sorted(folder.glob("*.npz"))
+  held_out = config.data.num_eval_scenes
+  if len(paths) <= held_out:
+    raise ValueError(f"{folder}: {len(paths)} scenes, need more than {held_out} held out")
+  return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
+
+
+def make_optimizer(optim: Mapping, steps: int) -> optax.GradientTransformation:
+  """Gradient clipping + AdamW with linear warm-up and cosine decay to 1 % over `steps`.
+
+  optim: learning_rate, warmup_steps (in [0, steps)), weight_decay, clip_norm (global norm).
+  """
+  if not 0 <= optim["warmup_steps"] < steps:
+    raise ValueError(f"optim.warmup_steps ({optim['warmup_steps']}) must be in [0, steps "
+                     f"({steps}))")
+  schedule = optax.warmup_cosine_decay_schedule(0.0, optim["learning_rate"],
+                                                optim["warmup_steps"], max(steps, 1),
+                                                end_value=0.01 * optim["learning_rate"])
+  return optax.chain(optax.clip_by_global_norm(optim["clip_norm"]),
+                     optax.adamw(schedule, weight_decay=optim["weight_decay"]))
+
+
+def check_finite(step: int, metrics) -> None:
+  """Raises FloatingPointError naming the step and every non-finite term (host-side check)."""
+  bad = [name for name, value in metrics.items()
+         if name != "grads_finite" and not np.all(np.isfinite(np.asarray(value)))]
+  if not bool(np.asarray(metrics.get("grads_finite", True))):
+    bad.append("gradients")
+  if bad:
+    raise FloatingPointError(f"step {step}: non-finite {', '.join(bad)}")
+
+
+def log_evaluation(task: Task, step: int, scalars: Mapping, text: str,
+                   metrics_log: MetricsLog) -> None:
+  """The "eval" console line and the eval/ metrics of one held-out evaluation."""
+  log(f"{task.label}eval {step:6d}  {text}")
+  metrics_log.write(step, scalars, prefix="eval/")
+
+
+def run(task: Task, config, workdir: pathlib.Path):
+  """Trains (or resumes) `task` in `workdir` (checkpoints/, metrics.jsonl) up to config.steps;
+  returns task.finish's result."""
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  data_iter = iter(task.dataset())
+  checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
+  state, origin = restore_or_init(checkpointer, task.init_state, data_iterator=data_iter,
+                                  init_from=config.init_from or None)
+  mesh = make_mesh()
+  state = replicate(state, mesh)
+  start_step = int(state.step)
+  log(f"{task.label}run {workdir}: {origin}, step {start_step} of {config.steps}, "
+      f"{task.describe()}, {jax.device_count()} devices")
+  metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
+  progress = Progress(start_step, config.steps)
+  for step in range(start_step + 1, config.steps + 1):
+    state, metrics = task.step(state, shard_batch(next(data_iter), mesh))
+    metrics = jax.device_get(metrics)
+    check_finite(step, metrics)
+    if step % config.log_every == 0 or step == config.steps:
+      log(task.label + progress.line(step, metrics))
+      metrics_log.write(step, metrics)
+    # The last step's evaluation is the task's final one (`finish`), after the loop.
+    if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+      log_evaluation(task, step, *task.evaluate(state), metrics_log)
+    if step % config.checkpoint_every == 0 or step == config.steps:
+      checkpointer.save(step, state, data_iter)
+  checkpointer.wait()
+  final = task.finish(state, ran_last_step=start_step < config.steps, metrics_log=metrics_log)
+  metrics_log.close()
+  return final
