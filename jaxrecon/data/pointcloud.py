@@ -77,15 +77,46 @@ class PointCloud:
     return self.num_points
 
 
+def confident_pixels(confidence, valid, min_confidence_percentile: float = 10.0) -> np.ndarray:
+  """Rewis3d's per-view confidence filter, the one implementation (lifting and export use it).
+
+  Per view, a pixel is kept when it is valid, its confidence is finite, and the confidence is at
+  least the view's `min_confidence_percentile`-th percentile taken over that view's valid pixels
+  with finite confidence only: sky / holes (invalid) do not shift the threshold, a NaN confidence
+  drops that pixel alone (not the view), and about `min_confidence_percentile` % of each view's
+  valid points go (ties at the threshold are kept). A view without such pixels keeps nothing.
+
+  Args:
+    confidence: (v, h, w) per-pixel confidence, higher = more reliable (any float, may hold NaN).
+    valid: (v, h, w) bool, pixels that may be kept at all (e.g. finite depth > 0).
+    min_confidence_percentile: in [0, 100]; 0 keeps every valid pixel with finite confidence.
+  Returns:
+    (v, h, w) bool keep mask.
+  """
+  if not 0.0 <= min_confidence_percentile <= 100.0:
+    raise ValueError(f"min_confidence_percentile must be in [0, 100], got "
+                     f"{min_confidence_percentile}")
+  confidence = np.asarray(confidence)
+  valid = np.asarray(valid, bool) & np.isfinite(confidence)
+  if confidence.ndim != 3 or valid.shape != confidence.shape:
+    raise ValueError(f"confidence and valid: expected equal shapes (v, h, w), got "
+                     f"{confidence.shape} and {valid.shape}")
+  keep = np.zeros_like(valid)
+  for i in range(confidence.shape[0]):
+    if valid[i].any():
+      threshold = np.percentile(confidence[i][valid[i]], min_confidence_percentile)
+      keep[i] = valid[i] & (confidence[i] >= threshold)
+  return keep
+
+
 def lift(depth, confidence, images, intrinsics, world_from_cam, labels, *,
          min_confidence_percentile: float = 10.0) -> PointCloud:
   """One world point per valid pixel of every view, minus each view's least confident pixels.
 
-  The selection is `export.points.fuse_points`' (Rewis3d's lifting) with one difference: the
-  per-view confidence percentile is taken over that view's valid pixels (finite depth > 0) only,
-  so sky / holes with depth 0 do not shift it and about `min_confidence_percentile` % of each
-  view's valid points are dropped (ties at the threshold are kept). Pixels with non-finite or
-  non-positive depth are always dropped.
+  The selection is `export.points.fuse_points`' (Rewis3d's lifting): `confident_pixels` over the
+  valid pixels (finite depth > 0 and a finite world point), so sky / holes with depth 0 do not
+  shift the percentile and about `min_confidence_percentile` % of each view's valid points are
+  dropped. Pixels with non-finite or non-positive depth are always dropped.
 
   Args:
     depth: (v, h, w) camera-frame z in world units; 0 (or non-finite) where unknown (sky).
@@ -132,12 +163,7 @@ def lift(depth, confidence, images, intrinsics, world_from_cam, labels, *,
     points = np.asarray(backproject_depth(np.asarray(depth, np.float64), intrinsics,
                                           world_from_cam))                  # (v, h, w, 3) float64
   valid = np.isfinite(depth) & (depth > 0) & np.all(np.isfinite(points), -1)
-  valid &= np.isfinite(confidence)
-  keep = np.zeros_like(valid)
-  for i in range(v):
-    if valid[i].any():
-      threshold = np.percentile(confidence[i][valid[i]], min_confidence_percentile)
-      keep[i] = valid[i] & (confidence[i] >= threshold)
+  keep = confident_pixels(confidence, valid, min_confidence_percentile)
   view = np.broadcast_to(np.arange(v, dtype=np.int32)[:, None, None], depth.shape)
   pixel = np.broadcast_to(np.arange(h * w, dtype=np.int32).reshape(h, w), depth.shape)
   return PointCloud(xyz=points[keep].astype(np.float32), rgb=images[keep].astype(np.uint8),

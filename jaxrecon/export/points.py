@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from jaxrecon.data.pointcloud import confident_pixels
 from jaxrecon.geometry.cameras import backproject_depth
 
 
@@ -11,9 +12,10 @@ def fuse_points(depth, confidence, colors, intrinsics, world_from_cam, *,
                 min_confidence_percentile: float = 10.0):
   """One point per pixel of every view, minus each view's least confident pixels.
 
-  As in Rewis3d's lifting: per view, pixels whose confidence is below that view's
-  `min_confidence_percentile`-th percentile are dropped (0 keeps every pixel); non-finite or
-  non-positive depths are always dropped.
+  As in Rewis3d's lifting (`data.pointcloud.confident_pixels`, the same function): per view,
+  pixels whose confidence is below that view's `min_confidence_percentile`-th percentile over its
+  valid pixels (finite depth > 0, finite confidence) are dropped (0 keeps every valid pixel); a
+  NaN confidence drops its pixel only.
 
   Args:
     depth: (v, h, w) camera-frame z (model units).
@@ -40,9 +42,8 @@ def fuse_points(depth, confidence, colors, intrinsics, world_from_cam, *,
     points = np.asarray(backproject_depth(np.asarray(depth, np.float64),
                                           np.asarray(intrinsics, np.float64),
                                           np.asarray(world_from_cam, np.float64)))
-  threshold = np.percentile(confidence.reshape(v, -1), min_confidence_percentile, axis=1)
-  keep = (confidence >= threshold[:, None, None]) & np.isfinite(depth) & (depth > 0)
-  keep &= np.all(np.isfinite(points), -1)
+  valid = np.isfinite(depth) & (depth > 0) & np.all(np.isfinite(points), -1)
+  keep = confident_pixels(confidence, valid, min_confidence_percentile)
   view = np.broadcast_to(np.arange(v, dtype=np.int32)[:, None, None], depth.shape)
   return (points[keep].astype(np.float32), colors[keep].astype(np.uint8),
           confidence[keep].astype(np.float32), view[keep])

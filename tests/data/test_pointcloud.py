@@ -76,6 +76,33 @@ def test_lift_matches_fuse_points_when_every_depth_is_valid(scene):
   np.testing.assert_array_equal(out.view, view)
 
 
+def test_one_confidence_filter_for_lift_and_export(scene):
+  """#11: one filter (over valid pixels, NaN-safe) used by both lift and fuse_points. With sky
+  (depth 0) and one NaN confidence in view 1, both keep exactly the pixels of a float64 numpy
+  reference; before, fuse_points took the percentile over all pixels, and the NaN made it NaN
+  and dropped all of view 1."""
+  conf = np.random.default_rng(4).random(scene.depth.shape).astype(np.float32)
+  conf[1, 3, 4] = np.nan
+  wfc = np.linalg.inv(scene.cam_from_world)
+  assert (scene.depth == 0).any()                                       # sky present
+  expected = np.zeros(scene.depth.shape, bool)
+  for v in range(3):                                                    # reference
+    ok = (scene.depth[v] > 0) & np.isfinite(conf[v])
+    values = np.sort(conf[v][ok].astype(np.float64))
+    pos = 0.1 * (values.size - 1)                                       # linear interpolation
+    lo = int(np.floor(pos))
+    threshold = values[lo] + (pos - lo) * (values[min(lo + 1, values.size - 1)] - values[lo])
+    expected[v] = ok & (conf[v] >= threshold)
+  keep = pc.confident_pixels(conf, scene.depth > 0, 10.0)
+  np.testing.assert_array_equal(keep, expected)
+  assert 0.85 < keep[1].sum() / ((scene.depth[1] > 0).sum() - 1) < 0.95
+  out = pc.lift(scene.depth, conf, scene.images, scene.intrinsics, wfc, scene.labels)
+  xyz, _, c, view = fuse_points(scene.depth, conf, scene.images, scene.intrinsics, wfc)
+  np.testing.assert_array_equal(out.xyz, xyz)
+  np.testing.assert_array_equal(out.confidence, c)
+  np.testing.assert_array_equal(np.bincount(view, minlength=3), expected.sum((1, 2)))
+
+
 def test_lift_and_point_cloud_validate(scene):
   wfc = np.linalg.inv(scene.cam_from_world)
   with pytest.raises(ValueError, match="min_confidence_percentile"):
