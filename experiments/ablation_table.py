@@ -30,9 +30,10 @@ def override(config, overrides: Mapping[str, object]):
 
 
 def report(rows: list, descriptions: Mapping[str, str], columns: Sequence[tuple],
-           panels: Sequence[tuple], folder: pathlib.Path, highlight: Mapping[str, str]) -> None:
+           panels: Sequence[tuple], folder: pathlib.Path, highlight: Mapping[str, str],
+           unit: str = "scenes") -> None:
   """Prints the table, writes <folder>/ablation.png and the README block."""
-  table = markdown(rows, descriptions, columns)
+  table = markdown(rows, descriptions, columns, unit)
   print(table)
   bar_plot(rows, list(descriptions), panels, folder / "ablation.png", highlight)
   write_block(folder / "README.md", table)
@@ -61,23 +62,49 @@ def run_missing(results_path: pathlib.Path, only: str, descriptions: Mapping[str
 
 
 def mean_rows(rows: list, variants: Sequence[str], keys: Sequence[str]) -> dict:
-  """variant -> (mean of each key over seeds, number of seeds), in `variants` order."""
+  """variant -> (mean of each key over seeds, number of seeds), in `variants` order. A seed whose
+  value is nan (or missing) makes the mean nan: never silently dropped."""
   table = {}
   for name in variants:
     mine = [r for r in rows if r["variant"] == name]
     if mine:
-      table[name] = ({k: float(np.mean([r[k] for r in mine])) for k in keys}, len(mine))
+      table[name] = ({k: float(np.mean([r.get(k, np.nan) for r in mine])) for k in keys},
+                     len(mine))
   return table
 
 
-def markdown(rows: list, variants: Mapping[str, str], columns: Sequence[tuple]) -> str:
-  """columns: (key, header, format) triples; variants: name -> description."""
+def valid_counts(rows: list, name: str, key: str):
+  """(fewest valid units over the variant's seeds, their total) for a metric whose per-seed value
+  is a mean over units (scenes, classes) that skipped nan ones: rows carry `<key>_valid` and
+  `<key>_total`. None when the rows do not say, or every unit was valid in every seed."""
+  mine = [r for r in rows if r["variant"] == name and f"{key}_valid" in r]
+  if not mine:
+    return None
+  valid, total = min(r[f"{key}_valid"] for r in mine), max(r[f"{key}_total"] for r in mine)
+  return None if valid == total else (valid, total)
+
+
+def markdown(rows: list, variants: Mapping[str, str], columns: Sequence[tuple],
+             unit: str = "scenes") -> str:
+  """columns: (key, header, format) triples; variants: name -> description. A cell whose per-seed
+  means skipped nan `unit`s is marked (n/N): n valid of N, fewest over seeds."""
   table = mean_rows(rows, list(variants), [c[0] for c in columns])
   lines = ["| variant | what | seeds | " + " | ".join(c[1] for c in columns) + " |",
            "|---|---|---|" + "---|" * len(columns)]
+  marked = False
   for name, (m, seeds) in table.items():
-    cells = " | ".join(format(m[key], fmt) for key, _, fmt in columns)
-    lines.append(f"| {name} | {variants[name]} | {seeds} | {cells} |")
+    cells = []
+    for key, _, fmt in columns:
+      cell = format(m[key], fmt)
+      counts = valid_counts(rows, name, key)
+      if counts:
+        cell += f" ({counts[0]}/{counts[1]})"
+        marked = True
+      cells.append(cell)
+    lines.append(f"| {name} | {variants[name]} | {seeds} | {' | '.join(cells)} |")
+  if marked:
+    lines.append(f"\n(n/N): the per-seed mean is over the n of N {unit} where the metric is finite "
+                 f"(fewest over seeds); the others were left out, not counted as zero.")
   return "\n".join(lines)
 
 

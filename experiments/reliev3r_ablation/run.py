@@ -48,7 +48,7 @@ VARIANTS = {
     "supervised": ({"objective.supervised": True},
                    "fully supervised sibling (ground-truth depth and poses)"),
 }
-METRICS = ("depth_rel", "depth_tau", "auc30", "rra30", "rta30", "ate")
+METRICS = ("depth_rel", "depth_tau", "points_rel", "points_tau", "auc30", "rra30", "rta30", "ate")
 
 
 def make_config(overrides: dict, *, steps: int, seed: int, cache: str, num_eval_scenes: int):
@@ -83,16 +83,23 @@ def run_variant(name, args, cache) -> dict:
   config = make_config(overrides, steps=args.steps, seed=args.seed, cache=cache,
                        num_eval_scenes=args.eval_scenes)
   start = time.perf_counter()
-  if name == "untrained":
-    metrics = evaluate_run(config, workdir)
-  else:
-    metrics = train(config, workdir)
+  if name != "untrained":
+    train(config, workdir)
+  seconds = time.perf_counter() - start
+  # evaluate_run writes eval/metrics.json, which also says over how many held-out scenes each
+  # mean is (a scene whose metric is nan is left out of it).
+  metrics = evaluate_run(config, workdir)
+  num_valid = json.loads((workdir / "eval" / "metrics.json").read_text())
   return {"variant": name, "seed": args.seed, "steps": 0 if name == "untrained" else args.steps,
-          "seconds": time.perf_counter() - start,
-          **{k: metrics[k] for k in metrics if k in METRICS}}
+          "seconds": seconds, **{k: metrics[k] for k in metrics if k in METRICS},
+          **{f"{k}_valid": num_valid["num_valid"][k] for k in METRICS
+             if k in num_valid["num_valid"]},
+          **{f"{k}_total": num_valid["num_scenes"] for k in METRICS
+             if k in num_valid["num_valid"]}}
 
 
 COLUMNS = (("depth_rel", "depth rel", ".3f"), ("depth_tau", "depth tau@1.03 (%)", ".1f"),
+           ("points_rel", "points rel", ".3f"), ("points_tau", "points tau@1.03 (%)", ".1f"),
            ("auc30", "AUC@30", ".1f"), ("rra30", "RRA@30", ".1f"), ("rta30", "RTA@30", ".1f"),
            ("ate", "ATE", ".3f"), ("seconds", "time (s)", ".0f"))
 

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from jaxrecon.evaluate.metrics import align_cameras_sim3, camera_centers_np, scene_scale
 
 MEAN_ROW = "mean"
+VALID_ROW = "valid scenes"
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -42,8 +43,14 @@ def _columns(results):
   return cols
 
 
+def _finite_values(results, key):
+  vals = [_as_number(m.get(key)) for m in results.values()]
+  return [v for v in vals if v is not None and math.isfinite(v)]
+
+
 def summarize(results):
-  """Mean of every numeric metric over scenes, ignoring nan / missing entries.
+  """Mean of every numeric metric over scenes, ignoring nan / missing entries (how many were
+  used: `count_valid`; every table that shows these means shows the counts too).
 
   Args:
     results: dict scene name -> dict metric name -> scalar.
@@ -52,10 +59,16 @@ def summarize(results):
   """
   out = {}
   for k in _columns(results):
-    vals = [_as_number(m.get(k)) for m in results.values()]
-    vals = [v for v in vals if v is not None and math.isfinite(v)]
+    vals = _finite_values(results, k)
     out[k] = float(np.mean(vals)) if vals else float("nan")
   return out
+
+
+def count_valid(results):
+  """dict metric name -> number of scenes where it is a finite number (the scenes its
+  `summarize` mean is over; a scene whose metric is nan, e.g. depth rel without a valid pixel,
+  is left out of the mean and so must be counted)."""
+  return {k: len(_finite_values(results, k)) for k in _columns(results)}
 
 
 def _json_value(x):
@@ -84,15 +97,18 @@ def write_report(results, out_dir):
   Returns:
     dict(json=path, md=path).
   metrics.json: {"scenes": {scene: {metric: value}}, "mean": {metric: mean over scenes of the
-  finite values}, "num_scenes": int}. metrics.md: a table with one row per scene (insertion order)
-  and a final "mean" row; columns are the metrics in first-seen order.
+  finite values}, "num_valid": {metric: how many scenes that mean is over}, "num_scenes": int}.
+  metrics.md: a table with one row per scene (insertion order), a "mean" row and a "valid
+  scenes" row (n/N per metric); columns are the metrics in first-seen order.
   """
   os.makedirs(out_dir, exist_ok=True)
   mean = summarize(results)
+  valid = count_valid(results)
   cols = _columns(results)
   payload = {
       "scenes": {str(s): {k: _json_value(v) for k, v in m.items()} for s, m in results.items()},
       "mean": {k: _json_value(v) for k, v in mean.items()},
+      "num_valid": valid,
       "num_scenes": len(results),
   }
   json_path = os.path.join(out_dir, "metrics.json")
@@ -104,6 +120,8 @@ def write_report(results, out_dir):
   for scene, m in results.items():
     lines.append(f"| {scene} | " + " | ".join(_md_value(m.get(k)) for k in cols) + " |")
   lines.append(f"| **{MEAN_ROW}** | " + " | ".join(_md_value(mean[k]) for k in cols) + " |")
+  lines.append(f"| {VALID_ROW} | " + " | ".join(f"{valid[k]}/{len(results)}" for k in cols)
+               + " |")
   md_path = os.path.join(out_dir, "metrics.md")
   with open(md_path, "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -30,10 +30,13 @@ def test_write_report_json_and_markdown(tmp_path):
   assert data["mean"]["note"] is None  # non-numeric column: no mean
   lines = open(paths["md"]).read().strip().splitlines()
   assert lines[0] == "| scene | ate | auc30 | depth_rel | note |"
-  assert len(lines) == 2 + 3 + 1
+  assert len(lines) == 2 + 3 + 2
   assert lines[3].startswith("| scene_b | 1.5 | nan | 0.75 | x |")
   assert lines[4] == "| scene_c | 1 |  |  |  |"
-  assert lines[-1] == "| **mean** | 1 | 80 | 0.5 | nan |"
+  assert lines[-2] == "| **mean** | 1 | 80 | 0.5 | nan |"
+  # #11: the mean skips nan / missing scenes, so every table says over how many it is.
+  assert data["num_valid"] == {"ate": 3, "auc30": 1, "depth_rel": 2, "note": 0}
+  assert lines[-1] == "| valid scenes | 3/3 | 1/3 | 2/3 | 0/3 |"
 
 
 def test_summarize_empty_and_all_nan():
