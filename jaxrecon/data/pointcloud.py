@@ -171,6 +171,30 @@ def lift(depth, confidence, images, intrinsics, world_from_cam, labels, *,
                     label=labels[keep].astype(np.uint8), image_hw=(h, w))
 
 
+def view_ball(xyz, percentile: float = 95.0):
+  """Robust centre and radius of one view's points (view-aware sampling, point normalisation).
+
+  centre = coordinate-wise median, radius = the `percentile`-th percentile of the distances from
+  it. A maximum-distance radius (and a mean centre) let a single far point, e.g. sky at large
+  depth, inflate the ball over the whole scene, which turns view-aware sampling into random
+  sampling; a median and a high percentile move by a fraction of the view's extent at most
+  while fewer than 100 - percentile % of the points are outliers.
+
+  Args:
+    xyz: (n, 3) points, n >= 1 (world units).
+    percentile: in (0, 100].
+  Returns:
+    centre (3,) float64, radius float >= 0 (world units).
+  """
+  xyz = np.asarray(xyz, np.float64)
+  if xyz.ndim != 2 or xyz.shape[1] != 3 or not len(xyz):
+    raise ValueError(f"xyz: expected shape (n >= 1, 3), got {xyz.shape}")
+  if not 0.0 < percentile <= 100.0:
+    raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+  centre = np.median(xyz, axis=0)
+  return centre, float(np.percentile(np.linalg.norm(xyz - centre, axis=-1), percentile))
+
+
 def _check_num_points(num_points) -> int:
   if isinstance(num_points, bool) or int(num_points) != num_points or num_points <= 0:
     raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
@@ -215,8 +239,8 @@ def view_aware_sample(cloud: PointCloud, target_view: int, rng: np.random.Genera
                       num_points: int, rho: float = 0.6, radius_scale: float = 1.5):
   """Rewis3d's view-aware sampling: target-view points plus scene context around them.
 
-  Let T be the points whose source view is `target_view`, c their centroid and r their radius
-  (max distance of a point of T from c), in world units. The sample holds
+  Let T be the points whose source view is `target_view`, c their centre and r their robust
+  radius (`view_ball`: median and 95th-percentile distance), in world units. The sample holds
   1. round(rho N) points of T (all of T when it has fewer), without replacement;
   2. the rest from the context C = points of other views within radius_scale r of c, without
      replacement;
@@ -247,8 +271,7 @@ def view_aware_sample(cloud: PointCloud, target_view: int, rng: np.random.Genera
   target = np.flatnonzero(in_view)
   if target.size:
     xyz = cloud.xyz.astype(np.float64)
-    centre = xyz[target].mean(0)
-    radius = np.sqrt(((xyz[target] - centre) ** 2).sum(-1).max())
+    centre, radius = view_ball(xyz[target])
     dist2 = ((xyz - centre) ** 2).sum(-1)
     context = np.flatnonzero(~in_view & (dist2 <= (radius_scale * radius) ** 2))
   else:

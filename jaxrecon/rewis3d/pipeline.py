@@ -45,7 +45,7 @@ import numpy as np
 from jaxrecon.data.cache import read_npz
 from jaxrecon.reliev3r.pipeline import batched_dataset
 from jaxrecon.data.pointcloud import (PointCloud, correspondences, lift, random_sample,
-                                      view_aware_sample)
+                                      view_aware_sample, view_ball)
 from jaxrecon.data.scene import IGNORE_LABEL
 from jaxrecon.rewis3d.augment import (STRONG_POINTS, WEAK_POINTS, apply_geometry_image,
                                        apply_geometry_labels, apply_geometry_pixels,
@@ -220,10 +220,11 @@ class SegNpzSource:
 def normalise_points(cloud: PointCloud, target_view: int):
   """Centre and scale that map the cloud to unit scale around the target view.
 
-  centre: centroid of the target view's points; scale: their radius, the largest distance of a
-  target-view point from the centroid (so target points land in the unit ball and view-aware
-  context in the ball of radius radius_scale). Without target-view points the whole cloud is used;
-  for an empty cloud (or a zero radius) centre 0 and scale 1.
+  centre and scale: the target view's robust ball (`data.pointcloud.view_ball`: median centre,
+  95th-percentile radius; the ball view-aware sampling uses, so 95% of the target points land in
+  the unit ball and its context in the ball of radius radius_scale, and a far sky point cannot
+  shrink the scene to a dot). Without target-view points the whole cloud is used; for an empty
+  cloud (or a zero radius) centre 0 and scale 1.
 
   Returns:
     centre (3,) float64 and scale float (world units of the reconstruction).
@@ -234,8 +235,7 @@ def normalise_points(cloud: PointCloud, target_view: int):
     ref = xyz
   if not len(ref):
     return np.zeros(3), 1.0
-  centre = ref.mean(0)
-  radius = float(np.sqrt(((ref - centre) ** 2).sum(-1).max()))
+  centre, radius = view_ball(ref)
   return centre, (radius if radius > 1e-12 else 1.0)
 
 

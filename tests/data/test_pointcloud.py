@@ -120,10 +120,16 @@ def test_lift_and_point_cloud_validate(scene):
 
 
 def _ball(cloud, target, scale=1.5):
+  """Reference ball: coordinate-wise median centre, 95th-percentile distance (sorted, linear
+  interpolation between order statistics)."""
   xyz = cloud.xyz.astype(np.float64)
   own = cloud.view == target
-  centre = xyz[own].mean(0)
-  radius = np.linalg.norm(xyz[own] - centre, axis=-1).max()
+  centre = np.array([np.sort(xyz[own][:, k])[[(own.sum() - 1) // 2, own.sum() // 2]].mean()
+                     for k in range(3)])
+  dist = np.sort(np.linalg.norm(xyz[own] - centre, axis=-1))
+  pos = 0.95 * (dist.size - 1)
+  lo = int(np.floor(pos))
+  radius = dist[lo] + (pos - lo) * (dist[min(lo + 1, dist.size - 1)] - dist[lo])
   return ~own & (np.linalg.norm(xyz - centre, axis=-1) <= scale * radius + 1e-9), centre, radius
 
 
@@ -137,6 +143,30 @@ def test_view_aware_sample_quota_ball_and_distinct(cloud, target):
   ball, _, _ = _ball(cloud, target)
   assert ball.sum() >= N - round(0.6 * N)  # enough context in this scene
   assert np.all(ball[indices[~own]])
+
+
+def test_one_far_point_does_not_turn_view_aware_sampling_into_random_sampling():
+  """#11: a single sky point 1e4 away in the target view leaves the ball (and so the context and
+  the point normalisation) about where it was; with the old max-distance radius the ball held the
+  whole cloud and the context was a uniform draw from it."""
+  rng = np.random.default_rng(0)
+  xyz = np.concatenate([rng.uniform(-1, 1, (800, 3)), rng.uniform(-20, 20, (4000, 3))])
+  view = np.repeat([0, 1], [800, 4000])
+  make = lambda xyz, view: pc.PointCloud(xyz, np.zeros((len(xyz), 3)), np.ones(len(xyz)), view,
+                                         np.zeros(len(xyz)), np.full(len(xyz), IGNORE_LABEL),
+                                         (1, 1))
+  clean = make(xyz, view)
+  far = make(np.concatenate([xyz, [[1e4, 0.0, 0.0]]]), np.concatenate([view, [0]]))
+  ball, centre, radius = _ball(clean, 0)
+  assert ball[view == 1].mean() < 0.01               # the ball is a small part of the scene
+  far_centre, far_radius = pc.view_ball(far.xyz[far.view == 0])
+  assert np.linalg.norm(far_centre - centre) < 0.05 * radius
+  assert abs(far_radius / radius - 1) < 0.05
+  indices, valid = pc.view_aware_sample(far, 0, np.random.default_rng(3), num_points=N)
+  context = indices[valid & (far.view[indices] == 1)]
+  assert len(context) and np.all(np.concatenate([ball, [False]])[context])
+  from jaxrecon.rewis3d.pipeline import normalise_points
+  assert abs(normalise_points(far, 0)[1] / radius - 1) < 0.05
 
 
 def test_view_aware_sample_is_seeded(cloud):

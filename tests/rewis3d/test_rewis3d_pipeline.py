@@ -92,9 +92,11 @@ def test_weak_and_strong_points(source):
   weak, strong, valid = sample["points_weak"], sample["points_strong"], sample["points_valid"]
   assert not np.allclose(weak[valid], strong[valid], atol=1e-2)
   assert np.all(weak[~valid] == 0) and np.all(strong[~valid] == 0)
-  # unit scale: target-view points lie in the unit ball, context within radius_scale (weak adds
-  # only a rotation, a mirror and a scale of at most 1.05 about the bounding-box centre)
-  assert np.abs(weak[valid] - weak[valid].mean(0)).max() < 2 * 1.05 * CONFIG.radius_scale
+  # unit scale: 95% of the target-view points lie in the unit ball (the robust radius: the rest,
+  # e.g. far background, may lie anywhere), context within radius_scale (weak adds only a rotation,
+  # a mirror and a scale of at most 1.05 about the bounding-box centre)
+  dist = np.linalg.norm(weak[valid] - np.median(weak[valid], 0), axis=-1)
+  assert np.percentile(dist, 90) < 2 * 1.05 * CONFIG.radius_scale
   assert np.ptp(weak[valid], 0).max() > 0.5
 
 
