@@ -33,7 +33,7 @@ K_ICL = np.array([[481.2, 0.0, 319.5], [0.0, -480.0, 239.5], [0.0, 0.0, 1.0]])
 
 def main():
   args, settings = real_scene_setup("mvs_icl")
-  scene = read_tum(f"{args.data}/icl_livingroom", K_ICL)
+  scene = read_tum(f"{args.data}/icl_livingroom", K_ICL, depth_scale=5000.0)  # ICL-NUIM units
   images, k = half_resolution(scene.images, scene.intrinsics)
   gt = scene.depth[:, ::2, ::2]
   pts = sparse_points(images, k, scene.cam_from_world)

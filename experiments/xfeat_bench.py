@@ -121,7 +121,7 @@ def _scenes():
   from jaxrecon.rewis3d.records import camvid_scene
   icl_k = np.array([[481.2, 0.0, 319.5], [0.0, -480.0, 239.5], [0.0, 0.0, 1.0]])
   yield "templeRing", read_middlebury(DATA / "templeRing")
-  yield "icl_livingroom", read_tum(DATA / "icl_livingroom", icl_k)
+  yield "icl_livingroom", read_tum(DATA / "icl_livingroom", icl_k, depth_scale=5000.0)
   yield "lego", read_nerf(DATA / "lego" / "transforms_train.json")
   yield "camvid_0001TP", camvid_scene(DATA / "camvid_0001TP", intrinsics_fov_deg=60.0)
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from jaxrecon.data import synthetic as syn
 from jaxrecon.data.formats import read_middlebury, read_nerf, read_tum
+from jaxrecon.data.formats.tum import DEPTH_SCALE
 from jaxrecon.data.synthetic import world as world_lib
 
 CASES = ("temple_all", "temple_every2", "temple_every3", "temple_shuffled", "temple_duplicate",
@@ -275,7 +276,8 @@ def make_case(name: str, shared_data: pathlib.Path | str | None = None) -> FitCa
                    "NeRF-synthetic lego, 20 views on white, 800x800: an object on a plain "
                    "background, views from all around the upper hemisphere")
   else:   # icl_livingroom
-    scene = read_tum(_require(shared_data / "icl_livingroom", name), ICL_INTRINSICS)
+    scene = read_tum(_require(shared_data / "icl_livingroom", name), ICL_INTRINSICS,
+                     depth_scale=DEPTH_SCALE)
     names = tuple(f"{n}.png" for n in scene.names)
     case = FitCase(name, scene.images, scene.intrinsics, scene.cam_from_world, names,
                    ("normal",) * len(names),

@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.io import files
 
 SUPPORTED_MODELS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4}  # model -> number of parameters
@@ -62,32 +63,32 @@ def read_cameras_txt(path: str | os.PathLike) -> dict[int, ColmapCamera]:
       continue
     where = f"{path}: line {lineno}"
     if len(fields) < 4:
-      raise ValueError(f"{where}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS..., got "
+      raise UserError(f"{where}: expected CAMERA_ID MODEL WIDTH HEIGHT PARAMS..., got "
                        f"{len(fields)} fields")
     model = fields[1]
     if model not in SUPPORTED_MODELS:
-      raise ValueError(f"{where}: camera model {model!r} is not supported (only "
+      raise UserError(f"{where}: camera model {model!r} is not supported (only "
                        f"{', '.join(SUPPORTED_MODELS)}: undistort the images first)")
     if len(fields) != 4 + SUPPORTED_MODELS[model]:
-      raise ValueError(f"{where}: a {model} camera has {4 + SUPPORTED_MODELS[model]} fields, got "
+      raise UserError(f"{where}: a {model} camera has {4 + SUPPORTED_MODELS[model]} fields, got "
                        f"{len(fields)}")
     try:
       camera_id, width, height = int(fields[0]), int(fields[2]), int(fields[3])
     except ValueError:
-      raise ValueError(f"{where}: CAMERA_ID, WIDTH and HEIGHT must be integers") from None
+      raise UserError(f"{where}: CAMERA_ID, WIDTH and HEIGHT must be integers") from None
     params = files.parse_floats(fields[4:], where, first_column=5)
     if model == "SIMPLE_PINHOLE":
       params = np.array([params[0], params[0], params[1], params[2]])
     fx, fy, cx, cy = params
     if width <= 0 or height <= 0 or fx <= 0 or fy <= 0:
-      raise ValueError(f"{where}: size and focal lengths must be positive")
+      raise UserError(f"{where}: size and focal lengths must be positive")
     if camera_id in cameras:
-      raise ValueError(f"{where}: camera id {camera_id} is listed twice")
+      raise UserError(f"{where}: camera id {camera_id} is listed twice")
     # -0.5: COLMAP's top-left pixel centre is (0.5, 0.5), ours is (0, 0).
     k = np.array([[fx, 0.0, cx - 0.5], [0.0, fy, cy - 0.5], [0.0, 0.0, 1.0]])
     cameras[camera_id] = ColmapCamera(k, width, height)
   if not cameras:
-    raise ValueError(f"{path}: no cameras")
+    raise UserError(f"{path}: no cameras")
   return cameras
 
 
@@ -120,23 +121,23 @@ def read_images_txt(path: str | os.PathLike) -> list[tuple[str, int, np.ndarray]
     where = f"{path}: line {lineno}"
     fields = line.split()
     if len(fields) != 10:
-      raise ValueError(f"{where}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME (10 "
+      raise UserError(f"{where}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME (10 "
                        f"fields), got {len(fields)}")
     values = files.parse_floats(fields[1:8], where, first_column=2)
     try:
       camera_id = int(fields[8])
     except ValueError:
-      raise ValueError(f"{where}: CAMERA_ID is not an integer: {fields[8]!r}") from None
+      raise UserError(f"{where}: CAMERA_ID is not an integer: {fields[8]!r}") from None
     if np.linalg.norm(values[:4]) < 1e-8:
-      raise ValueError(f"{where}: zero quaternion")
+      raise UserError(f"{where}: zero quaternion")
     if fields[9] in seen:
-      raise ValueError(f"{where}: image {fields[9]!r} is listed twice")
+      raise UserError(f"{where}: image {fields[9]!r} is listed twice")
     seen.add(fields[9])
     pose = np.eye(4)
     pose[:3, :3], pose[:3, 3] = wxyz_to_matrix(values[:4]), values[4:]
     result.append((fields[9], camera_id, pose))
   if not result:
-    raise ValueError(f"{path}: no images")
+    raise UserError(f"{path}: no images")
   return result
 
 
@@ -176,14 +177,14 @@ def read_points2d_txt(path: str | os.PathLike) -> dict[str, ColmapPoints2D]:
   for (_, header), (lineno, points) in zip(lines[::2], lines[1::2]):
     fields, where = points.split(), f"{path}: line {lineno}"
     if len(fields) % 3:
-      raise ValueError(f"{where}: POINTS2D[] are (X, Y, POINT3D_ID) triples, got {len(fields)} "
+      raise UserError(f"{where}: POINTS2D[] are (X, Y, POINT3D_ID) triples, got {len(fields)} "
                        f"fields")
     triples = np.asarray(fields, dtype=object).reshape(-1, 3)
     xy = files.parse_floats(triples[:, :2].ravel().tolist(), where).reshape(-1, 2)
     try:
       ids = np.asarray([int(x) for x in triples[:, 2]], np.int64)
     except ValueError:
-      raise ValueError(f"{where}: a POINT3D_ID is not an integer") from None
+      raise UserError(f"{where}: a POINT3D_ID is not an integer") from None
     head = header.split()
     # -0.5: COLMAP's top-left pixel centre is (0.5, 0.5), ours is (0, 0).
     result[head[9]] = ColmapPoints2D(int(head[0]), xy - 0.5, ids)
@@ -204,15 +205,15 @@ def read_points3d_txt(path: str | os.PathLike) -> dict[int, ColmapPoint3D]:
     if not fields:
       continue
     if len(fields) < 8 or (len(fields) - 8) % 2:
-      raise ValueError(f"{where}: expected POINT3D_ID X Y Z R G B ERROR then (IMAGE_ID, "
+      raise UserError(f"{where}: expected POINT3D_ID X Y Z R G B ERROR then (IMAGE_ID, "
                        f"POINT2D_IDX) pairs, got {len(fields)} fields")
     try:
       point_id, rgb = int(fields[0]), np.asarray([int(x) for x in fields[4:7]], np.uint8)
       track = np.asarray([int(x) for x in fields[8:]], np.int64).reshape(-1, 2)
     except ValueError:
-      raise ValueError(f"{where}: POINT3D_ID, R G B and the track must be integers") from None
+      raise UserError(f"{where}: POINT3D_ID, R G B and the track must be integers") from None
     if point_id in result:
-      raise ValueError(f"{where}: point id {point_id} is listed twice")
+      raise UserError(f"{where}: point id {point_id} is listed twice")
     values = files.parse_floats(fields[1:4] + fields[7:8], where, first_column=2)
     result[point_id] = ColmapPoint3D(values[:3], rgb, float(values[3]), track)
   return result

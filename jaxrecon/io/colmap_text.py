@@ -22,6 +22,8 @@ import pathlib
 
 import numpy as np
 
+from jaxrecon.errors import UserError
+
 
 def _fmt(values) -> str:
   return " ".join(format(float(x), ".17g") for x in values)
@@ -72,7 +74,7 @@ def check_views(caller: str, names, intrinsics, cam_from_world):
                      f"cam_from_world {cam_from_world.shape}")
   for name in names:
     if not name or any(c.isspace() for c in name):
-      raise ValueError(f"{caller}: image name {name!r} is empty or has whitespace, "
+      raise UserError(f"{caller}: image name {name!r} is empty or has whitespace, "
                        f"which images.txt cannot hold")
   return names, intrinsics, cam_from_world
 

@@ -14,6 +14,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from jaxrecon.errors import UserError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
@@ -37,7 +39,7 @@ def _imread(path: pathlib.Path, flags: int) -> np.ndarray:
   # cv2.imread returns None (no exception) for a corrupt or unsupported file.
   array = cv2.imread(str(path), flags)
   if array is None:
-    raise ValueError(f"cv2 cannot read image {path}")
+    raise UserError(f"cv2 cannot read image {path}")
   return array
 
 
@@ -46,7 +48,7 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
   path = require_file(path, "image")
   bgr = _imread(path, cv2.IMREAD_COLOR)
   if bgr.dtype != np.uint8:
-    raise ValueError(f"image {path}: expected 8-bit pixels, got {bgr.dtype}")
+    raise UserError(f"image {path}: expected 8-bit pixels, got {bgr.dtype}")
   return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -55,7 +57,7 @@ def read_rgba(path: str | os.PathLike) -> np.ndarray:
   path = require_file(path, "image")
   raw = _imread(path, cv2.IMREAD_UNCHANGED)
   if raw.dtype != np.uint8:
-    raise ValueError(f"image {path}: expected 8-bit pixels, got {raw.dtype}")
+    raise UserError(f"image {path}: expected 8-bit pixels, got {raw.dtype}")
   if raw.ndim == 2:
     return cv2.cvtColor(raw, cv2.COLOR_GRAY2RGBA)
   if raw.shape[-1] == 3:
@@ -68,9 +70,9 @@ def read_single_channel(path: str | os.PathLike, dtype, what: str) -> np.ndarray
   path = require_file(path, what)
   raw = _imread(path, cv2.IMREAD_UNCHANGED)
   if raw.ndim != 2:
-    raise ValueError(f"{what} {path}: expected one channel, got shape {raw.shape}")
+    raise UserError(f"{what} {path}: expected one channel, got shape {raw.shape}")
   if raw.dtype != dtype:
-    raise ValueError(f"{what} {path}: expected {np.dtype(dtype).name} pixels, got {raw.dtype}")
+    raise UserError(f"{what} {path}: expected {np.dtype(dtype).name} pixels, got {raw.dtype}")
   return raw
 
 
@@ -97,7 +99,7 @@ def read_json(path: pathlib.Path, what: str):
   try:
     return json.loads(path.read_text())
   except json.JSONDecodeError as error:
-    raise ValueError(f"{path}: line {error.lineno}: invalid JSON: {error.msg}") from None
+    raise UserError(f"{path}: line {error.lineno}: invalid JSON: {error.msg}") from None
 
 
 def parse_floats(fields: Sequence[str], where: str, first_column: int = 1) -> np.ndarray:
@@ -110,9 +112,9 @@ def parse_floats(fields: Sequence[str], where: str, first_column: int = 1) -> np
     try:
       value = float(text)
     except ValueError:
-      raise ValueError(f"{where}: field {column} is not a number: {text!r}") from None
+      raise UserError(f"{where}: field {column} is not a number: {text!r}") from None
     if not np.isfinite(value):
-      raise ValueError(f"{where}: field {column} is not finite: {text!r}")
+      raise UserError(f"{where}: field {column} is not finite: {text!r}")
     values.append(value)
   return np.asarray(values, dtype=np.float64)
 
@@ -122,11 +124,11 @@ def as_matrix(value, shape: tuple[int, int], where: str) -> np.ndarray:
   try:
     array = np.asarray(value, dtype=np.float64)
   except (TypeError, ValueError):
-    raise ValueError(f"{where}: expected a {shape[0]}x{shape[1]} matrix of numbers") from None
+    raise UserError(f"{where}: expected a {shape[0]}x{shape[1]} matrix of numbers") from None
   if array.shape != shape:
-    raise ValueError(f"{where}: expected a {shape[0]}x{shape[1]} matrix, got shape {array.shape}")
+    raise UserError(f"{where}: expected a {shape[0]}x{shape[1]} matrix, got shape {array.shape}")
   if not np.all(np.isfinite(array)):
-    raise ValueError(f"{where}: matrix has non-finite entries")
+    raise UserError(f"{where}: matrix has non-finite entries")
   return array
 
 
@@ -134,7 +136,7 @@ def stack_same_size(arrays: Sequence[np.ndarray], paths: Sequence[pathlib.Path])
   """Stacks per-view arrays; ValueError naming the first file whose size differs from the first."""
   for array, path in zip(arrays, paths):
     if array.shape[:2] != arrays[0].shape[:2]:
-      raise ValueError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from "
+      raise UserError(f"{path}: size {array.shape[1]}x{array.shape[0]} differs from "
                        f"{paths[0]} ({arrays[0].shape[1]}x{arrays[0].shape[0]}); all views of "
                        f"a scene must have one size")
   return np.stack(arrays)

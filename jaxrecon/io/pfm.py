@@ -13,6 +13,8 @@ import pathlib
 
 import numpy as np
 
+from jaxrecon.errors import UserError
+
 
 def write_pfm(path: str | os.PathLike, image: np.ndarray, *, little_endian: bool = True):
   """Writes an (h, w) or (h, w, 3) array (top row first) as float32 PFM."""
@@ -24,7 +26,7 @@ def write_pfm(path: str | os.PathLike, image: np.ndarray, *, little_endian: bool
   elif image.ndim == 3 and image.shape[-1] == 3:
     kind = b"PF"
   else:
-    raise ValueError(f"PFM holds (h, w) or (h, w, 3) arrays, got shape {image.shape}")
+    raise UserError(f"PFM holds (h, w) or (h, w, 3) arrays, got shape {image.shape}")
   height, width = image.shape[:2]
   dtype = np.dtype("<f4" if little_endian else ">f4")
   header = b"%s\n%d %d\n%s\n" % (kind, width, height, b"-1.0" if little_endian else b"1.0")
@@ -44,10 +46,10 @@ def _header_tokens(data: bytes, count: int) -> tuple[list[bytes], int]:
     while pos < len(data) and not data[pos:pos + 1].isspace():
       pos += 1
     if start == pos:
-      raise ValueError("truncated header")
+      raise UserError("truncated header")
     tokens.append(data[start:pos])
   if data[pos:pos + 1] != b"\n" and data[pos:pos + 2] != b"\r\n":
-    raise ValueError("header does not end with a newline")
+    raise UserError("header does not end with a newline")
   return tokens, pos + (2 if data[pos:pos + 1] == b"\r" else 1)
 
 
@@ -65,16 +67,16 @@ def read_pfm(path: str | os.PathLike) -> np.ndarray:
   try:
     (kind, width, height, scale), offset = _header_tokens(data, 4)
     if kind not in (b"Pf", b"PF"):
-      raise ValueError(f"magic is {kind[:8]!r}, expected b'Pf' or b'PF'")
+      raise UserError(f"magic is {kind[:8]!r}, expected b'Pf' or b'PF'")
     width, height, scale = int(width), int(height), float(scale)
     if width <= 0 or height <= 0 or scale == 0 or not np.isfinite(scale):
-      raise ValueError(f"bad size {width}x{height} or scale {scale}")
+      raise UserError(f"bad size {width}x{height} or scale {scale}")
   except ValueError as error:
-    raise ValueError(f"corrupt PFM header in {path}: {error}") from None
+    raise UserError(f"corrupt PFM header in {path}: {error}") from None
   channels = 1 if kind == b"Pf" else 3
   expected = width * height * channels * 4
   if len(data) - offset != expected:
-    raise ValueError(f"corrupt PFM {path}: header says {width}x{height}x{channels} float32 "
+    raise UserError(f"corrupt PFM {path}: header says {width}x{height}x{channels} float32 "
                      f"({expected} bytes) but {len(data) - offset} data bytes follow")
   values = np.frombuffer(data, np.dtype("<f4" if scale < 0 else ">f4"), offset=offset)
   shape = (height, width) if channels == 1 else (height, width, 3)

@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from jaxrecon.errors import UserError
+
 
 def rigid_inverse(pose: np.ndarray) -> np.ndarray:
   """Inverse of (..., 4, 4) rigid transforms in float64 numpy (readers stay on the host)."""
@@ -26,7 +28,7 @@ def check_rotation(rot: np.ndarray, where: str, atol: float = 1e-4) -> None:
   """ValueError naming `where` unless `rot` (3, 3) is a proper rotation (to `atol`)."""
   if not (np.allclose(rot @ rot.T, np.eye(3), atol=atol)
           and abs(np.linalg.det(rot) - 1.0) < atol):
-    raise ValueError(f"{where}: rotation part is not a proper rotation (R R^T != I or det != 1)")
+    raise UserError(f"{where}: rotation part is not a proper rotation (R R^T != I or det != 1)")
 
 
 def write_poses_json(path: str | os.PathLike, names, files, intrinsics, world_from_cam,

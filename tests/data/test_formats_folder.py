@@ -94,6 +94,7 @@ def test_intrinsics_json_forms(tmp_path, value):
     ("intrinsics.txt", "a 50 0 3.5 0 52 2.25 0 0 1\nb 50 0 3.5 0 52\n", ("line 2", "10 fields")),
     ("intrinsics.txt", "a 50 0 3.5 0 52 2.25 0 0 1\n", ("no line", "'b'")),
     ("intrinsics.txt", "50 0 3.5\n0 fy 2.25\n0 0 1\n", ("line 2", "field 2", "'fy'")),
+    ("intrinsics.txt", "50 0 3.5\n0 52 2.25\n0 1\n", ("line 3", "3 numbers", "got 2 fields")),
     ("intrinsics.txt", "-50 0 3.5\n0 52 2.25\n0 0 1\n", ("fx, fy > 0",)),
     ("intrinsics.json", json.dumps({"a": _K}), ("no entry", "'b'")),
     ("intrinsics.json", json.dumps([[1, 2], [3, 4]]), ("3x3",)),
@@ -101,7 +102,8 @@ def test_intrinsics_json_forms(tmp_path, value):
     ("poses.json", json.dumps({"a": np.eye(4).tolist(), "b": (2 * np.eye(4)).tolist()}),
      ("'b'", "not a proper rotation")),
     ("poses.json", json.dumps([np.eye(4).tolist()]), ("image name",)),
-], ids=["shared-short", "per-view-short", "per-view-missing", "letter", "negative-focal",
+], ids=["shared-short", "per-view-short", "per-view-missing", "letter", "third-line-short",
+        "negative-focal",
         "json-missing", "json-shape", "json-syntax", "pose-not-rigid", "poses-not-object"])
 def test_bad_camera_files_name_the_file(tmp_path, file_name, text, expected):
   folder = _images_only(tmp_path)

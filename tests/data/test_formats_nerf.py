@@ -93,6 +93,9 @@ def test_missing_files_are_named(tmp_path):
   with pytest.raises(FileNotFoundError, match=_mentions(tmp_path / "absent.json")):
     nerf.read_nerf(tmp_path / "absent.json")
   path = _write(tmp_path)
+  # A scene folder instead of its transforms file: say so and list the candidates (issue #10).
+  with pytest.raises(ValueError, match=_mentions(tmp_path, "is a folder", path.name)):
+    nerf.read_nerf(tmp_path)
   (tmp_path / "train" / "r_0.png").unlink()
   with pytest.raises(FileNotFoundError, match=_mentions(tmp_path / "train" / "r_0.png")):
     nerf.read_nerf(path)

@@ -89,7 +89,7 @@ def _warp_depth(scene, n, m):
 
 @pytest.fixture(scope="module")
 def icl(shared_data):
-  return formats.read_tum(shared_data / "icl_livingroom", ICL_K)
+  return formats.read_tum(shared_data / "icl_livingroom", ICL_K, depth_scale=5000.0)
 
 
 def test_icl_scene_is_opencv(icl):

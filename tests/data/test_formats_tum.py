@@ -7,6 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from jaxrecon.data.formats import tum
+from jaxrecon.errors import UserError
 
 K_ICL = np.array([[481.2, 0.0, 319.5], [0.0, -480.0, 239.5], [0.0, 0.0, 1.0]])
 _LINE = "0.1 -0.2 0.3 0.0 0.0 0.0 1.0"
@@ -57,7 +58,7 @@ def test_negative_focal_keeps_every_pixel_and_depth():
 
 
 def test_reads_frames_depth_and_poses(tmp_path):
-  scene = tum.read_tum(_folder(tmp_path), K_ICL)
+  scene = tum.read_tum(_folder(tmp_path), K_ICL, depth_scale=tum.DEPTH_SCALE)
   assert scene.names == ("1", "2") and scene.name == tmp_path.name
   assert scene.images.shape == (2, 4, 5, 3) and scene.images[1, 0, 0, 0] == 2
   assert scene.depth.dtype == np.float32
@@ -92,16 +93,16 @@ def test_missing_and_corrupt_files_are_named(tmp_path):
   folder = _folder(tmp_path)
   (folder / "color" / "2.png").unlink()
   with pytest.raises(FileNotFoundError, match=_mentions(folder / "color" / "2.png")):
-    tum.read_tum(folder, K_ICL)
+    tum.read_tum(folder, K_ICL, depth_scale=tum.DEPTH_SCALE)
   assert cv2.imwrite(str(folder / "color" / "2.png"), np.zeros((4, 5, 3), np.uint8))
   assert cv2.imwrite(str(folder / "depth" / "1.png"), np.zeros((4, 5), np.uint8))
   with pytest.raises(ValueError, match=_mentions(folder / "depth" / "1.png", "uint16")):
-    tum.read_tum(folder, K_ICL)
+    tum.read_tum(folder, K_ICL, depth_scale=tum.DEPTH_SCALE)
   with pytest.raises(FileNotFoundError, match=_mentions(tmp_path / "nowhere")):
     tum.read_tum(tmp_path / "nowhere", K_ICL)
   (folder / "pose.txt").unlink()
   with pytest.raises(FileNotFoundError, match=_mentions(folder / "pose.txt")):
-    tum.read_tum(folder, K_ICL)
+    tum.read_tum(folder, K_ICL, depth_scale=tum.DEPTH_SCALE)
 
 
 def test_bad_intrinsics_are_rejected(tmp_path):
@@ -109,3 +110,21 @@ def test_bad_intrinsics_are_rejected(tmp_path):
     tum.read_tum(_folder(tmp_path), np.eye(2))
   with pytest.raises(ValueError, match="non-zero fx, fy"):
     tum.read_tum(tmp_path, np.diag([1.0, 0.0, 1.0]))
+
+
+def test_depth_scale_is_required_and_pgm_depth_is_read(tmp_path):
+  """Issue #10: no silent default scale (5000 would mis-scale Kinect millimetres by 5x); 16-bit
+  .pgm depth as well as .png; a missing frame names every suffix tried."""
+  folder = _folder(tmp_path)
+  with pytest.raises(UserError, match=_mentions(folder / "depth", "depth_scale", "5000", "1000")):
+    tum.read_tum(folder, K_ICL)
+  for n in (1, 2):
+    raw = cv2.imread(str(folder / "depth" / f"{n}.png"), cv2.IMREAD_UNCHANGED)
+    (folder / "depth" / f"{n}.png").unlink()
+    assert cv2.imwrite(str(folder / "depth" / f"{n}.pgm"), raw)
+  scene = tum.read_tum(folder, K_ICL, depth_scale=1000.0)
+  np.testing.assert_allclose(scene.depth[:, 1, 1], [5.0, 10.0])
+  (folder / "depth" / "2.pgm").unlink()
+  with pytest.raises(FileNotFoundError, match=_mentions(folder / "depth" / "2.png",
+                                                        folder / "depth" / "2.pgm")):
+    tum.read_tum(folder, K_ICL, depth_scale=1000.0)

@@ -2,11 +2,13 @@
 
 One module per format; every reader converts to the package's conventions (OpenCV camera axes,
 pixel centres at integer coordinates, cam_from_world extrinsics, depth = camera z, 255 = ignore
-label) and raises errors that name the file (and line) at fault.
+label) and raises errors that name the file (and line) at fault (`jaxrecon.errors.UserError`, or
+FileNotFoundError for a missing file).
 
   read_middlebury(folder, calibration=None)            Middlebury `*_par.txt` + images
   read_nerf(path, background=(255, 255, 255))          NeRF `transforms_*.json` (OpenGL, RGBA)
-  read_tum(folder, intrinsics, depth_scale=5000.0)     TUM / ICL-NUIM pose.txt + color/ + depth/
+  read_tum(folder, intrinsics, depth_scale=None)       TUM / ICL-NUIM pose.txt + color/ + depth/
+                                                       (depth_scale required with depth/)
   read_colmap(model_dir, image_dir)                    COLMAP text model (pinhole cameras)
   read_folder(folder) / write_folder(scene, folder)    the package's generic folder layout
   read_camvid(folder)                                  CamVid images/ + labels/ (void -> 255)

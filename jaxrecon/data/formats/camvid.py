@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.io import files
 from jaxrecon.data.scene import IGNORE_LABEL, Scene
 
@@ -38,10 +39,10 @@ def read_camvid(folder: str | os.PathLike) -> Scene:
     label_path = label_dir / f"{path.stem}.png"
     raw = files.read_single_channel(label_path, np.uint8, "label image")
     if raw.shape != images.shape[1:3]:
-      raise ValueError(f"label image {label_path}: size {raw.shape[::-1]} differs from its image "
+      raise UserError(f"label image {label_path}: size {raw.shape[::-1]} differs from its image "
                        f"{path} {images.shape[1:3][::-1]}")
     if raw.max() > VOID:
-      raise ValueError(f"label image {label_path}: value {int(raw.max())} is not a CamVid class "
+      raise UserError(f"label image {label_path}: value {int(raw.max())} is not a CamVid class "
                        f"(0..{len(CLASSES) - 1}, {VOID} = void)")
     labels.append(np.where(raw == VOID, IGNORE_LABEL, raw).astype(np.uint8))
   return Scene(images=images, labels=np.stack(labels), names=tuple(p.stem for p in paths),

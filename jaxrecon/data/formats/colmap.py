@@ -10,6 +10,7 @@ import pathlib
 
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.data.scene import Scene
 from jaxrecon.io import files
 from jaxrecon.io.colmap_read import read_cameras_txt, read_images_txt
@@ -36,13 +37,13 @@ def read_colmap(model_dir: str | os.PathLike, image_dir: str | os.PathLike) -> S
   images, intrinsics, poses, paths = [], [], [], []
   for name, camera_id, pose in entries:
     if camera_id not in cameras:
-      raise ValueError(f"{model_dir / 'images.txt'}: image {name!r} uses camera {camera_id}, "
+      raise UserError(f"{model_dir / 'images.txt'}: image {name!r} uses camera {camera_id}, "
                        f"which {model_dir / 'cameras.txt'} does not define")
     camera = cameras[camera_id]
     path = image_dir / name
     image = files.read_rgb(path)
     if image.shape[:2] != (camera.height, camera.width):
-      raise ValueError(f"image {path}: size {image.shape[1]}x{image.shape[0]} differs from its "
+      raise UserError(f"image {path}: size {image.shape[1]}x{image.shape[0]} differs from its "
                        f"camera {camera_id} ({camera.width}x{camera.height})")
     images.append(image)
     intrinsics.append(camera.intrinsics)

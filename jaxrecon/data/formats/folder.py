@@ -24,6 +24,7 @@ import pathlib
 
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.io import files
 from jaxrecon.io.poses import check_rotation
 from jaxrecon.data.scene import Scene
@@ -35,11 +36,11 @@ def _per_view_matrices(value, names, shape, path: pathlib.Path) -> np.ndarray:
     matrix = files.as_matrix(value, shape, str(path))
     return np.broadcast_to(matrix, (len(names),) + shape).copy()
   if not isinstance(value, dict):
-    raise ValueError(f"{path}: expected a {shape[0]}x{shape[1]} list or an object keyed by "
+    raise UserError(f"{path}: expected a {shape[0]}x{shape[1]} list or an object keyed by "
                      f"image name")
   missing = [name for name in names if name not in value]
   if missing:
-    raise ValueError(f"{path}: no entry for images {missing}")
+    raise UserError(f"{path}: no entry for images {missing}")
   return np.stack([files.as_matrix(value[name], shape, f"{path}: entry {name!r}")
                    for name in names])
 
@@ -49,23 +50,29 @@ def _read_intrinsics_txt(path: pathlib.Path, names) -> np.ndarray:
           enumerate(path.read_text().splitlines(), start=1)
           if line.strip() and not line.lstrip().startswith("#")]
   if not rows:
-    raise ValueError(f"{path}: empty intrinsics file")
-  if all(len(fields) == 3 for _, fields in rows):
+    raise UserError(f"{path}: empty intrinsics file")
+  # The first line decides the form (3 numbers: one shared K); a later line that breaks it is
+  # the one named, not the first.
+  if len(rows[0][1]) == 3:
+    for lineno, fields in rows:
+      if len(fields) != 3:
+        raise UserError(f"{path}: line {lineno}: a shared K has 3 lines of 3 numbers, got "
+                        f"{len(fields)} fields")
     if len(rows) != 3:
-      raise ValueError(f"{path}: a shared K has 3 lines of 3 numbers, got {len(rows)} lines")
+      raise UserError(f"{path}: a shared K has 3 lines of 3 numbers, got {len(rows)} lines")
     k = np.stack([files.parse_floats(fields, f"{path}: line {lineno}") for lineno, fields in rows])
     return np.broadcast_to(k, (len(names), 3, 3)).copy()
   per_view = {}
   for lineno, fields in rows:
     where = f"{path}: line {lineno}"
     if len(fields) != 10:
-      raise ValueError(f"{where}: expected `name k11 ... k33` (10 fields), got {len(fields)}")
+      raise UserError(f"{where}: expected `name k11 ... k33` (10 fields), got {len(fields)}")
     if fields[0] in per_view:
-      raise ValueError(f"{where}: image {fields[0]!r} is listed twice")
+      raise UserError(f"{where}: image {fields[0]!r} is listed twice")
     per_view[fields[0]] = files.parse_floats(fields[1:], where, first_column=2).reshape(3, 3)
   missing = [name for name in names if name not in per_view]
   if missing:
-    raise ValueError(f"{path}: no line for images {missing}")
+    raise UserError(f"{path}: no line for images {missing}")
   return np.stack([per_view[name] for name in names])
 
 
@@ -80,14 +87,14 @@ def read_intrinsics_file(path: pathlib.Path, names) -> np.ndarray:
     k = _read_intrinsics_txt(path, list(names))
   if not (np.all(k[:, 0, 0] > 0) and np.all(k[:, 1, 1] > 0)
           and np.all(k[:, 2] == [0.0, 0.0, 1.0]) and np.all(k[:, 1, 0] == 0)):
-    raise ValueError(f"{path}: K must be upper triangular with fx, fy > 0 and last row 0 0 1")
+    raise UserError(f"{path}: K must be upper triangular with fx, fy > 0 and last row 0 0 1")
   return k
 
 
 def _read_intrinsics(folder: pathlib.Path, names):
   json_path, txt_path = folder / "intrinsics.json", folder / "intrinsics.txt"
   if json_path.is_file() and txt_path.is_file():
-    raise ValueError(f"{folder}: both intrinsics.json and intrinsics.txt exist; keep one")
+    raise UserError(f"{folder}: both intrinsics.json and intrinsics.txt exist; keep one")
   for path in (json_path, txt_path):
     if path.is_file():
       return read_intrinsics_file(path, names)
@@ -99,12 +106,12 @@ def _read_poses(path: pathlib.Path, names):
     return None
   value = files.read_json(path, "poses")
   if not isinstance(value, dict):
-    raise ValueError(f"{path}: expected an object {{image name: 4x4 cam_from_world}}")
+    raise UserError(f"{path}: expected an object {{image name: 4x4 cam_from_world}}")
   poses = _per_view_matrices(value, names, (4, 4), path)
   for name, pose in zip(names, poses):
     check_rotation(pose[:3, :3], f"{path}: entry {name!r}")
     if not np.allclose(pose[3], [0, 0, 0, 1]):
-      raise ValueError(f"{path}: entry {name!r}: last row must be 0 0 0 1")
+      raise UserError(f"{path}: entry {name!r}: last row must be 0 0 0 1")
   return poses
 
 
@@ -117,12 +124,12 @@ def _read_depth(folder: pathlib.Path, names, size):
     try:
       depth = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as error:
-      raise ValueError(f"depth map {path}: not a valid .npy file ({error})") from None
+      raise UserError(f"depth map {path}: not a valid .npy file ({error})") from None
     if depth.shape != size or depth.dtype.kind != "f":
-      raise ValueError(f"depth map {path}: expected float (h, w) = {size}, got {depth.dtype} "
+      raise UserError(f"depth map {path}: expected float (h, w) = {size}, got {depth.dtype} "
                        f"{depth.shape}")
     if not np.all(np.isfinite(depth)) or np.any(depth < 0):
-      raise ValueError(f"depth map {path}: values must be finite and >= 0 (0 = unknown)")
+      raise UserError(f"depth map {path}: values must be finite and >= 0 (0 = unknown)")
     maps.append(depth.astype(np.float32))
   return np.stack(maps)
 
@@ -134,7 +141,7 @@ def _read_labels(folder: pathlib.Path, names, size):
   for name in names:
     labels = files.read_single_channel(folder / f"{name}.png", np.uint8, "label image")
     if labels.shape != size:
-      raise ValueError(f"label image {folder / name}.png: size {labels.shape} differs from the "
+      raise UserError(f"label image {folder / name}.png: size {labels.shape} differs from the "
                        f"image's {size}")
     maps.append(labels)
   return np.stack(maps)
@@ -155,7 +162,7 @@ def read_folder(folder: str | os.PathLike) -> Scene:
   paths = files.list_images(files.require_dir(folder / "images", "images folder"))
   names = [p.stem for p in paths]
   if len(set(names)) != len(names):
-    raise ValueError(f"{folder / 'images'}: two images share a name up to the suffix")
+    raise UserError(f"{folder / 'images'}: two images share a name up to the suffix")
   images = files.stack_same_size([files.read_rgb(p) for p in paths], paths)
   size = images.shape[1:3]
   return Scene(images=images, intrinsics=_read_intrinsics(folder, names),
@@ -180,7 +187,7 @@ def write_folder(scene: Scene, folder: str | os.PathLike) -> pathlib.Path:
   folder = pathlib.Path(folder)
   for name in scene.names:
     if not name or name != pathlib.PurePath(name).name or name.startswith(".") or "\\" in name:
-      raise ValueError(f"view name {name!r} is not a plain file name; rename the views first")
+      raise UserError(f"view name {name!r} is not a plain file name; rename the views first")
   if folder.exists() and any(folder.iterdir()):
     raise FileExistsError(f"scene folder exists and is not empty: {folder}")
   names = list(scene.names)

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.io import files
 from jaxrecon.data.scene import Scene
 
@@ -66,15 +67,15 @@ class MiddleburyViews(NamedTuple):
 def _parse_count(line: str, path: os.PathLike) -> int:
   fields = line.split()
   if len(fields) != 1:
-    raise ValueError(f"{path}: line 1: expected the number of views (1 field), got {len(fields)} "
+    raise UserError(f"{path}: line 1: expected the number of views (1 field), got {len(fields)} "
                      f"fields")
   try:
     count = int(fields[0])
   except ValueError:
-    raise ValueError(
+    raise UserError(
         f"{path}: line 1: the number of views is not an integer: {fields[0]!r}") from None
   if count < 0:
-    raise ValueError(f"{path}: line 1: negative number of views {count}")
+    raise UserError(f"{path}: line 1: negative number of views {count}")
   return count
 
 
@@ -82,17 +83,17 @@ def _parse_view(line: str, lineno: int, path: os.PathLike):
   """One view line -> (name, K (3, 3), cam_from_world (4, 4)); lineno is 1-based, for errors."""
   fields = line.split()
   if len(fields) != _FIELDS_PER_LINE:
-    raise ValueError(f"{path}: line {lineno}: expected {_FIELDS_PER_LINE} fields (name, 9 of K, "
+    raise UserError(f"{path}: line {lineno}: expected {_FIELDS_PER_LINE} fields (name, 9 of K, "
                      f"9 of R, 3 of t), got {len(fields)}")
   values = []
   for column, text in enumerate(fields[1:], start=2):
     try:
       value = float(text)
     except ValueError:
-      raise ValueError(f"{path}: line {lineno}: field {column} is not a number: {text!r}") from None
+      raise UserError(f"{path}: line {lineno}: field {column} is not a number: {text!r}") from None
     # float() accepts "nan" and "inf"; a camera with them would poison every later computation.
     if not np.isfinite(value):
-      raise ValueError(f"{path}: line {lineno}: field {column} is not finite: {text!r}")
+      raise UserError(f"{path}: line {lineno}: field {column} is not finite: {text!r}")
     values.append(value)
   values = np.asarray(values, dtype=np.float64)
   cam_from_world = np.eye(4)
@@ -118,21 +119,21 @@ def read_cameras(path: str | os.PathLike) -> MiddleburyCameras:
   numbered = [(i, line) for i, line in enumerate(path.read_text().splitlines(), start=1)
               if line.strip()]
   if not numbered:
-    raise ValueError(f"{path}: empty calibration file")
+    raise UserError(f"{path}: empty calibration file")
   count_lineno, count_line = numbered[0]
   if count_lineno != 1:
-    raise ValueError(f"{path}: line 1 is blank; expected the number of views")
+    raise UserError(f"{path}: line 1 is blank; expected the number of views")
   count = _parse_count(count_line, path)
   names, intrinsics, poses = [], [], []
   for lineno, line in numbered[1:]:
     name, k, pose = _parse_view(line, lineno, path)
     if name in names:
-      raise ValueError(f"{path}: line {lineno}: image {name!r} is listed twice")
+      raise UserError(f"{path}: line {lineno}: image {name!r} is listed twice")
     names.append(name)
     intrinsics.append(k)
     poses.append(pose)
   if len(names) != count:
-    raise ValueError(f"{path}: line 1 announces {count} views but the file lists {len(names)}")
+    raise UserError(f"{path}: line 1 announces {count} views but the file lists {len(names)}")
   return MiddleburyCameras(tuple(names), np.asarray(intrinsics, dtype=np.float64).reshape(-1, 3, 3),
                            np.asarray(poses, dtype=np.float64).reshape(-1, 4, 4))
 
@@ -146,7 +147,7 @@ def find_calibration(folder: str | os.PathLike) -> pathlib.Path:
   if not found:
     raise FileNotFoundError(f"no *_par.txt calibration file in {folder}")
   if len(found) > 1:
-    raise ValueError(f"several calibration files in {folder}: {[p.name for p in found]}; "
+    raise UserError(f"several calibration files in {folder}: {[p.name for p in found]}; "
                      f"pass one explicitly")
   return found[0]
 
@@ -164,9 +165,9 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
   # IMREAD_COLOR: grey or alpha images come back as 3 channels too, so every view has one layout.
   bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
   if bgr is None:
-    raise ValueError(f"cv2 cannot read image {path}")
+    raise UserError(f"cv2 cannot read image {path}")
   if bgr.dtype != np.uint8:
-    raise ValueError(f"image {path}: expected 8-bit pixels, got {bgr.dtype}")
+    raise UserError(f"image {path}: expected 8-bit pixels, got {bgr.dtype}")
   return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 

@@ -24,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.io import files
 from jaxrecon.io.poses import check_rotation, rigid_inverse
 from jaxrecon.data.scene import Scene
@@ -65,7 +66,8 @@ def read_nerf(path: str | os.PathLike, background: Sequence[float] = (255, 255, 
   """Reads a NeRF `transforms_*.json` and its images as a `Scene`.
 
   Args:
-    path: the JSON file.
+    path: the JSON file (e.g. <scene>/transforms_train.json; a folder is refused, naming the
+      transforms files in it).
     background: RGB (0..255) the transparent pixels are composited over; default white.
   Returns:
     `Scene` in file order: images (v, h, w, 3) uint8 (composited), intrinsics (v, 3, 3) pixels,
@@ -76,21 +78,25 @@ def read_nerf(path: str | os.PathLike, background: Sequence[float] = (255, 255, 
     frame) for invalid JSON, a missing or non-positive camera_angle_x, no frames, a malformed or
     non-rigid transform_matrix, or naming an image of another size.
   """
+  if pathlib.Path(path).is_dir():
+    found = sorted(p.name for p in pathlib.Path(path).glob("transforms*.json"))
+    raise UserError(f"{path} is a folder; read_nerf needs one transforms_*.json file in it "
+                    f"(found: {', '.join(found) or 'none'})")
   path = files.require_file(path, "NeRF transforms file")
   meta = files.read_json(path, "NeRF transforms file")
   if not isinstance(meta, dict):
-    raise ValueError(f"{path}: expected a JSON object with camera_angle_x and frames")
+    raise UserError(f"{path}: expected a JSON object with camera_angle_x and frames")
   angle = meta.get("camera_angle_x")
   if not isinstance(angle, (int, float)) or not 0 < angle < np.pi:
-    raise ValueError(f"{path}: camera_angle_x must be a number in (0, pi) radians, got {angle!r}")
+    raise UserError(f"{path}: camera_angle_x must be a number in (0, pi) radians, got {angle!r}")
   frames = meta.get("frames")
   if not isinstance(frames, list) or not frames:
-    raise ValueError(f"{path}: expected a non-empty list 'frames'")
+    raise UserError(f"{path}: expected a non-empty list 'frames'")
   rgbs, paths, poses = [], [], []
   for index, frame in enumerate(frames):
     where = f"{path}: frames[{index}]"
     if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
-      raise ValueError(f"{where}: expected an object with file_path and transform_matrix")
+      raise UserError(f"{where}: expected an object with file_path and transform_matrix")
     pose = files.as_matrix(frame["transform_matrix"], (4, 4), f"{where}.transform_matrix")
     check_rotation(pose[:3, :3], f"{where}.transform_matrix")
     image_path = _frame_path(path.parent, frame["file_path"])

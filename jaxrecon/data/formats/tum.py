@@ -5,8 +5,11 @@ Layout of a folder:
     pose.txt      line N (1-based, blank and '#' lines skipped): `tx ty tz qx qy qz qw`, the
                   camera-to-world pose of frame N (translation in metres, unit quaternion xyzw)
     color/N.png   8-bit colour image of frame N
-    depth/N.png   optional; uint16, metres = value / depth_scale (5000 for ICL-NUIM and TUM),
-                  0 = no measurement; depth is camera-frame z
+    depth/N.png   optional (or depth/N.pgm); uint16, metres = value / depth_scale, 0 = no
+                  measurement; depth is camera-frame z. depth_scale must be given when depth/
+                  exists: 5000 for ICL-NUIM and TUM RGB-D (`DEPTH_SCALE`), 1000 for the
+                  millimetres of Kinect / RealSense recordings; a default would silently
+                  mis-scale one of them
 
 Intrinsics are not in the folder: they are passed in (one K for all frames).
 
@@ -30,11 +33,13 @@ import os
 
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.io import files
 from jaxrecon.io.poses import rigid_inverse
 from jaxrecon.data.scene import Scene
 
 DEPTH_SCALE = 5000.0  # raw uint16 units per metre in ICL-NUIM and TUM RGB-D depth PNGs
+DEPTH_SUFFIXES = (".png", ".pgm")  # 16-bit depth images: PNG, or PGM as some recorders write
 
 
 def quaternion_pose(values: np.ndarray) -> np.ndarray:
@@ -65,13 +70,13 @@ def read_pose_list(path: str | os.PathLike) -> np.ndarray:
     where = f"{path}: line {lineno}"
     fields = line.split()
     if len(fields) != 7:
-      raise ValueError(f"{where}: expected 7 fields (tx ty tz qx qy qz qw), got {len(fields)}")
+      raise UserError(f"{where}: expected 7 fields (tx ty tz qx qy qz qw), got {len(fields)}")
     values = files.parse_floats(fields, where)
     if np.linalg.norm(values[3:]) < 1e-8:
-      raise ValueError(f"{where}: zero quaternion")
+      raise UserError(f"{where}: zero quaternion")
     poses.append(quaternion_pose(values))
   if not poses:
-    raise ValueError(f"{path}: no poses")
+    raise UserError(f"{path}: no poses")
   return np.stack(poses)
 
 
@@ -91,7 +96,19 @@ def make_focal_positive(intrinsics: np.ndarray, cam_from_world: np.ndarray):
   return intrinsics * signs[None, :] + 0.0, flip @ cam_from_world @ flip
 
 
-def read_tum(folder: str | os.PathLike, intrinsics, *, depth_scale: float = DEPTH_SCALE,
+def _depth_path(folder, name: str):
+  """depth/<name>.png or .pgm (exactly one); FileNotFoundError naming the paths tried."""
+  tried = [folder / "depth" / f"{name}{suffix}" for suffix in DEPTH_SUFFIXES]
+  present = [p for p in tried if p.is_file()]
+  if not present:
+    raise FileNotFoundError(f"depth image of frame {name} not found: tried "
+                            f"{', '.join(str(p) for p in tried)}")
+  if len(present) > 1:
+    raise UserError(f"depth of frame {name}: both {present[0]} and {present[1]} exist; keep one")
+  return present[0]
+
+
+def read_tum(folder: str | os.PathLike, intrinsics, *, depth_scale: float | None = None,
              pose_file: str = "pose.txt") -> Scene:
   """Reads a TUM / ICL-NUIM style folder (see the module docstring) as a `Scene`.
 
@@ -99,7 +116,8 @@ def read_tum(folder: str | os.PathLike, intrinsics, *, depth_scale: float = DEPT
     folder: directory with `pose_file`, color/ and optionally depth/.
     intrinsics: (3, 3) K in pixels shared by all frames; a negative fx or fy is moved into the
       poses (module docstring), so the Scene has fx, fy > 0 and OpenCV axes.
-    depth_scale: raw depth units per world unit (5000: metres).
+    depth_scale: raw depth units per metre, required when there is a depth/ folder (5000 =
+      `DEPTH_SCALE` for ICL-NUIM and TUM RGB-D, 1000 for Kinect / RealSense millimetres).
   Returns:
     `Scene` of the n frames in pose-file order: images (n, h, w, 3) uint8, intrinsics (n, 3, 3),
     cam_from_world (n, 4, 4) (world mirrored where a focal was negative), depth (n, h, w) float32
@@ -112,10 +130,13 @@ def read_tum(folder: str | os.PathLike, intrinsics, *, depth_scale: float = DEPT
   folder = files.require_dir(folder, "TUM/ICL folder")
   k = np.asarray(intrinsics, np.float64)
   if k.shape != (3, 3) or k[0, 0] == 0 or k[1, 1] == 0 or not np.all(np.isfinite(k)):
-    raise ValueError(f"intrinsics for {folder}: expected a finite 3x3 K with non-zero fx, fy, "
+    raise UserError(f"intrinsics for {folder}: expected a finite 3x3 K with non-zero fx, fy, "
                      f"got {k.tolist() if k.size == 9 else k.shape}")
-  if not depth_scale > 0:
-    raise ValueError(f"depth_scale must be positive, got {depth_scale}")
+  if depth_scale is not None and not depth_scale > 0:
+    raise UserError(f"depth_scale must be positive, got {depth_scale}")
+  if depth_scale is None and (folder / "depth").is_dir():
+    raise UserError(f"{folder / 'depth'}: pass depth_scale, the raw depth units per metre (5000 "
+                    f"for ICL-NUIM and TUM RGB-D, 1000 for Kinect / RealSense millimetres)")
   world_from_cam = read_pose_list(folder / pose_file)
   k, cam_from_world = make_focal_positive(k, rigid_inverse(world_from_cam))
   names = tuple(str(i) for i in range(1, len(world_from_cam) + 1))
@@ -123,11 +144,11 @@ def read_tum(folder: str | os.PathLike, intrinsics, *, depth_scale: float = DEPT
   images = files.stack_same_size([files.read_rgb(p) for p in color_paths], color_paths)
   depth = None
   if (folder / "depth").is_dir():
-    depth_paths = [folder / "depth" / f"{name}.png" for name in names]
+    depth_paths = [_depth_path(folder, name) for name in names]
     raw = [files.read_single_channel(p, np.uint16, "depth image") for p in depth_paths]
     for array, path in zip(raw, depth_paths):
       if array.shape != images.shape[1:3]:
-        raise ValueError(f"depth image {path}: size {array.shape[::-1]} differs from the colour "
+        raise UserError(f"depth image {path}: size {array.shape[::-1]} differs from the colour "
                          f"images ({images.shape[2]}, {images.shape[1]})")
     # Raw 0 stays 0 = unknown, the Scene's convention.
     depth = (np.stack(raw).astype(np.float64) / depth_scale).astype(np.float32)
