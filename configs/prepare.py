@@ -38,6 +38,11 @@ def get_config(arg: str = "synthetic"):
   c.matcher.window = 3         # match each view with its 3 neighbours on either side
   c.tracks.max_tracks = 1024
   c.xfeat = dataclasses.asdict(XFeatSettings())  # used by the xfeat trackers only
+  # Scenes training would reject (no intrinsics, fewer views than min_views, monocular depth of
+  # another size or without a valid value, no tracks): "error" fails the scene (non-zero exit),
+  # "skip" leaves it out with a warning. Set min_views to the training pipeline's num_views.
+  c.min_views = 2
+  c.on_bad_scene = "error"
   c.simulated_tracker.num_tracks = 1024
   c.lock()
   return c

@@ -2,12 +2,22 @@
 
 Runs the pseudo-label experts over a dataset and caches one .npz per scene with a provenance JSON
 (see `jaxrecon.data.cache`; the tracker, its settings and, for XFeat, the weights' sha256 are
-recorded); re-running skips finished scenes. Exits non-zero if a scene failed.
+recorded); re-running skips finished scenes. The settings, the scene folders and --out are
+checked before any expert runs; each scene is checked for what training would reject
+(`jaxrecon.reliev3r.records`: intrinsics, `min_views`, the monocular depth maps' size and values,
+tracks), failing it or, with `--config.on_bad_scene=skip`, leaving it out with a warning. Errors:
+one line on stderr and exit status 2 (`jaxrecon.cli`); non-zero too if a scene failed.
 """
+import sys
+import time
+
 from absl import app, flags
 from ml_collections import config_flags
 
+from jaxrecon import cli
 from jaxrecon.data.cache import cache_scenes
+from jaxrecon.errors import UserError
+from jaxrecon.io.staging import check_output_folder
 from jaxrecon.reliev3r.records import build_jobs, provenance
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "prepare config file (configs/prepare.py)",
@@ -16,14 +26,34 @@ _OUT = flags.DEFINE_string("out", None, "cache folder (created if missing)")
 flags.mark_flags_as_required(["config", "out"])
 
 
+def _load_tracker_weights(tracker: str) -> None:
+  """Loads (on first use: converts and caches) the learned tracker's weights up front, saying so:
+  otherwise the first scene would sit silent through the conversion."""
+  if tracker not in ("xfeat", "xfeat_lighterglue"):
+    return
+  # Only the learned trackers need flax and the weights.
+  from jaxrecon.experts import lighterglue, xfeat_model  # noqa: PLC0415
+  start = time.perf_counter()
+  print(f"loading the {tracker} weights (the first use converts and caches them) ...",
+        file=sys.stderr, flush=True)
+  xfeat_model.load_backbone()
+  if tracker == "xfeat_lighterglue":
+    lighterglue.load_lighterglue()
+  print(f"loaded the {tracker} weights ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   settings = _CONFIG.value.to_dict()
-  report = cache_scenes(build_jobs(settings), _OUT.value, provenance=provenance(settings))
+  out = check_output_folder(_OUT.value)
+  jobs = build_jobs(settings)
+  _load_tracker_weights(settings.get("tracker", ""))
+  report = cache_scenes(jobs, out, provenance=provenance(settings))
   if report.failed:
-    raise SystemExit(f"{len(report.failed)} scene(s) failed: {sorted(report.failed)}")
+    raise UserError(f"{len(report.failed)} scene(s) failed: {', '.join(sorted(report.failed))} "
+                    f"(reasons above; use --config.on_bad_scene=skip to leave unusable scenes out)")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "prepare")

@@ -52,7 +52,9 @@ def test_folder_source_with_depth_files(tmp_path):
   for name, depth in zip(scene.names, scene.depth):
     np.save(root / "s0" / "mono_depth" / f"{name}.npy", 2.0 * depth + 1.0)
   out = tmp_path / "cache"
-  run = _prepare("folder", out, f"--config.folder.root={root}")
+  # Simulated tracks (from the folder's ground truth): XFeat finds none in 48x64 renders, and
+  # prepare rejects a scene without tracks (issue #10).
+  run = _prepare("folder", out, f"--config.folder.root={root}", "--config.tracker=simulated")
   assert run.returncode == 0, run.stderr
   record = NpzSource([out / "s0.npz"])[0]
   np.testing.assert_allclose(record["mono_depth"], 2.0 * scene.depth + 1.0, rtol=1e-6)
@@ -65,3 +67,36 @@ def test_failures_are_reported_with_a_nonzero_exit(tmp_path):
   run = _prepare("folder", tmp_path / "cache", f"--config.folder.root={root}")
   assert run.returncode != 0
   assert "scene broken failed" in run.stderr and "mono_depth" in run.stderr
+  assert "Traceback" not in run.stderr
+
+
+def test_unusable_scenes_are_checked_and_skipped_when_asked(tmp_path):
+  """Issue #10: what training would reject is found at prepare time, naming the file; with
+  on_bad_scene="skip" such scenes are left out with a warning and the others cached."""
+  import io
+  sys.path.insert(0, str(REPO))
+  from configs import prepare as prepare_config
+  from jaxrecon.data.cache import cache_scenes
+  from jaxrecon.reliev3r.records import build_jobs, provenance
+  root = tmp_path / "scenes"
+  for name, views, mono in (("good", 3, lambda d: d), ("nan", 3, lambda d: d * np.nan),
+                            ("short", 2, lambda d: d)):
+    scene = make_scene(3, num_views=views, height=48, width=64)
+    write_folder(scene, root / name)
+    (root / name / "mono_depth").mkdir()
+    for view, depth in zip(scene.names, scene.depth):
+      np.save(root / name / "mono_depth" / f"{view}.npy", mono(depth))
+  settings = prepare_config.get_config("folder").to_dict()
+  settings.update(tracker="simulated", min_views=3, on_bad_scene="skip")
+  settings["folder"]["root"] = str(root)
+  settings["simulated_tracker"]["num_tracks"] = 64
+  log = io.StringIO()
+  report = cache_scenes(build_jobs(settings), tmp_path / "cache", provenance=provenance(settings),
+                        stream=log, progress=False)
+  assert report.written == ["good"] and not report.failed
+  assert set(report.left_out) == {"nan", "short"}
+  assert report.left_out["nan"].startswith(str(root / "nan" / "mono_depth") + "/")
+  assert report.left_out["nan"].endswith(".npy: no valid depth (every value is NaN, inf or <= 0)")
+  assert "2 views, fewer than min_views=3" in report.left_out["short"]
+  # The checks choose scenes, they do not change records: not part of the provenance.
+  assert "min_views" not in provenance(settings) and "on_bad_scene" not in provenance(settings)

@@ -4,10 +4,13 @@
 
 runs each job (a scene name and a function returning the scene's record, a dict of arrays; each
 method's pipeline documents its records) and writes `out_dir/<name>.npz` atomically (temporary
-file + rename, so a killed run never leaves a half-written scene). A re-run skips scenes already
-written; a scene whose job raises is reported and the others go on. `out_dir/provenance.json` records which
-experts with which settings and package versions produced the files; a re-run with different
-provenance refuses to mix the two in one folder.
+file + rename, so a killed run never leaves a half-written scene; the temporary files a killed
+run left are removed by the next, see `io.staging.remove_stray`). A re-run skips scenes already
+written; a scene whose job raises is reported and the others go on: in one line for a UserError
+or a missing file (bad input, named by the message), with a short traceback otherwise (a bug). A job raising
+`SkipScene` is skipped with a warning and not counted as failed. `out_dir/provenance.json`
+records which experts with which settings and package versions produced the files; a re-run with
+different provenance refuses to mix the two in one folder.
 """
 from __future__ import annotations
 
@@ -24,7 +27,13 @@ from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
+from jaxrecon.errors import UserError
+from jaxrecon.io.staging import remove_stray, tmp_prefix
+
 PROVENANCE = "provenance.json"
+# A job's failures caused by its input (their messages name the file): one line, no traceback.
+_INPUT_ERRORS = (UserError, FileNotFoundError, PermissionError, IsADirectoryError,
+                 NotADirectoryError)
 
 # grain's iterators map elements on a thread pool; np.load parses each array header with
 # ast.literal_eval, and CPython 3.11's compiler is not safe to run from several threads at once
@@ -39,15 +48,35 @@ def read_npz(path, what: str = "cached scene") -> dict:
     with _READ_LOCK, np.load(path, allow_pickle=False) as data:
       return {k: data[k] for k in data.files}
   except (OSError, ValueError) as e:
-    raise ValueError(f"{path}: cannot read the {what} ({e})") from e
+    raise UserError(f"{path}: cannot read the {what} ({e})") from e
+
+
+class SkipScene(UserError):
+  """Raised by a job whose scene should be left out of the cache (with a warning), not failed."""
+
+
+def read_npz_arrays(path, keys, what: str = "cached scene") -> dict:
+  """Only the arrays `keys` of one .npz (the others are not read); UserError naming the file when
+  it is unreadable or lacks one. Thread-safe."""
+  try:
+    with _READ_LOCK, np.load(path, allow_pickle=False) as data:
+      missing = [k for k in keys if k not in data.files]
+      if missing:
+        raise UserError(f"{path}: the {what} has no {missing}")
+      return {k: data[k] for k in keys}
+  except (OSError, ValueError) as e:
+    if isinstance(e, UserError):
+      raise
+    raise UserError(f"{path}: cannot read the {what} ({e})") from e
 
 
 @dataclasses.dataclass
 class CacheReport:
-  """What `cache_scenes` did: scene names written, skipped (already there) and failed (with the
-  error message)."""
+  """What `cache_scenes` did: scene names written, skipped (already there), left out (SkipScene,
+  with the reason) and failed (with the error message)."""
   written: list = dataclasses.field(default_factory=list)
   skipped: list = dataclasses.field(default_factory=list)
+  left_out: dict = dataclasses.field(default_factory=dict)
   failed: dict = dataclasses.field(default_factory=dict)
 
 
@@ -66,7 +95,7 @@ def write_npz_atomic(path, arrays: Mapping[str, np.ndarray]) -> None:
   for key, value in arrays.items():
     if np.asarray(value).dtype == object:
       raise ValueError(f"{path.name}: array {key!r} has dtype object (would need pickle)")
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz.tmp")
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=tmp_prefix(path.name), suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
       np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -83,15 +112,17 @@ def _check_provenance(out_dir: pathlib.Path, provenance: dict) -> None:
     try:
       old = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-      raise ValueError(f"{path}: corrupt provenance file ({e})") from e
+      raise UserError(f"{path}: corrupt provenance file ({e})") from e
     if old.get("settings") != provenance:
-      raise ValueError(f"{out_dir}: holds scenes made with other settings ({path}); use another "
+      raise UserError(f"{out_dir}: holds scenes made with other settings ({path}); use another "
                        f"folder or delete it")
   else:
     record = {"settings": provenance, "versions": versions(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=tmp_prefix(path.name), suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+      f.write(json.dumps(record, indent=2, sort_keys=True, default=str))
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -123,13 +154,17 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
   jobs = list(jobs)
   names = [n for n, _ in jobs]
   if len(set(names)) != len(names):
-    raise ValueError("jobs: scene names are not unique")
+    raise UserError("jobs: scene names are not unique")
   for name in names:
     if not name or os.sep in name or name.startswith("."):
-      raise ValueError(f"jobs: {name!r} is not usable as a file name")
+      raise UserError(f"jobs: {name!r} is not usable as a file name")
   provenance = json.loads(json.dumps(provenance, sort_keys=True, default=str))
-  _check_provenance(out_dir, provenance)
   stream = sys.stderr if stream is None else stream
+  # (the legacy patterns: temporary names of versions before the writer's pid was in them)
+  stray = remove_stray(out_dir, legacy=(".*.npz.tmp", "provenance.json.tmp"))
+  if stray:
+    stream.write(f"removed leftovers of an interrupted run in {out_dir}: {', '.join(stray)}\n")
+  _check_provenance(out_dir, provenance)
   report = CacheReport()
   start = time.perf_counter()
   for i, (name, job) in enumerate(jobs):
@@ -140,6 +175,12 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
       try:
         write_npz_atomic(target, job())
         report.written.append(name)
+      except SkipScene as e:
+        report.left_out[name] = str(e)
+        stream.write(f"\nwarning: scene {name} skipped: {e}\n")
+      except _INPUT_ERRORS as e:
+        report.failed[name] = str(e)
+        stream.write(f"\nscene {name} failed: {e}\n")
       except Exception as e:  # noqa: BLE001 (one bad scene must not stop the others)
         report.failed[name] = f"{type(e).__name__}: {e}"
         stream.write(f"\nscene {name} failed: {type(e).__name__}: {e}\n"
@@ -148,6 +189,7 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
       _progress(i + 1, len(jobs), start, name, stream)
   if progress:
     stream.write("\n")
+  left_out = f", {len(report.left_out)} skipped as unusable" if report.left_out else ""
   stream.write(f"cache {out_dir}: {len(report.written)} written, {len(report.skipped)} already "
-               f"there, {len(report.failed)} failed\n")
+               f"there{left_out}, {len(report.failed)} failed\n")
   return report

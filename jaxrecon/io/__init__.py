@@ -14,6 +14,8 @@ depth uint16 (h, w).
   colmap_read    COLMAP text model parsers (cameras, images, 2D points, 3D points)
   colmap_text    write_colmap_text: COLMAP text model of posed images (+ fused points)
   colmap_sparse  write_colmap_sparse: COLMAP text model of triangulated tracks
+  staging        StagedOutput / check_output_folder: a command's outputs appear complete or not
+                 at all; remove_stray: temporary files a killed writer left
 """
 from jaxrecon.io.colmap_read import (read_cameras_txt, read_images_txt, read_points2d_txt,
                                      read_points3d_txt)

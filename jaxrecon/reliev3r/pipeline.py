@@ -26,8 +26,9 @@ import grain
 import numpy as np
 
 from jaxrecon.data.batching import batched_dataset
-from jaxrecon.data.cache import read_npz
+from jaxrecon.data.cache import read_npz, read_npz_arrays
 from jaxrecon.data.transforms import crop_resize_camera, resize_images, resize_nearest
+from jaxrecon.errors import UserError
 
 REQUIRED = ("images", "intrinsics", "mono_depth", "tracks", "visibility")
 OPTIONAL = ("depth", "cam_from_world", "labels")
@@ -72,25 +73,42 @@ class PipelineConfig:
 
 
 class NpzSource:
-  """grain random-access source over cached scenes, one .npz per scene (loaded without pickle)."""
+  """grain random-access source over cached scenes, one .npz per scene (loaded without pickle);
+  each record is checked on loading (`check_record`), errors naming its file."""
 
   def __init__(self, paths: Sequence[str]):
     self._paths = [str(p) for p in paths]
     if not self._paths:
-      raise ValueError("paths: no scene files given")
+      raise UserError("paths: no scene files given")
 
   def __len__(self):
     return len(self._paths)
 
   def __getitem__(self, index):
-    return read_npz(self._paths[index])
+    record = read_npz(self._paths[index])
+    check_record(record, self._paths[index])
+    return record
+
+  def name(self, index: int) -> str:
+    return self._paths[index]
+
+  def check_views(self, num_views: int) -> None:
+    """Every file has at least `num_views` views (reads only the visibility arrays); UserError
+    naming the first that has fewer, before training starts rather than at its first sample."""
+    for path in self._paths:
+      views = read_npz_arrays(path, ["visibility"])["visibility"].shape[-1]
+      if views < num_views:
+        raise UserError(f"{path}: {views} views, fewer than the pipeline's num_views={num_views} "
+                        f"(lower pipeline.num_views, or re-run prepare with --config.min_views="
+                        f"{num_views} to leave such scenes out)")
 
 
 def check_record(record: Mapping[str, np.ndarray], name: str = "record") -> None:
-  """Raises ValueError naming the record and key when a record misses keys or has bad shapes."""
+  """Raises UserError naming the record (its file) and key when a record misses keys or has bad
+  shapes."""
   missing = [k for k in REQUIRED if k not in record]
   if missing:
-    raise ValueError(f"{name}: missing {missing}")
+    raise UserError(f"{name}: missing {missing}")
   v, h, w = np.shape(record["images"])[:3]
   t = np.shape(record["tracks"])[0]
   want = {"images": (v, h, w, 3), "intrinsics": (v, 3, 3), "mono_depth": (v, h, w),
@@ -98,7 +116,7 @@ def check_record(record: Mapping[str, np.ndarray], name: str = "record") -> None
           "cam_from_world": (v, 4, 4), "labels": (v, h, w)}
   for key, shape in want.items():
     if key in record and np.shape(record[key]) != shape:
-      raise ValueError(f"{name}: {key} has shape {np.shape(record[key])}, expected {shape}")
+      raise UserError(f"{name}: {key} has shape {np.shape(record[key])}, expected {shape}")
 
 
 def select_views(visibility, num_views, rng, *, mode="window", min_shared_tracks=8):
@@ -113,7 +131,7 @@ def select_views(visibility, num_views, rng, *, mode="window", min_shared_tracks
   """
   total = visibility.shape[1]
   if num_views > total:
-    raise ValueError(f"num_views: a record has {total} views, fewer than {num_views}")
+    raise UserError(f"num_views: a record has {total} views, fewer than {num_views}")
   if mode == "window":
     start = rng.integers(0, total - num_views + 1)
     return np.arange(start, start + num_views)
@@ -203,8 +221,11 @@ def make_dataset(source, config: PipelineConfig, *, process_index: int = 0,
     process_index, process_count: each process reads its own shard of the records (multi-host);
       the shards are disjoint and together cover the records.
   """
+  if isinstance(source, NpzSource):
+    source.check_views(config.num_views)
   for i in range(min(len(source), 3)):  # fail early, naming the record, on a malformed source
-    check_record(source[i], f"record {i}")
+    name = source.name(i) if isinstance(source, NpzSource) else f"record {i}"
+    check_record(source[i], name)
   # A partial, not a lambda: worker processes receive the pipeline pickled.
   return batched_dataset(source, functools.partial(make_sample, config=config), seed=config.seed,
                          shuffle=config.shuffle, batch_size=config.batch_size,

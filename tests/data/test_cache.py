@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from jaxrecon.data.cache import PROVENANCE, cache_scenes, write_npz_atomic
-from jaxrecon.reliev3r.pipeline import NpzSource
+from jaxrecon.data.cache import PROVENANCE, SkipScene, cache_scenes, read_npz, write_npz_atomic
+from jaxrecon.errors import UserError
 
 
 def _job(value, calls):
@@ -21,7 +21,7 @@ def test_writes_skips_and_reports(tmp_path):
   jobs = [("a", _job(1, calls)), ("b", _job(2, calls))]
   report = cache_scenes(jobs, tmp_path, provenance={"expert": "x", "k": 1}, stream=log)
   assert report.written == ["a", "b"] and not report.failed
-  assert np.all(NpzSource([tmp_path / "b.npz"])[0]["images"] == 2)
+  assert np.all(read_npz(tmp_path / "b.npz")["images"] == 2)
   info = json.loads((tmp_path / PROVENANCE).read_text())
   assert info["settings"] == {"expert": "x", "k": 1} and "numpy" in info["versions"]
   # A re-run only does what is missing.
@@ -41,6 +41,38 @@ def test_failing_scene_is_reported_and_others_continue(tmp_path):
   assert not (tmp_path / "bad.npz").exists()
   assert "scene bad failed" in log.getvalue()
   assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_input_is_one_line_and_unusable_scenes_are_skipped(tmp_path):
+  def bad_input():
+    raise UserError("s1/mono_depth/0.npy: no valid depth")
+
+  def unusable():
+    raise SkipScene("s2: 2 views, fewer than min_views=4")
+  log = io.StringIO()
+  report = cache_scenes([("s1", bad_input), ("s2", unusable), ("s3", _job(1, []))], tmp_path,
+                        provenance={}, stream=log, progress=False)
+  assert report.failed == {"s1": "s1/mono_depth/0.npy: no valid depth"}
+  assert report.left_out == {"s2": "s2: 2 views, fewer than min_views=4"}
+  assert report.written == ["s3"] and not (tmp_path / "s2.npz").exists()
+  text = log.getvalue()
+  assert "scene s1 failed: s1/mono_depth/0.npy: no valid depth\n" in text
+  assert "warning: scene s2 skipped: s2: 2 views" in text and "Traceback" not in text
+  assert "1 skipped as unusable, 1 failed" in text
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path):
+  """Temporary files of a write killed mid-way (this version's names carry the dead writer's
+  pid; older versions' names did not) go on the next run; finished scenes stay."""
+  (tmp_path / ".a.npz.999999999-x1y2.tmp").write_bytes(b"half")
+  (tmp_path / ".b.k2j3h4.npz.tmp").write_bytes(b"half")   # the format before #10
+  (tmp_path / "provenance.json.tmp").write_text("{")
+  log = io.StringIO()
+  report = cache_scenes([("a", _job(1, [])), ("b", _job(2, []))], tmp_path, provenance={},
+                        stream=log, progress=False)
+  assert report.written == ["a", "b"]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", PROVENANCE]
+  assert "removed leftovers of an interrupted run" in log.getvalue()
 
 
 def test_other_settings_are_refused(tmp_path):

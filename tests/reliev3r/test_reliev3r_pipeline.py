@@ -145,6 +145,16 @@ def test_npz_source_round_trip_and_errors(tmp_path, source):
   (tmp_path / "bad.npz").write_bytes(b"not a zip")
   with pytest.raises(ValueError, match="bad.npz"):
     NpzSource([tmp_path / "bad.npz"])[0]
+  # Errors found in a record name its file (issue #10), also before the first sample.
+  broken = dict(source[0])
+  broken["mono_depth"] = broken["mono_depth"][:, :4]
+  np.savez(tmp_path / "broken.npz", **broken)
+  with pytest.raises(ValueError, match=r"broken\.npz: mono_depth has shape"):
+    make_dataset(NpzSource([paths[0], tmp_path / "broken.npz"]), CONFIG)
+  cfg = PipelineConfig(**{**CONFIG.__dict__, "num_views": V + 1})
+  with pytest.raises(ValueError, match=rf"scene0\.npz: {V} views, fewer than the pipeline's "
+                                       rf"num_views={V + 1}"):
+    make_dataset(NpzSource(paths), cfg)
 
 
 def test_bad_config_and_records(source):
