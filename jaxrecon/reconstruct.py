@@ -7,8 +7,13 @@ point cloud and a COLMAP text model.
 (`jaxrecon.reconstruct_fit`, whose docstring lists its outputs: poses.json with "registered",
 points.ply of the triangulated tracks, a COLMAP model with tracks, report.json / report.md).
 
-Outputs of an earlier run in --out (the names in `export.views.OUTPUTS`) are removed first, and
-the command says so, so that old and new files never mix; other files there are left alone.
+Every input and output constraint is checked before the model runs or a file is written (one
+line on stderr and exit status 2 otherwise, `jaxrecon.cli`). Outputs are written into a hidden
+staging folder in --out and moved into place only when all are complete (`io.staging`): a failure
+leaves an earlier run's outputs as they were; on success the earlier outputs (the names in
+`export.views.OUTPUTS`) are replaced, and the command says so; other files there are left alone.
+Image names with whitespace (which COLMAP's images.txt cannot hold) get `_` in colmap/; the
+mapping is in colmap/renamed.json.
 
 Inputs of --method=ffrm
   --checkpoint  a run's workdir (holding checkpoints/) or its checkpoints/ folder; the latest step
@@ -33,7 +38,7 @@ Outputs of --method=ffrm in --out (model units; the world frame and scale are th
   points.ply               fused coloured points from the model-resolution maps: x y z float32,
                            red green blue uchar, confidence float32; per view, pixels under the
                            --min_confidence_percentile-th confidence percentile are dropped
-  colmap/images/           copies of the input images
+  colmap/images/           copies of the input images (COLMAP-safe names, see above)
   colmap/sparse/0/         cameras.txt (PINHOLE, original resolution), images.txt, points3D.txt
                            (the fused points, empty tracks)
 """
@@ -41,7 +46,6 @@ from __future__ import annotations
 
 import importlib.util
 import pathlib
-import shutil
 import sys
 import time
 
@@ -50,9 +54,10 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxrecon import export
+from jaxrecon import cli, export
 from jaxrecon.data.transforms import crop_resize_camera, resize_images
-from jaxrecon.io import colmap_text, files, ply, poses
+from jaxrecon.errors import UserError
+from jaxrecon.io import colmap_text, files, ply, poses, staging
 from jaxrecon.reliev3r.task import build, predict
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
@@ -76,7 +81,7 @@ flags.mark_flags_as_required(["images", "out"])
 
 
 class Progress:
-  """Stage counter on stderr: `[k/n] stage ... (elapsed s)`."""
+  """Stage counter on stderr: `[k/n] stage (elapsed s)`; `note` announces a long stage first."""
 
   def __init__(self, total: int):
     self.total, self.done, self.start = total, 0, time.perf_counter()
@@ -86,11 +91,23 @@ class Progress:
     print(f"[{self.done}/{self.total}] {stage} ({time.perf_counter() - self.start:.1f} s)",
           file=sys.stderr, flush=True)
 
+  def note(self, what: str) -> None:
+    print(f"      {what} ...", file=sys.stderr, flush=True)
+
 
 def load_config(workdir: pathlib.Path, flag_config) -> tuple[ml_collections.ConfigDict, str]:
-  """(config, where from): <workdir>/config.json, else the --config flag, else the default."""
+  """(config, where from): <workdir>/config.json, else the --config flag, else the default.
+  UserError when the run is not a Reliev3R run (e.g. a Rewis3d segmentation run)."""
+  rewis3d = [m for m in ("rewis3d", "ema") if (workdir / m / "checkpoints").is_dir()]
   stored = stored_config(workdir)
+  task = stored.get("task") if stored is not None else None
+  if rewis3d or task == "rewis3d":
+    raise UserError(f"{workdir} is a Rewis3d (segmentation) run: segment images with "
+                    f"python -m jaxrecon.segment --checkpoint={workdir}; reconstruct needs a "
+                    f"Reliev3R run (configs/reliev3r.py)")
   if stored is not None:
+    if task not in (None, "reliev3r"):
+      raise UserError(f"{workdir / 'config.json'}: task {task!r}; reconstruct needs a Reliev3R run")
     return stored, str(workdir / "config.json")
   if flag_config is not None:
     return flag_config, "--config"
@@ -116,57 +133,64 @@ def _save_maps(folder: pathlib.Path, names, maps, cmap: str) -> None:
 
 def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
                 min_confidence_percentile: float = 10.0) -> dict:
-  """Everything the CLI does (see the module docstring); returns a summary dict."""
+  """Everything the CLI does (see the module docstring); returns a summary dict.
+
+  Raises UserError / FileNotFoundError naming the input at fault before the model runs; writes
+  nothing unless every output is complete."""
   progress = Progress(7)
   image_dir = pathlib.Path(images)
   paths, rgb = export.read_images(image_dir)
   names = [p.stem for p in paths]
   k_path = export.views.find_intrinsics(image_dir, intrinsics)
   k = export.read_intrinsics(k_path, names)
+  colmap_names = export.views.colmap_names([p.name for p in paths])
   size = rgb.shape[1:3]
+  workdir, checkpoints = locate_run(checkpoint)
+  config, config_source = load_config(workdir, flag_config)
+  # Checked here, not by the restore: before any work, and without starting Orbax's threads.
+  if not any(p.name.isdigit() for p in checkpoints.iterdir()):
+    raise FileNotFoundError(f"{checkpoints}: no checkpoint to restore (no step folders)")
+  staged = staging.StagedOutput(out, export.views.OUTPUTS, label="reconstruct")
   progress(f"read {len(paths)} images of {size[1]}x{size[0]} and {k_path}")
 
-  workdir, checkpoints = locate_run(checkpoint)
-  # After the inputs and the checkpoint are found: a failed check leaves an earlier run intact.
-  out, replaced = export.views.prepare_output_folder(out)
-  if replaced:
-    print(f"replacing the earlier outputs in {out}: {', '.join(replaced)}", file=sys.stderr)
-  config, config_source = load_config(workdir, flag_config)
+  progress.note(f"restoring the model from {checkpoints}")
   graphdef, state, step = load_model(config, checkpoints)
   progress(f"restored step {step} from {checkpoints} (config {config_source})")
 
   model_hw = (int(config.pipeline.height), int(config.pipeline.width))
   small = resize_images(rgb, model_hw)
   k_small, _ = crop_resize_camera(k, None, (0, 0, size[0], size[1]), model_hw)
+  progress.note(f"compiling and running the model on {len(names)} views")
   pred = predict(graphdef, state, (small.astype(np.float32) / 255.0)[None])
   depth, confidence = np.asarray(pred["depth"][0]), np.asarray(pred["confidence"][0])
   world_from_cam = np.asarray(pred["world_from_cam"][0], np.float64)
   progress(f"ran the model on {len(names)} views at {model_hw[1]}x{model_hw[0]}")
 
-  _save_maps(out / "depth", names, export.resize_maps(depth, size), "turbo")
-  _save_maps(out / "confidence", names, export.resize_maps(confidence, size), "viridis")
-  progress("wrote depth/ and confidence/")
+  with staged as stage:
+    tmp = stage.path
+    _save_maps(tmp / "depth", names, export.resize_maps(depth, size), "turbo")
+    _save_maps(tmp / "confidence", names, export.resize_maps(confidence, size), "viridis")
+    progress("wrote depth/ and confidence/")
 
-  poses.write_poses_json(out / "poses.json", names, [p.name for p in paths], k, world_from_cam,
-                          size, extra={"checkpoint": str(checkpoints), "step": step,
-                                       "model_input_size": list(model_hw)})
-  progress("wrote poses.json")
+    poses.write_poses_json(tmp / "poses.json", names, [p.name for p in paths], k, world_from_cam,
+                           size, extra={"checkpoint": str(checkpoints), "step": step,
+                                        "model_input_size": list(model_hw)})
+    progress("wrote poses.json")
 
-  xyz, colors, conf, _ = export.fuse_points(
-      depth, confidence, small, k_small, world_from_cam,
-      min_confidence_percentile=min_confidence_percentile)
-  ply.write_ply(out / "points.ply", xyz, colors, conf)
-  progress(f"wrote points.ply ({len(xyz)} points)")
+    xyz, colors, conf, _ = export.fuse_points(
+        depth, confidence, small, k_small, world_from_cam,
+        min_confidence_percentile=min_confidence_percentile)
+    ply.write_ply(tmp / "points.ply", xyz, colors, conf)
+    progress(f"wrote points.ply ({len(xyz)} points)")
 
-  colmap_images = out / "colmap" / "images"
-  colmap_images.mkdir(parents=True, exist_ok=True)
-  for path in paths:
-    shutil.copy2(path, colmap_images / path.name)
-  colmap_text.write_colmap_text(out / "colmap" / "sparse" / "0", [p.name for p in paths], k,
-                                poses.rigid_inverse(world_from_cam), size,
-                                points=(xyz, colors))
-  progress("wrote colmap/ (images, sparse/0)")
-  return {"views": len(names), "points": int(len(xyz)), "step": step, "out": str(out)}
+    export.views.write_colmap_images(tmp / "colmap" / "images", paths, colmap_names)
+    colmap_text.write_colmap_text(tmp / "colmap" / "sparse" / "0", colmap_names, k,
+                                  poses.rigid_inverse(world_from_cam), size,
+                                  points=(xyz, colors))
+    progress("wrote colmap/ (images, sparse/0)")
+  for line in stage.notes():
+    print(line, file=sys.stderr)
+  return {"views": len(names), "points": int(len(xyz)), "step": step, "out": str(stage.out)}
 
 
 def main(argv):
@@ -177,22 +201,14 @@ def main(argv):
   misplaced = ("--checkpoint" if _METHOD.value == "fit" and _CHECKPOINT.value else
                "--tracker" if _METHOD.value == "ffrm" and _TRACKER.present else None)
   if misplaced:
-    print(f"reconstruct: error: {misplaced} does not apply to --method={_METHOD.value}",
-          file=sys.stderr)
-    return 1
+    raise UserError(f"{misplaced} does not apply to --method={_METHOD.value}")
   if _METHOD.value == "fit":
     return _main_fit()
   if not _CHECKPOINT.value:
-    print("reconstruct: error: --method=ffrm needs --checkpoint=RUN (a trained run); "
-          "--method=fit needs none", file=sys.stderr)
-    return 1
-  try:
-    summary = reconstruct(_CHECKPOINT.value, _IMAGES.value, _OUT.value,
-                          intrinsics=_INTRINSICS.value, flag_config=_CONFIG.value,
-                          min_confidence_percentile=_MIN_PERCENTILE.value)
-  except (FileNotFoundError, ValueError) as error:
-    print(f"reconstruct: error: {error}", file=sys.stderr)
-    return 1
+    raise UserError("--method=ffrm needs --checkpoint=RUN (a trained run); --method=fit needs none")
+  summary = reconstruct(_CHECKPOINT.value, _IMAGES.value, _OUT.value,
+                        intrinsics=_INTRINSICS.value, flag_config=_CONFIG.value,
+                        min_confidence_percentile=_MIN_PERCENTILE.value)
   print(f"reconstructed {summary['views']} views ({summary['points']} points) -> "
         f"{summary['out']}", file=sys.stderr)
   return 0
@@ -200,17 +216,12 @@ def main(argv):
 
 def _main_fit() -> int:
   from jaxrecon import reconstruct_fit
-  progress = Progress(7)
-  try:
-    report = reconstruct_fit.reconstruct_fit(_IMAGES.value, _OUT.value,
-                                             intrinsics=_INTRINSICS.value,
-                                             tracker=_TRACKER.value, progress=progress)
-  except (FileNotFoundError, ValueError) as error:
-    print(f"reconstruct: error: {error}", file=sys.stderr)
-    return 1
+  report = reconstruct_fit.reconstruct_fit(_IMAGES.value, _OUT.value,
+                                           intrinsics=_INTRINSICS.value,
+                                           tracker=_TRACKER.value, progress=Progress(7))
   reconstruct_fit.print_outcome(report)
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "reconstruct")

@@ -9,7 +9,7 @@ Outputs in --out (the fit's gauge: camera 0 at the origin, world units set by th
   points.ply     the model's triangulated tracks (see `io.colmap_sparse.model_observations`):
                  x y z float32, red green blue uchar = image colour at the track's first inlier
                  observation, confidence float32 = number of inlier observations (track length)
-  colmap/images/ copies of the input images
+  colmap/images/ copies of the input images (whitespace in names -> "_", see colmap/renamed.json)
   colmap/sparse/0/ cameras.txt, images.txt with POINTS2D (registered views only), points3D.txt
                  with ERROR and TRACK[]: COLMAP's bundle adjuster and MVS can run on it
   report.json, report.md  per view: registered, inlier observations, median residual (px),
@@ -18,7 +18,6 @@ Outputs in --out (the fit's gauge: camera 0 at the origin, world units set by th
 from __future__ import annotations
 
 import pathlib
-import shutil
 import sys
 import time
 import warnings
@@ -26,8 +25,9 @@ import warnings
 import numpy as np
 
 from jaxrecon import experts, export
+from jaxrecon.errors import UserError
 from jaxrecon.export import report as report_lib
-from jaxrecon.io import colmap_sparse, ply, poses
+from jaxrecon.io import colmap_sparse, ply, poses, staging
 
 UNITS = ("the fit's gauge: camera 0 is the world frame, the scale is set by the fit (not metric); "
          "compare to other poses after a similarity alignment")
@@ -43,7 +43,7 @@ def trackers() -> tuple[str, ...]:
 def track(images: np.ndarray, intrinsics: np.ndarray, tracker: str):
   """`experts.Tracks` of the images (v, h, w, 3) uint8 with K (v, 3, 3), by the named tracker."""
   if tracker not in trackers():
-    raise ValueError(f"--tracker={tracker} is not one of {', '.join(trackers())}")
+    raise UserError(f"--tracker={tracker} is not one of {', '.join(trackers())}")
   if tracker == "sift":
     return experts.track_images(list(images), intrinsics)
   return experts.track_images(list(images), intrinsics, tracker=tracker)
@@ -63,9 +63,10 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
                     progress=None) -> dict:
   """Everything `--method=fit` does (see the module docstring).
 
-  Inputs are checked before any work: FileNotFoundError / ValueError with one line naming the
-  folder, image or flag (no images, mixed sizes, no intrinsics file -> --intrinsics, unknown
-  tracker, --out not a folder).
+  Inputs and outputs are checked before any work: UserError / FileNotFoundError with one line
+  naming the folder, image or flag (no images, mixed sizes, no intrinsics file -> --intrinsics,
+  unknown tracker, --out not a folder, two names equal once COLMAP-safe). Outputs are staged
+  (`io.staging`): a failure leaves an earlier run's outputs as they were.
   Returns:
     the report dict (`export.report.registration_report`) plus "out" and "replaced".
   """
@@ -77,17 +78,19 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
   k_path = export.views.find_intrinsics(image_dir, intrinsics)
   k = export.read_intrinsics(k_path, names)
   if len(paths) < 2:
-    raise ValueError(f"{image_dir}: a fit needs at least 2 images, found {len(paths)}")
+    raise UserError(f"{image_dir}: a fit needs at least 2 images, found {len(paths)}")
   if tracker not in trackers():
-    raise ValueError(f"--tracker={tracker} is not one of {', '.join(trackers())}")
-  out, replaced = export.views.prepare_output_folder(out)
-  if replaced:
-    print(f"replacing the earlier outputs in {out}: {', '.join(replaced)}", file=sys.stderr)
+    raise UserError(f"--tracker={tracker} is not one of {', '.join(trackers())}")
+  colmap_names = export.views.colmap_names(files)
+  staged = staging.StagedOutput(out, export.views.OUTPUTS, label="reconstruct")
   size = rgb.shape[1:3]
   timings["read_s"] = time.perf_counter() - clock
   progress(f"read {len(paths)} images of {size[1]}x{size[0]} and {k_path}")
 
   clock = time.perf_counter()
+  note = getattr(progress, "note", None)
+  if note and tracker != "sift":   # the learned trackers convert their weights on first use
+    note(f"tracking with {tracker} (the first use converts and caches its weights)")
   tracks = track(rgb, k, tracker)
   timings["tracks_s"] = time.perf_counter() - clock
   progress(f"{tracker} tracks: {int(tracks.mask.sum())} tracks, "
@@ -102,13 +105,35 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
   progress(f"fitted: {int(registered.sum())}/{len(names)} views registered")
 
   clock = time.perf_counter()
+  with staged as stage:
+    written = _write_outputs(stage.path, paths, colmap_names, rgb, k, tracks, result, registered,
+                             progress, extra={"method": "fit", "tracker": tracker,
+                                              "intrinsics_file": str(k_path)})
+    timings["write_s"] = time.perf_counter() - clock
+    report = report_lib.registration_report(
+        files, result, points=written["points"], observations=written["observations"],
+        timings=timings, extra={"inputs": {"images": str(image_dir), "intrinsics": str(k_path)},
+                                "tracker": tracker,
+                                "tracks": {"tracks": int(tracks.mask.sum()),
+                                           "conflicting_dropped": int(tracks.num_conflicting)}})
+    report_lib.write_report(stage.path, report)
+    progress("wrote report.json, report.md")
+  for line in stage.notes():
+    print(line, file=sys.stderr)
+  return {**report, "out": str(stage.out), "replaced": stage.replaced}
+
+
+def _write_outputs(out: pathlib.Path, paths, colmap_names, rgb, k, tracks, result, registered,
+                   progress, extra: dict) -> dict:
+  """poses.json, points.ply and colmap/ of a fit into `out`; returns write_colmap_sparse's
+  counts."""
+  names, files, size = [p.stem for p in paths], [p.name for p in paths], rgb.shape[1:3]
   # (fit_scene's rotations are exact: re-orthonormalised in float64.)
   cam_from_world = np.where(registered[:, None, None], result.cam_from_world, np.nan)
-  world_from_cam = poses.rigid_inverse(np.where(registered[:, None, None], cam_from_world, np.eye(4)))
+  world_from_cam = poses.rigid_inverse(np.where(registered[:, None, None], cam_from_world,
+                                                np.eye(4)))
   poses.write_poses_json(out / "poses.json", names, files, k, world_from_cam, size,
-                          registered=registered, units=UNITS,
-                          extra={"method": "fit", "tracker": tracker,
-                                 "intrinsics_file": str(k_path)})
+                         registered=registered, units=UNITS, extra=extra)
   progress("wrote poses.json")
 
   observed = tracks.visible & tracks.mask[:, None]
@@ -117,29 +142,17 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
   keep = use.any(1)
   colors = colmap_sparse.track_colors(rgb, tracks.pixels, use)
   ply.write_ply(out / "points.ply", result.points[keep], colors[keep],
-                   use[keep].sum(1).astype(np.float32))
+                use[keep].sum(1).astype(np.float32))
   progress(f"wrote points.ply ({int(keep.sum())} points)")
 
-  colmap_images = out / "colmap" / "images"
-  colmap_images.mkdir(parents=True)
-  for path in paths:
-    shutil.copy2(path, colmap_images / path.name)
+  export.views.write_colmap_images(out / "colmap" / "images", paths, colmap_names)
   written = colmap_sparse.write_colmap_sparse(
-      out / "colmap" / "sparse" / "0", files, k, cam_from_world, size, pixels=tracks.pixels,
-      observed=observed, points=result.points, inlier=result.inlier, colors=colors)
+      out / "colmap" / "sparse" / "0", colmap_names, k, cam_from_world, size,
+      pixels=tracks.pixels, observed=observed, points=result.points, inlier=result.inlier,
+      colors=colors)
   progress(f"wrote colmap/ ({written['images']} images, {written['points']} points, "
            f"{written['observations']} observations)")
-  timings["write_s"] = time.perf_counter() - clock
-
-  report = report_lib.registration_report(
-      files, result, points=written["points"], observations=written["observations"],
-      timings=timings, extra={"inputs": {"images": str(image_dir), "intrinsics": str(k_path)},
-                              "tracker": tracker,
-                              "tracks": {"tracks": int(tracks.mask.sum()),
-                                         "conflicting_dropped": int(tracks.num_conflicting)}})
-  report_lib.write_report(out, report)
-  progress("wrote report.json, report.md")
-  return {**report, "out": str(out), "replaced": replaced}
+  return written
 
 
 def print_outcome(report: dict, stream=sys.stderr) -> None:

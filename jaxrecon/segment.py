@@ -18,19 +18,27 @@ Outputs in --out
   labels/<stem>.png   uint8 class index per pixel (the config's class_names order)
   color/<stem>.png    the same labels colour-mapped (fixed palette)
   classes.json        class names and palette colours
+
+Every image is read and checked, and --out checked, before the model is restored; the outputs are
+staged (`io.staging`) and moved into place when all are written, replacing an earlier run's
+labels/, color/ and classes.json (other files in --out are left alone). Errors: one line on
+stderr and exit status 2 (`jaxrecon.cli`).
 """
 from __future__ import annotations
 
 import json
 import pathlib
 import sys
+import time
 
 import numpy as np
 from absl import app, flags, logging
 
+from jaxrecon import cli
 from jaxrecon.data.transforms import resize_images, resize_nearest
+from jaxrecon.errors import UserError
 from jaxrecon.evaluate.segmentation import colorize, palette
-from jaxrecon.io import files
+from jaxrecon.io import files, staging
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 from jaxrecon.rewis3d.task import build_seg, predict_logits
 
@@ -57,15 +65,45 @@ def method_run(checkpoint: str) -> pathlib.Path:
   return path
 
 
+OUTPUTS = ("labels", "color", "classes.json")
+
+
+def check_images(images) -> list[pathlib.Path]:
+  """The image files of the folder, each decoded once to check it (UserError naming the first
+  unreadable one; FileNotFoundError for a missing or empty folder), before any work."""
+  paths = files.list_images(files.require_dir(images, "images folder"))
+  stems = [p.stem for p in paths]
+  if len(set(stems)) != len(stems):
+    raise UserError(f"{images}: two images share a name up to the suffix (their label maps "
+                    f"would overwrite each other)")
+  for path in paths:
+    files.read_rgb(path)
+  return paths
+
+
+def _say(start: float, what: str) -> None:
+  print(f"{what} ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+
+
 def segment(checkpoint, images, out, *, size=None) -> dict:
   """Everything the CLI does; returns a summary dict."""
+  start = time.perf_counter()
   run = method_run(checkpoint)
   workdir, checkpoints = locate_run(str(run))
   config = stored_config(workdir)
   if config is None or config.get("task") != "rewis3d":
-    raise ValueError(f"{workdir}: no Rewis3d config.json (train with configs/rewis3d.py)")
+    task = None if config is None else config.get("task")
+    hint = (f" ({workdir} is a {task} run: reconstruct with python -m jaxrecon.reconstruct)"
+            if task == "reliev3r" else " (train with configs/rewis3d.py)")
+    raise UserError(f"{workdir}: no Rewis3d config.json{hint}")
   if size is not None and min(size) <= 0:
-    raise ValueError(f"--height/--width: expected positive sizes, got {size}")
+    raise UserError(f"--height/--width: expected positive sizes, got {size}")
+  if not any(p.name.isdigit() for p in checkpoints.iterdir()):
+    raise FileNotFoundError(f"{checkpoints}: no checkpoint to restore (no step folders)")
+  paths = check_images(images)
+  staged = staging.StagedOutput(out, OUTPUTS, label="segment")
+  _say(start, f"checked {len(paths)} images in {images}")
+
   method = config.methods
   graphdefs, _, init_state = build_seg(config, method)
   state, step = restore_latest(checkpoints, init_state)
@@ -74,26 +112,28 @@ def segment(checkpoint, images, out, *, size=None) -> dict:
   num_classes = int(config.model2d.num_classes)
   window = (int(config.pipeline.height), int(config.pipeline.width))
   colours = palette(num_classes)
+  _say(start, f"restored the {method} run's step {step} from {checkpoints}; the first image "
+              f"compiles the model")
 
-  paths = files.list_images(files.require_dir(images, "images folder"))
-  out = pathlib.Path(out)
-  (out / "labels").mkdir(parents=True, exist_ok=True)
-  (out / "color").mkdir(parents=True, exist_ok=True)
-  for i, path in enumerate(paths):
-    rgb = files.read_rgb(path)
-    small = rgb if size is None else resize_images(rgb[None], size)[0]
-    logits = predict_logits(graphdef, branch.params, branch.rest, small, window, num_classes)
-    labels = logits.argmax(-1).astype(np.uint8)
-    if labels.shape != rgb.shape[:2]:
-      labels = resize_nearest(labels[None], rgb.shape[:2])[0]
-    files.write_png(out / "labels" / f"{path.stem}.png", labels)
-    files.write_png(out / "color" / f"{path.stem}.png", colorize(labels, colours))
-    print(f"\r[{i + 1}/{len(paths)}] {path.name}", end="", file=sys.stderr, flush=True)
-  print(file=sys.stderr)
-  (out / "classes.json").write_text(json.dumps(
-      {"classes": list(config.class_names), "palette": colours.tolist(),
-       "checkpoint": str(checkpoints), "step": step, "method": method}, indent=2))
-  return {"images": len(paths), "method": method, "step": step, "out": str(out)}
+  with staged as stage:
+    for i, path in enumerate(paths):
+      rgb = files.read_rgb(path)
+      small = rgb if size is None else resize_images(rgb[None], size)[0]
+      logits = predict_logits(graphdef, branch.params, branch.rest, small, window, num_classes)
+      labels = logits.argmax(-1).astype(np.uint8)
+      if labels.shape != rgb.shape[:2]:
+        labels = resize_nearest(labels[None], rgb.shape[:2])[0]
+      files.write_png(stage.path / "labels" / f"{path.stem}.png", labels)
+      files.write_png(stage.path / "color" / f"{path.stem}.png", colorize(labels, colours))
+      print(f"\r[{i + 1}/{len(paths)}] {path.name} ({time.perf_counter() - start:.1f} s)", end="",
+            file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    (stage.path / "classes.json").write_text(json.dumps(
+        {"classes": list(config.class_names), "palette": colours.tolist(),
+         "checkpoint": str(checkpoints), "step": step, "method": method}, indent=2))
+  for line in stage.notes():
+    print(line, file=sys.stderr)
+  return {"images": len(paths), "method": method, "step": step, "out": str(stage.out)}
 
 
 def main(argv):
@@ -109,4 +149,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "segment")

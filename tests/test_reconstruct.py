@@ -289,7 +289,7 @@ def test_cli_clear_errors(tmp_path, run, case):
     checkpoint.mkdir()
     expected = "no checkpoint"
   result = _cli(f"--checkpoint={checkpoint}", f"--images={images}", f"--out={tmp_path / 'out'}")
-  assert result.returncode == 1, result.stderr[-3000:]
+  assert result.returncode == 2, result.stderr[-3000:]
   assert expected in result.stderr, result.stderr[-3000:]
   assert "Traceback" not in result.stderr
 

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from jaxrecon import export, io
+from jaxrecon import io
 from jaxrecon.data.formats import colmap
 from jaxrecon.io import colmap_read
 from jaxrecon.export import report as report_lib
@@ -85,28 +85,16 @@ def test_cli_one_line_errors(tmp_path):
   images = _small_scene(tmp_path)
   (tmp_path / "scene" / "intrinsics.json").unlink()
   result = _cli("--method=fit", f"--images={images}", f"--out={tmp_path / 'out'}")
-  assert result.returncode == 1 and "Traceback" not in result.stderr
+  assert result.returncode == 2 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith("reconstruct: error: no intrinsics: "
                                                              "pass --intrinsics=FILE")
   result = _cli(f"--images={images}", f"--out={tmp_path / 'out'}")        # ffrm is the default
-  assert result.returncode == 1 and "--method=ffrm needs --checkpoint" in result.stderr
+  assert result.returncode == 2 and "--method=ffrm needs --checkpoint" in result.stderr
   result = _cli("--method=fit", "--checkpoint=runs/x", f"--images={images}",
                 f"--out={tmp_path / 'out'}")
-  assert result.returncode == 1
+  assert result.returncode == 2
   assert "--checkpoint does not apply to --method=fit" in result.stderr
   assert not (tmp_path / "out").exists()
-
-
-def test_prepare_output_folder_removes_only_earlier_outputs(tmp_path):
-  out = tmp_path / "out"
-  (out / "depth").mkdir(parents=True)
-  (out / "depth" / "old.npy").write_bytes(b"")
-  (out / "points.ply").write_text("old")
-  (out / "notes.txt").write_text("mine")
-  prepared, removed = export.views.prepare_output_folder(out)
-  assert prepared == out and removed == ["depth", "points.ply"]
-  assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-  assert export.views.prepare_output_folder(tmp_path / "new" / "out")[1] == []
 
 
 # --- report and poses.json on a hand-made result -----------------------------------------------
@@ -181,34 +169,35 @@ def fitted(shared_data, tmp_path_factory):
   cameras = read_cameras(shared_data / "templeRing" / "templeR_par.txt").select(TEMPLE_VIEWS)
   for name in TEMPLE_VIEWS:
     shutil.copy2(shared_data / "templeRing" / name, images / name)
-  cv2.imwrite(str(images / "zz_noise.png"),
+  # A name with a space (issue #10): COLMAP's images.txt cannot hold it, so colmap/ gets
+  # "zz_noise.png" and colmap/renamed.json; every other output keeps the name.
+  cv2.imwrite(str(images / "zz noise.png"),
               np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8))
-  k_lines = [f"{pathlib.Path(n).stem} " + " ".join(repr(float(x)) for x in k.ravel())
-             for n, k in zip(TEMPLE_VIEWS + ["zz_noise.png"],
-                             list(cameras.intrinsics) + [cameras.intrinsics[0]])]
-  (root / "calibration.txt").write_text("\n".join(k_lines) + "\n")
+  (root / "calibration.json").write_text(json.dumps(
+      {pathlib.Path(n).stem: k.tolist() for n, k in zip(
+          TEMPLE_VIEWS + ["zz noise.png"], list(cameras.intrinsics) + [cameras.intrinsics[0]])}))
   out = root / "out"
   (out / "depth").mkdir(parents=True)
   (out / "depth" / "stale.npy").write_bytes(b"")
   (out / "notes.txt").write_text("mine")
   result = _cli("--method=fit", "--tracker=sift", f"--images={images}", f"--out={out}",
-                f"--intrinsics={root / 'calibration.txt'}")
+                f"--intrinsics={root / 'calibration.json'}")
   assert result.returncode == 0, result.stderr[-4000:]
   return out, cameras, result.stderr
 
 
 def test_fit_cli_outputs(fitted):
   out, cameras, stderr = fitted
-  assert "replacing the earlier outputs" in stderr and "[7/7]" in stderr
+  assert "replaced the earlier outputs" in stderr and "[7/7]" in stderr
   assert not (out / "depth").exists() and (out / "notes.txt").read_text() == "mine"
   summary = stderr.strip().splitlines()[-1]
-  assert summary.startswith("registered 6/7 views (1 unregistered: zz_noise.png); ")
+  assert summary.startswith("registered 6/7 views (1 unregistered: zz noise.png); ")
   assert "warning:" in stderr                     # the fit says why zz_noise is out
   poses = json.loads((out / "poses.json").read_text())
   stems = [pathlib.Path(n).stem for n in TEMPLE_VIEWS]
-  assert sorted(poses["images"]) == stems + ["zz_noise"]
-  assert poses["images"]["zz_noise"]["registered"] is False
-  assert poses["images"]["zz_noise"]["cam_from_world"] is None
+  assert sorted(poses["images"]) == stems + ["zz noise"]
+  assert poses["images"]["zz noise"]["registered"] is False
+  assert poses["images"]["zz noise"]["cam_from_world"] is None
   assert all(poses["images"][s]["registered"] for s in stems)
   est = np.array([poses["images"][s]["cam_from_world"] for s in stems])
   np.testing.assert_allclose(est @ np.array([poses["images"][s]["world_from_cam"] for s in stems]),
@@ -223,13 +212,18 @@ def test_fit_cli_outputs(fitted):
   assert np.median(errors) < 0.5 and np.max(errors) < 1.5, errors
   report = json.loads((out / "report.json").read_text())
   views = {v["name"]: v for v in report["views"]}
-  noise = views["zz_noise.png"]
+  noise = views["zz noise.png"]
   assert noise["registered"] is False and noise["residual_px"] is None
   for name in TEMPLE_VIEWS:
     assert views[name]["registered"] and views[name]["num_observations"] > 100
     assert views[name]["residual_px"] < 1.0 and views[name]["component"] == 0
   assert report["warnings"] and report["stages"] and report["summary"]["registered"] == 6
-  assert "| zz_noise.png | **no** |" in (out / "report.md").read_text()
+  assert "| zz noise.png | **no** |" in (out / "report.md").read_text()
+  assert json.loads((out / "colmap" / "renamed.json").read_text()) == {
+      "zz_noise.png": "zz noise.png"}
+  assert sorted(p.name for p in (out / "colmap" / "images").iterdir()) == sorted(
+      TEMPLE_VIEWS + ["zz_noise.png"])
+  assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no staging left
 
 
 def test_fit_cli_colmap_model_and_ply_agree(fitted):

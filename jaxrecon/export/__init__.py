@@ -7,7 +7,7 @@ formats themselves (PLY, COLMAP text, poses.json, PNG) are written by `jaxrecon.
   dropping each view's least confident pixels (Rewis3d's percentile filter).
 * `report`: registration report of a per-scene fit (report.json, report.md, one summary line).
 * `views`: the input images + intrinsics, colour-mapped PNGs of depth / confidence, resized maps,
-  the output folder's preparation.
+  the COLMAP-safe image names and copies.
 
 Conventions are the package's (see `jaxrecon.geometry`): OpenCV camera axes, top-left pixel centre
 at (0, 0), `cam_from_world` = world-to-camera, depth = camera-frame z in model units.

@@ -1,6 +1,7 @@
 """Inputs and per-view outputs of a reconstruction: images, intrinsics, maps, poses.json."""
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -11,6 +12,7 @@ import matplotlib
 import numpy as np
 
 from jaxrecon.data.formats import folder as folder_format
+from jaxrecon.errors import UserError
 from jaxrecon.io import files
 
 INTRINSICS_NAMES = ("intrinsics.json", "intrinsics.txt")
@@ -28,7 +30,7 @@ def read_images(image_dir: str | os.PathLike) -> tuple[list[pathlib.Path], np.nd
   paths = files.list_images(files.require_dir(image_dir, "images folder"))
   stems = [p.stem for p in paths]
   if len(set(stems)) != len(stems):
-    raise ValueError(f"{image_dir}: two images share a name up to the suffix")
+    raise UserError(f"{image_dir}: two images share a name up to the suffix")
   return paths, files.stack_same_size([files.read_rgb(p) for p in paths], paths)
 
 
@@ -41,7 +43,7 @@ def find_intrinsics(image_dir: pathlib.Path, explicit: Optional[str] = None) -> 
   for folder in (image_dir, image_dir.parent):
     found = [folder / n for n in INTRINSICS_NAMES if (folder / n).is_file()]
     if len(found) > 1:
-      raise ValueError(f"{folder}: both intrinsics.json and intrinsics.txt exist; keep one")
+      raise UserError(f"{folder}: both intrinsics.json and intrinsics.txt exist; keep one")
     if found:
       return found[0]
     looked += [str(folder / n) for n in INTRINSICS_NAMES]
@@ -79,32 +81,31 @@ def colorize(values: np.ndarray, *, cmap: str = "turbo", percentiles=(2.0, 98.0)
   return np.where(finite[..., None], np.round(rgb * 255), 0).astype(np.uint8)
 
 
-# Everything `python -m jaxrecon.reconstruct` writes into --out, over both methods.
+# Everything `python -m jaxrecon.reconstruct` writes into --out, over both methods (the staged
+# outputs of `io.staging.StagedOutput`: earlier ones of these names are replaced at the end).
 OUTPUTS = ("depth", "confidence", "poses.json", "points.ply", "colmap", "report.json", "report.md")
 
 
-def prepare_output_folder(out: str | os.PathLike) -> tuple[pathlib.Path, list[str]]:
-  """Creates `out` and removes the outputs of an earlier run in it (`OUTPUTS`), so old and new
-  files never mix (e.g. an earlier run's depth maps next to new poses, or images of another
-  scene in colmap/images). Other files in `out` are left alone.
+def colmap_names(file_names: Sequence[str]) -> list[str]:
+  """COLMAP-safe image file names: whitespace (which images.txt cannot hold) becomes "_".
+  UserError naming both files when two names become one. Checked before any work."""
+  safe = ["_".join(name.split()) if name.strip() else name for name in file_names]
+  seen = {}
+  for name, new in zip(file_names, safe):
+    if new in seen:
+      raise UserError(f"images {seen[new]!r} and {name!r} both become {new!r} in the COLMAP "
+                      f"model (whitespace -> '_'); rename one")
+    seen[new] = name
+  return safe
 
-  Returns:
-    (out, names of the earlier outputs removed), so the caller can say what it replaced.
-  Raises:
-    ValueError when `out` exists and is not a folder.
-  """
-  out = pathlib.Path(out)
-  if out.exists() and not out.is_dir():
-    raise ValueError(f"--out={out} exists and is not a folder")
-  out.mkdir(parents=True, exist_ok=True)
-  removed = []
-  for name in OUTPUTS:
-    path = out / name
-    if path.is_dir() and not path.is_symlink():
-      shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-      path.unlink()
-    else:
-      continue
-    removed.append(name)
-  return out, removed
+
+def write_colmap_images(folder: pathlib.Path, paths: Sequence[pathlib.Path],
+                        names: Sequence[str]) -> None:
+  """Copies the input images into `folder` under their COLMAP-safe `names`, and records the
+  renamed ones in `folder`/../renamed.json ({COLMAP name: original file name})."""
+  folder.mkdir(parents=True, exist_ok=True)
+  for path, name in zip(paths, names):
+    shutil.copy2(path, folder / name)
+  renamed = {name: path.name for path, name in zip(paths, names) if name != path.name}
+  if renamed:
+    (folder.parent / "renamed.json").write_text(json.dumps(renamed, indent=1))
