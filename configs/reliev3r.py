@@ -7,6 +7,28 @@ Variants:
   paper: ~450M-parameter model, 8 views, AdamW lr 1e-4 cosine, lambda 0.5, alpha 1.0, batch 64;
     data = a pseudo-label cache made by `python -m jaxrecon.prepare` (set data.cache).
 Any field can be overridden on the command line, e.g. --config.objective.registration=triangulation.
+
+Registration forms on one scale (objective.registration; `jaxrecon.losses.registration`): every
+form's residual r is dimensionless, goes through the same Cauchy kernel of scale s =
+objective.robust_scale (1 degree = 0.01745) and is divided by s^2, so the registration term is
+  lambda * mean rho(r) / s^2  ~  (lambda / 2) (r / s)^2 for r << s,  ~ (lambda / 2) log(r^2 / s^2)
+beyond. With lambda = reg_weight = 0.5 the effective weight is 0.25 per (r / s)^2 for every form:
+  angular        r = angle at camera i between its ray and the other view's point: 0.25 per deg^2;
+  pixel          r = reprojection error / focal length (the small-angle equivalent): 0.25 per
+                 (0.01745 f pixels)^2, i.e. per deg^2;
+  triangulation  r = reprojection error / focal of the triangulated track, plus (depth_weight 1)
+                 the same kernel on the relative depth disagreement: 0.25 per deg^2 + 0.25 per
+                 (1.75 % depth error)^2;
+  l2_3d          r = |X_i - X_j| in units of the scene's mean depth (the objective normalises the
+                 prediction to unit mean depth): 0.25 per (1.75 % of the mean depth)^2, which is
+                 what a 1 degree angular error at the mean depth displaces a point by.
+The scene cannot shrink to lower "l2_3d": its depth is normalised (and its pose gauge fixed) before
+the losses (`reliev3r.objective.canonical_frame`); at the same relative error the four terms agree
+within a factor 3 (tests/reliev3r/test_reliev3r_objective.py: measured 0.10-0.16 at 0.5 degree
+camera errors). Before #11, l2_3d was 0.5 |X_i - X_j|^2, neither divided by s^2 nor robustified,
+~75x weaker than the others (#11's review): its ablation row measured "depth only".
+The gauge anchor (objective.gauge_weight 0.1) pins the network's raw frame to the canonical one
+(mean camera at the origin, mean rotation I, mean depth 1) and changes no loss optimum.
 """
 import dataclasses
 

@@ -13,13 +13,20 @@ observation back-projects to the world point X_i = c_i + D_i(u_i) R_i K_i^-1 u~_
                    / focal length), plus `depth_weight` times the relative disagreement between
                    the predicted depth D_i(u_i) and the triangulated point's depth in view i.
                    Invariant to a global similarity.
-  "l2_3d"          0.5 |X_i - X_j|^2 over pairs (world units^2): not scale invariant, so it can be
-                   lowered by shrinking the scene (one reason the paper rejects it).
+  "l2_3d"          |X_i - X_j| over pairs (world units), robustified like the others: not scale
+                   invariant, so on its own it could be lowered by shrinking the scene (the
+                   paper's reason to reject it). Its callers normalise the scene (Reliev3R's
+                   objective to unit mean depth, `fit` to unit geometric-mean depth), so there it
+                   cannot shrink and its residual is a fraction of the scene depth, which for a
+                   point at about the mean depth equals the angle it subtends (r ~ theta d).
   "pixel"          reproject X_j into view i: pixel error / focal length. Similarity invariant but
                    ill-posed for points near or behind camera i (the other reason).
 
 Angular and reprojection residuals are in radians (pixel errors are divided by the focal length,
-the small-angle equivalent), so one `robust_scale` serves the three invariant forms.
+the small-angle equivalent), the "l2_3d" residual in world units, which its callers make
+fractions of a unit scene depth; so every form's residual is dimensionless and of the same size
+at the same relative error, and one `robust_scale` and one robust kernel serve all four (tested:
+the four terms agree within a factor 3 on a shared case).
 """
 from __future__ import annotations
 
@@ -69,8 +76,9 @@ def registration_loss(tracks, visibility, depth, world_from_cam, intrinsics, *,
     world_from_cam: (..., v, 4, 4) (or 3x4) predicted camera-to-world poses.
     intrinsics: (..., v, 3, 3) known intrinsics K.
     form: "angular" (paper), "triangulation", "l2_3d" or "pixel".
-    robust: robust penalty kind of `losses.robust.robust_penalty` (not used by "l2_3d").
-    robust_scale: residual (radians) where the penalty turns robust; 1 degree by default. A
+    robust: robust penalty kind of `losses.robust.robust_penalty` (every form).
+    robust_scale: residual (radians; world units for "l2_3d", whose callers normalise the scene
+      to unit depth) where the penalty turns robust; 1 degree (0.0175) by default. A
       Python number or a jnp scalar, possibly traced (one compiled loss then serves a schedule of
       scales); only a concrete value is checked (> 0).
     depth_weight: weight of the depth-registration term of "triangulation".
@@ -164,10 +172,7 @@ def registration_loss_at_tracks(tracks, visibility, track_depth, world_from_cam,
     resid = (safe_norm(pix_hat[..., 0, :] - pixels[..., :, None, :])
              / _focal(intrinsics)[..., None, :, None])
     diag["behind_fraction"] = masked_mean((z[..., 0] <= 0).astype(dtype), pair_w)
-  if form == "l2_3d":
-    penalty = 0.5 * resid**2
-  else:
-    penalty = robust_penalty(resid, kind=robust, scale=robust_scale)
+  penalty = robust_penalty(resid, kind=robust, scale=robust_scale)
   diag.update(_summary(resid, pair_w, robust_scale))
   return masked_mean(penalty, pair_w), diag
 
