@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from jaxrecon.geometry.safe import safe_normalize
 from jaxrecon.geometry.shapes import check_shape
 
 
@@ -252,3 +253,21 @@ def crop_intrinsics(intrinsics, x0, y0):
   e02 = jnp.zeros((3, 3), intrinsics.dtype).at[0, 2].set(1)
   e12 = jnp.zeros((3, 3), intrinsics.dtype).at[1, 2].set(1)
   return intrinsics - x0 * e02 - y0 * e12
+
+
+def up_from_cameras(world_from_cam):
+  """A scene's "up" direction in its own world frame, estimated from its cameras.
+
+  OpenCV cameras have y pointing down the image; people and vehicles hold cameras roughly upright
+  (no roll), so each camera's -y axis, R[:, 1] negated, is close to the world's up and the
+  normalised mean of them is a robust estimate. Needed wherever the world frame is a gauge (a
+  feed-forward model's or a fit's own frame), where a fixed axis such as z is arbitrary.
+
+  Args:
+    world_from_cam: (..., v, 4, 4) or (..., v, 3, 4) camera-to-world poses, OpenCV axes.
+  Returns:
+    (..., 3) unit vector in world coordinates (any direction if the -y axes cancel exactly).
+  """
+  world_from_cam = jnp.asarray(world_from_cam)
+  check_shape(world_from_cam[..., :3, :], "... v 3 4", "world_from_cam")
+  return safe_normalize(-jnp.mean(world_from_cam[..., :3, 1], axis=-2))

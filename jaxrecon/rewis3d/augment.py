@@ -287,8 +287,8 @@ def augment_points(xyz, rng: np.random.Generator, *, rotate_about_up: bool = Tru
   jitter it is a similarity: pairwise distances all scale by the same factor.
 
   Which axis is "up" depends on the reconstruction's world frame: world z in the synthetic scenes
-  (`jaxrecon.data.synthetic`); for feed-forward reconstructions expressed in the first camera's
-  OpenCV frame it is roughly -y. Pass it as `up`.
+  (`jaxrecon.data.synthetic`); a feed-forward model's or a fit's frame is its own gauge, so there
+  it is estimated from the cameras (`geometry.up_from_cameras`, stored as the record's "up").
 
   Args:
     xyz: (n, 3) float world coordinates.

@@ -5,7 +5,9 @@ ground-truth and simulated ones, this module the learned one: the whole scene (a
 once, the backbone is permutation-equivariant and takes any number of views) goes through the
 feed-forward model of a Reliev3R run; its depth and confidence maps (upsampled from the model's
 input size to the scene's) and camera-to-world poses become the record's reconstruction. The
-model's world frame and scale are its own gauge; the segmentation pipeline normalises scale.
+model's world frame and scale are its own gauge; the segmentation pipeline normalises scale, and
+the record's "up" (the 3D augmentation's rotation axis) is estimated from the predicted cameras
+(`geometry.up_from_cameras`: their mean -y axis), not assumed to be a world axis.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from jaxrecon.rewis3d.records import camvid_scene, seg_record
 from jaxrecon.data.synthetic import make_scene
 from jaxrecon.data.transforms import resize, resize_images
 from jaxrecon.export.views import resize_maps
+from jaxrecon.geometry.cameras import up_from_cameras
 from jaxrecon.reliev3r.task import build, predict
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
@@ -67,7 +70,8 @@ def _ffrm_record(scene_fn: Callable[[], Scene], settings: Mapping) -> dict:
   depth, confidence, world_from_cam = ffrm_reconstruction(scene, settings["ffrm"]["checkpoint"])
   return seg_record(scene, label_kind=settings["label_kind"], label_seed=settings["label_seed"],
                     recon_depth=depth, recon_confidence=confidence,
-                    recon_world_from_cam=world_from_cam)
+                    recon_world_from_cam=world_from_cam,
+                    up=np.asarray(up_from_cameras(world_from_cam), np.float64))
 
 
 def build_ffrm_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:

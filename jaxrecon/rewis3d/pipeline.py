@@ -69,8 +69,9 @@ class SegPipelineConfig:
   scale_range, flip_prob: the shared 2D rescale range and mirror probability.
   blur_prob, blur_sigma, colour_strength, colour_prob, grayscale_prob, cutout_prob, cutout_size:
     the student's `strong_photometric` settings.
-  up: the world's up direction for the 3D rotations (synthetic worlds: z; first-camera OpenCV
-    frames of feed-forward models: about -y).
+  up: the world's up direction for the 3D rotations (synthetic worlds: z), used for records
+    without their own "up" (records of a reconstruction in its own frame, e.g. "ffrm", carry one
+    estimated from their cameras, which takes precedence).
   min_confidence_percentile: per-view confidence percentile dropped when lifting, in [0, 100].
   batch_size: samples per batch (per process). seed: the one seed of the whole pipeline.
   worker_count: grain worker processes (0 = in the main process); fixed here, since it is part
@@ -292,8 +293,9 @@ def make_seg_sample(record, cloud: PointCloud | None, target_view: int, rng: np.
   xyz = (cloud.xyz[picked].astype(np.float64) - centre) / scale
   points_weak = np.zeros((n, 3), np.float32)
   points_strong = np.zeros((n, 3), np.float32)
-  points_weak[valid] = augment_points(xyz, rng, **{**WEAK_POINTS, "up": config.up})
-  points_strong[valid] = augment_points(xyz, rng, **{**STRONG_POINTS, "up": config.up})
+  up = tuple(np.asarray(record["up"], np.float64)) if "up" in record else config.up
+  points_weak[valid] = augment_points(xyz, rng, **{**WEAK_POINTS, "up": up})
+  points_strong[valid] = augment_points(xyz, rng, **{**STRONG_POINTS, "up": up})
   rgb = np.zeros((n, 3), np.float32)
   rgb[valid] = cloud.rgb[picked].astype(np.float32) / 255.0
   label = np.full(n, IGNORE_LABEL, np.int32)

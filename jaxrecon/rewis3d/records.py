@@ -76,7 +76,7 @@ def check_seg_record(record: Mapping[str, np.ndarray], name: str = "record") -> 
 
 
 def seg_record(scene: Scene, *, label_kind: str, label_seed, recon_depth, recon_confidence,
-               recon_world_from_cam, **sparse_options) -> dict:
+               recon_world_from_cam, up=None, **sparse_options) -> dict:
   """The segmentation record of a scene and its reconstruction.
 
   Args:
@@ -88,6 +88,9 @@ def seg_record(scene: Scene, *, label_kind: str, label_seed, recon_depth, recon_
     recon_depth: (v, h, w) camera z of the reconstruction, >= 0, finite; 0 = no point.
     recon_confidence: (v, h, w) >= 0, finite.
     recon_world_from_cam: (v, 4, 4) camera-to-world poses of the reconstruction, OpenCV axes.
+    up: optional (3,) "up" of the reconstruction's world frame, stored as record["up"] (the 3D
+      augmentation's rotation axis; without it the pipeline's configured `up` is used). Give it
+      where the world frame is the reconstruction's own gauge (`geometry.up_from_cameras`).
     sparse_options: extra keyword options of the chosen `sparse_labels` rule.
   Returns:
     dict of arrays as in the module docstring (dtypes converted, every check passed).
@@ -108,6 +111,11 @@ def seg_record(scene: Scene, *, label_kind: str, label_seed, recon_depth, recon_
             "recon_confidence": np.asarray(recon_confidence, np.float32),
             "recon_world_from_cam": np.asarray(recon_world_from_cam, np.float64),
             "name": np.asarray(str(scene.name)), "view_names": np.asarray(scene.names, str)}
+  if up is not None:
+    up = np.asarray(up, np.float64)
+    if up.shape != (3,) or not np.all(np.isfinite(up)) or np.linalg.norm(up) < 1e-9:
+      raise ValueError(f"{scene.name}: up: expected a finite non-zero (3,) vector, got {up}")
+    record["up"] = up / np.linalg.norm(up)
   check_seg_record(record, scene.name)
   return record
 

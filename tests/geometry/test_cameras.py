@@ -302,3 +302,28 @@ def test_sample_bilinear_broadcasts_batch_axes_and_under_vmap():
   np.testing.assert_allclose(vals, per_view, atol=1e-14)
   f32, _ = sample_bilinear(img.astype(jnp.float32), pix.astype(jnp.float32))
   assert f32.dtype == jnp.float32
+
+
+def test_up_from_cameras_recovers_up_in_an_arbitrary_world_frame():
+  """#11: cameras held roughly upright (random yaw, pitch within 20 degrees, roll within 3) in a
+  z-up world, then the whole rig in a frame rotated by a random Q (a feed-forward model's own
+  gauge): the estimate is the float64 mean of the -y axes, and within 5 degrees of Q z."""
+  rng = np.random.default_rng(0)
+  v = 12
+  poses = np.zeros((v, 4, 4))
+  base = np.array([[1.0, 0, 0], [0, 0, 1], [0, -1, 0]])  # OpenCV camera looking along world y
+  for i in range(v):
+    tilt = Rotation.from_euler("ZXY", [rng.uniform(0, 360), rng.uniform(-20, 20),
+                                       rng.uniform(-3, 3)], degrees=True).as_matrix()
+    poses[i, :3, :3] = tilt @ base
+    poses[i, :3, 3] = rng.normal(size=3)
+    poses[i, 3, 3] = 1.0
+  q = Rotation.random(random_state=1).as_matrix()
+  moved = poses.copy()
+  moved[:, :3, :] = q @ poses[:, :3, :]
+  with jax.enable_x64(True):
+    up = np.asarray(cam.up_from_cameras(jnp.asarray(moved)))
+  ref = -moved[:, :3, 1].mean(0)
+  np.testing.assert_allclose(up, ref / np.linalg.norm(ref), atol=1e-12)
+  assert np.degrees(np.arccos(np.clip(up @ q[:, 2], -1, 1))) < 5.0
+  assert cam.up_from_cameras(moved[None, :, :3].astype(np.float32)).shape == (1, 3)

@@ -113,6 +113,20 @@ def test_normalisation_removes_the_reconstruction_scale(source):
   np.testing.assert_allclose(a["points_weak"], b["points_weak"], atol=1e-4)
 
 
+def test_record_up_sets_the_axis_of_the_3d_rotation(source):
+  """#11: a record's own "up" (estimated from its cameras where the frame is a gauge) is the 3D
+  augmentation's axis, whatever the pipeline's configured up."""
+  element = source[1]
+  up = np.array([0.3, -0.9, 0.1]) / np.linalg.norm([0.3, -0.9, 0.1])
+  record = {**element["record"], "up": up}
+  a = make_seg_sample(record, None, 1, np.random.default_rng(5), CONFIG)
+  b = make_seg_sample(element["record"], None, 1, np.random.default_rng(5),
+                      dataclasses.replace(CONFIG, up=tuple(up)))
+  c = make_seg_sample(element["record"], None, 1, np.random.default_rng(5), CONFIG)
+  np.testing.assert_array_equal(a["points_weak"], b["points_weak"])
+  assert not np.allclose(a["points_weak"], c["points_weak"], atol=1e-3)
+
+
 def test_view_aware_sampling_gives_more_correspondences(source):
   full = dataclasses.replace(CONFIG, scale_range=(1.0, 1.0))
   counts = {}

@@ -113,6 +113,10 @@ def test_seg_record_validation(scene):
     seg_record(scene, **{**kwargs, "recon_confidence": -confidence})
   with pytest.raises(ValueError, match="label_kind"):
     seg_record(scene, **{**kwargs, "label_kind": "boxes"})
+  assert "up" not in record
+  np.testing.assert_allclose(seg_record(scene, **kwargs, up=[0.0, -2.0, 0.0])["up"], [0, -1, 0])
+  with pytest.raises(ValueError, match="up"):
+    seg_record(scene, **kwargs, up=[0.0, 0.0, 0.0])
   broken = dict(record)
   del broken["sparse_labels"]
   with pytest.raises(ValueError, match="sparse_labels"):
