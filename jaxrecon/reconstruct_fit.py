@@ -95,6 +95,11 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift",
   timings["tracks_s"] = time.perf_counter() - clock
   progress(f"{tracker} tracks: {int(tracks.mask.sum())} tracks, "
            f"{int((tracks.visible & tracks.mask[:, None]).sum())} observations")
+  # Input, not a bug: images without overlap (or texture) give the fit nothing to work with.
+  if not np.any((tracks.visible & tracks.mask[:, None]).sum(1) >= 2):
+    raise UserError(f"{image_dir}: the {tracker} tracker found no feature seen in two or more "
+                    f"images, so there is nothing to fit (images of one scene, with overlap "
+                    f"and texture, are needed)")
 
   result = _fit(tracks, k, files)
   timings["init_s"], timings["fit_s"] = float(result.init_seconds), float(result.fit_seconds)
