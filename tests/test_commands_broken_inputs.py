@@ -143,6 +143,13 @@ def test_segment_broken_inputs(tmp_path, runs):
                               f"--out={tmp_path / 'file'}"),
                          "segment", "exists and is not a folder")
   assert not out.exists()
+  # The good images: label maps appear, other files in --out stay, no staging folder is left.
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  result = _cli("segment", f"--checkpoint={runs / 'seg'}", f"--images={images}", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(p.name for p in out.iterdir()) == ["classes.json", "color", "labels", "notes.txt"]
+  assert sorted(p.name for p in (out / "labels").iterdir()) == ["a.png", "b.png"]
 
 
 def _scene_root(root, views=3, mono=lambda depth: depth, keep_intrinsics=True):
