@@ -27,6 +27,9 @@ decrease or relative step below `tolerance`, or no decrease found at the largest
 Scenes where every camera shares one centre (a camera that only turned) have no depth: with
 `at_infinity=True` the points are directions (y = R_i X_t, |X_t| = 1) and the centres are fixed.
 
+Approximate intrinsics (`refine_focal`): one more unknown, the log of a focal scale shared by every
+view (the principal points held), enters the reduced camera system as one extra row and column.
+
 The gauge (a similarity, 7 degrees of freedom) is left free: the damped system is regular and the
 gradient has no component along it. `fit.scene` fixes it afterwards.
 """
@@ -84,25 +87,42 @@ def exp_so3(w):
   return jnp.eye(3, dtype=w.dtype) + a * k + b * (k @ k)
 
 
-def _residual(dcam, dpoint, rot, centre, point, bearing, focal, at_infinity):
-  """(3,) residual of one observation at the local update (dcam (6,), dpoint (3,))."""
+def _residual(dcam, dpoint, dlog, rot, centre, point, bearing, focal, log_scale, at_infinity,
+              refine_focal):
+  """(3,) residual of one observation at the local update (dcam (6,), dpoint (3,), dlog ()).
+
+  With refine_focal the focal lengths are f_i exp(log_scale + dlog): the observed ray is rebuilt
+  from its normalised image point m = b / b_z (principal point held), (m_x / s, m_y / s, 1)
+  normalised, and the chord is measured in the refined pixels."""
   r = exp_so3(dcam[:3]) @ rot
   x = point + dpoint
   y = r @ x if at_infinity else r @ (x - (centre + dcam[3:]))
   norm = jnp.sqrt(jnp.sum(y * y) + 1e-30)
-  return focal * (y / norm - bearing)
+  if not refine_focal:
+    return focal * (y / norm - bearing)
+  s = jnp.exp(log_scale + dlog)
+  m = jnp.stack([bearing[0] / (bearing[2] * s), bearing[1] / (bearing[2] * s),
+                 jnp.ones_like(s)])
+  return focal * s * (y / norm - m / jnp.sqrt(jnp.sum(m * m)))
 
 
-def _linearize(rot, centre, points, obs, at_infinity):
-  """Residuals (n, 3) and Jacobians (n, 3, 6), (n, 3, 3) of every observation."""
+def _linearize(rot, centre, points, obs, at_infinity, log_scale=0.0, refine_focal=False):
+  """Residuals (n, 3) and Jacobians (n, 3, 6), (n, 3, 3), (n, 3) (the last w.r.t. the log focal
+  scale; zeros unless refine_focal) of every observation."""
   zeros6 = jnp.zeros((6,), points.dtype)
   zeros3 = jnp.zeros((3,), points.dtype)
+  zero = jnp.zeros((), points.dtype)
+  log_scale = jnp.asarray(log_scale, points.dtype)
 
   def one(view, track, bearing, focal):
-    args = (rot[view], centre[view], points[track], bearing, focal, at_infinity)
-    f = lambda dc, dp: _residual(dc, dp, *args)
-    jc, jp = jax.jacfwd(f, argnums=(0, 1))(zeros6, zeros3)
-    return f(zeros6, zeros3), jc, jp
+    args = (rot[view], centre[view], points[track], bearing, focal, log_scale, at_infinity,
+            refine_focal)
+    f = lambda dc, dp, dl: _residual(dc, dp, dl, *args)
+    if refine_focal:
+      jc, jp, jl = jax.jacfwd(f, argnums=(0, 1, 2))(zeros6, zeros3, zero)
+    else:
+      (jc, jp), jl = jax.jacfwd(f, argnums=(0, 1))(zeros6, zeros3, zero), zeros3
+    return f(zeros6, zeros3, zero), jc, jp, jl
 
   return jax.vmap(one)(obs.view, obs.track, obs.bearing, obs.focal)
 
@@ -135,10 +155,10 @@ def _apply(rot, centre, points, dc, dp, at_infinity):
   return rot, centre, points
 
 
-def _solve(system, lam, fix_rotations=False):
-  """The damped Schur-complement solve: (dc (v, 6), dp (t, 3)) for damping lam (rotation updates
-  forced to 0 when fix_rotations)."""
-  u, vblocks, wdense, gc, gp = system
+def _solve(system, lam, fix_rotations=False, refine_focal=False):
+  """The damped Schur-complement solve: (dc (v, 6), dp (t, 3), dlog ()) for damping lam
+  (rotation updates forced to 0 when fix_rotations; dlog = 0 unless refine_focal)."""
+  u, vblocks, wdense, gc, gp, ucl, ull, wl, gl = system
   v, t = u.shape[0], vblocks.shape[0]
   eye6, eye3 = jnp.eye(6, dtype=u.dtype), jnp.eye(3, dtype=u.dtype)
   diag_u = jnp.diagonal(u, axis1=-2, axis2=-1)
@@ -148,25 +168,38 @@ def _solve(system, lam, fix_rotations=False):
   ud = u + eye6 * (lam * diag_u + 1e-9 * jnp.max(diag_u) + 1e-12)[..., None]
   vd = vblocks + eye3 * (lam * diag_v + 1e-9 * jnp.max(diag_v) + 1e-12)[..., None]
   vinv = jnp.linalg.inv(vd)                                           # (t, 3, 3)
-  wv = jnp.einsum("iatb,tbc->iatc", wdense, vinv)                     # (v, 6, t, 3)
+  wv = jnp.einsum("iatb,tbc->iatc", wdense, vinv).reshape(6 * v, 3 * t)
   s = (jnp.einsum("iab,ij->iajb", ud, jnp.eye(v, dtype=u.dtype)).reshape(6 * v, 6 * v)
-       - wv.reshape(6 * v, 3 * t) @ wdense.reshape(6 * v, 3 * t).T)
-  rhs = -gc.reshape(-1) + wv.reshape(6 * v, 3 * t) @ gp.reshape(-1)
-  if fix_rotations:
-    # The rotation rows and columns are replaced by the identity (and their right-hand side by
-    # 0): the same solve, with the rotation updates pinned at 0.
-    free = jnp.tile(jnp.array([0.0, 0.0, 0.0, 1.0, 1.0, 1.0], s.dtype), v)
-    s = s * free[:, None] * free[None, :] + jnp.diag(1.0 - free)
-    rhs = rhs * free
-  dc = jnp.linalg.solve(0.5 * (s + s.T), rhs).reshape(v, 6)
-  dp = jnp.einsum("tab,tb->ta", vinv, -gp - jnp.einsum("iatb,ia->tb", wdense, dc))
-  return dc, dp
+       - wv @ wdense.reshape(6 * v, 3 * t).T)
+  rhs = -gc.reshape(-1) + wv @ gp.reshape(-1)
+  # With fix_rotations the rotation rows and columns are replaced by the identity (and their
+  # right-hand side by 0): the same solve, with the rotation updates pinned at 0.
+  free = jnp.tile(jnp.array([0.0 if fix_rotations else 1.0] * 3 + [1.0] * 3, s.dtype), v)
+  s = s * free[:, None] * free[None, :] + jnp.diag(1.0 - free)
+  rhs = rhs * free
+  if refine_focal:
+    # One more unknown shared by every view (the log focal scale): the reduced system gains a
+    # row and column, its coupling to the points eliminated like the cameras'.
+    vinv_wl = jnp.einsum("tab,tb->ta", vinv, wl)                      # (t, 3)
+    s_cl = (ucl.reshape(-1) - wv @ wl.reshape(-1)) * free
+    s_ll = ull * (1.0 + lam) + 1e-12 - jnp.sum(wl * vinv_wl)
+    s = jnp.block([[s, s_cl[:, None]], [s_cl[None, :], s_ll[None, None]]])
+    rhs = jnp.concatenate([rhs, (-gl + jnp.sum(vinv_wl * gp))[None]])
+    sol = jnp.linalg.solve(0.5 * (s + s.T), rhs)
+    dc, dlog = sol[:-1].reshape(v, 6), sol[-1]
+  else:
+    dc, dlog = jnp.linalg.solve(0.5 * (s + s.T), rhs).reshape(v, 6), jnp.zeros((), u.dtype)
+  dp = jnp.einsum("tab,tb->ta", vinv,
+                  -gp - jnp.einsum("iatb,ia->tb", wdense, dc) - wl * dlog)
+  return dc, dp, dlog
 
 
-def _system(rot, centre, points, obs, sigma, at_infinity, kernel):
-  """Normal-equation blocks (U (v,6,6), V (t,3,3), W (v,6,t,3), g_c (v,6), g_p (t,3)), cost."""
+def _system(rot, centre, points, obs, sigma, at_infinity, kernel, log_scale=0.0,
+            refine_focal=False):
+  """Normal-equation blocks (U (v,6,6), V (t,3,3), W (v,6,t,3), g_c (v,6), g_p (t,3), and for
+  the log focal scale U_cl (v,6), U_ll (), W_l (t,3), g_l () (zeros unless refine_focal)), cost."""
   v, t = rot.shape[0], points.shape[0]
-  res, jc, jp = _linearize(rot, centre, points, obs, at_infinity)
+  res, jc, jp, jl = _linearize(rot, centre, points, obs, at_infinity, log_scale, refine_focal)
   w = obs.weight * irls_weight(res, sigma, kernel)
   wjc = w[:, None, None] * jc
   u = jax.ops.segment_sum(jnp.einsum("nai,naj->nij", wjc, jc), obs.view, v)
@@ -176,77 +209,96 @@ def _system(rot, centre, points, obs, sigma, at_infinity, kernel):
   wdense = wdense.transpose(0, 2, 1, 3)
   gc = jax.ops.segment_sum(jnp.einsum("nai,na->ni", wjc, res), obs.view, v)
   gp = jax.ops.segment_sum(jnp.einsum("nai,na->ni", w[:, None, None] * jp, res), obs.track, t)
-  return (u, vb, wdense, gc, gp), robust_cost(res, obs.weight, sigma, kernel)
+  wjl = w[:, None] * jl
+  ucl = jax.ops.segment_sum(jnp.einsum("nai,na->ni", wjc, jl), obs.view, v)
+  wl = jax.ops.segment_sum(jnp.einsum("na,nai->ni", wjl, jp), obs.track, t)
+  blocks = (u, vb, wdense, gc, gp, ucl, jnp.sum(wjl * jl), wl, jnp.sum(wjl * res))
+  return blocks, robust_cost(res, obs.weight, sigma, kernel)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iterations", "at_infinity", "kernel",
-                                             "fix_rotations"))
-def lm_stage(rot, centre, points, obs, sigma, *, max_iterations=50, tolerance=1e-6,
-             at_infinity=False, kernel="geman_mcclure", fix_rotations=False):
+                                             "fix_rotations", "refine_focal"))
+def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=50,
+             tolerance=1e-6, at_infinity=False, kernel="geman_mcclure", fix_rotations=False,
+             refine_focal=False):
   """One robust stage of LM at the kernel scale `sigma` (pixels, traced); with fix_rotations
-  only the centres and points move.
+  only the centres and points move; with refine_focal also the log of a focal scale shared by every view (focal_i = obs.focal_i exp(log_scale)).
 
   Args:
     rot: (v, 3, 3) cam_from_world rotations; centre: (v, 3); points: (t, 3) world points (unit
-      directions if at_infinity); obs: `Observations`.
+      directions if at_infinity); obs: `Observations`; log_scale: () start of the log focal scale.
   Returns:
-    (rot, centre, points, iterations, cost_start, cost_end, reason) with reason an index into
-    `_MESSAGES` (int32).
+    (rot, centre, points, log_scale, iterations, cost_start, cost_end, reason) with reason an
+    index into `_MESSAGES` (int32).
   """
   sigma = jnp.asarray(sigma, points.dtype)
+  log_scale = jnp.asarray(log_scale, points.dtype)
+  focal = refine_focal
+  system_of = lambda r, c, p, l: _system(r, c, p, obs, sigma, at_infinity, kernel, l, focal)
 
-  def cost_of(r, c, p):
-    res = _linearize(r, c, p, obs, at_infinity)[0]
+  def cost_of(r, c, p, l):
+    res = _linearize(r, c, p, obs, at_infinity, l, focal)[0]
     return robust_cost(res, obs.weight, sigma, kernel)
 
-  system, cost0 = _system(rot, centre, points, obs, sigma, at_infinity, kernel)
-  state = dict(rot=rot, centre=centre, points=points, system=system, cost=cost0,
-               lam=jnp.asarray(1e-4, points.dtype), it=jnp.int32(0), reason=jnp.int32(-1))
+  system, cost0 = system_of(rot, centre, points, log_scale)
+  state = dict(rot=rot, centre=centre, points=points, log_scale=log_scale, system=system,
+               cost=cost0, lam=jnp.asarray(1e-4, points.dtype), it=jnp.int32(0),
+               reason=jnp.int32(-1))
 
   def body(st):
-    dc, dp = _solve(st["system"], st["lam"], fix_rotations)
+    dc, dp, dl = _solve(st["system"], st["lam"], fix_rotations, focal)
     r, c, p = _apply(st["rot"], st["centre"], st["points"], dc, dp, at_infinity)
-    new_cost = cost_of(r, c, p)
+    l = st["log_scale"] + dl
+    new_cost = cost_of(r, c, p, l)
     ok = jnp.isfinite(new_cost) & (new_cost < st["cost"])
     rel = (st["cost"] - new_cost) / jnp.maximum(st["cost"], 1e-30)
-    size = jnp.sqrt(jnp.sum(dc[:, :3] ** 2) + jnp.sum(dp ** 2) + jnp.sum(dc[:, 3:] ** 2))
+    size = jnp.sqrt(jnp.sum(dc[:, :3] ** 2) + jnp.sum(dp ** 2) + jnp.sum(dc[:, 3:] ** 2) + dl ** 2)
     scale = jnp.sqrt(jnp.sum(st["points"] ** 2) + jnp.sum(st["centre"] ** 2) + st["rot"].shape[0])
     pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
-    rot_, centre_, points_ = pick((r, c, p), (st["rot"], st["centre"], st["points"]))
-    system, cost = jax.lax.cond(
-        ok, lambda: _system(rot_, centre_, points_, obs, sigma, at_infinity, kernel),
-        lambda: (st["system"], st["cost"]))
+    rot_, centre_, points_, l_ = pick((r, c, p, l), (st["rot"], st["centre"], st["points"],
+                                                     st["log_scale"]))
+    system, cost = jax.lax.cond(ok, lambda: system_of(rot_, centre_, points_, l_),
+                                lambda: (st["system"], st["cost"]))
     lam = jnp.where(ok, jnp.maximum(st["lam"] / 3.0, 1e-9), st["lam"] * 4.0)
     reason = jnp.where(ok & (rel < tolerance), 0,
                        jnp.where(ok & (size < tolerance * scale), 1,
                                  jnp.where(~ok & (lam > 1e8), 2, -1)))
-    return dict(rot=rot_, centre=centre_, points=points_, system=system, cost=cost, lam=lam,
-                it=st["it"] + 1, reason=reason.astype(jnp.int32))
+    return dict(rot=rot_, centre=centre_, points=points_, log_scale=l_, system=system, cost=cost,
+                lam=lam, it=st["it"] + 1, reason=reason.astype(jnp.int32))
 
   def cond(st):
     return (st["it"] < max_iterations) & (st["reason"] < 0)
 
   st = jax.lax.while_loop(cond, body, state)
   reason = jnp.where(st["reason"] < 0, 3, st["reason"])
-  return st["rot"], st["centre"], st["points"], st["it"], cost0, st["cost"], reason
+  return (st["rot"], st["centre"], st["points"], st["log_scale"], st["it"], cost0, st["cost"],
+          reason)
 
 
-def run_stage(rot, centre, points, obs, sigma, *, max_iterations, tolerance, at_infinity,
-              kernel="geman_mcclure", fix_rotations=False):
-  """`lm_stage` with host-side results: (rot, centre, points numpy float64, `StageInfo`)."""
-  out = lm_stage(rot, centre, points, obs, sigma, max_iterations=max_iterations,
+def run_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations, tolerance,
+              at_infinity, kernel="geman_mcclure", fix_rotations=False, refine_focal=False):
+  """`lm_stage` with host-side results: (rot, centre, points numpy float64, log_scale float,
+  `StageInfo`)."""
+  out = lm_stage(rot, centre, points, obs, sigma, log_scale, max_iterations=max_iterations,
                  tolerance=tolerance, at_infinity=at_infinity, kernel=kernel,
-                 fix_rotations=fix_rotations)
-  rot, centre, points, it, c0, c1, reason = jax.device_get(out)
+                 fix_rotations=fix_rotations, refine_focal=refine_focal)
+  rot, centre, points, log_scale, it, c0, c1, reason = jax.device_get(out)
   info = StageInfo(iterations=int(it), converged=int(reason) < 3, cost_start=float(c0),
                    cost_end=float(c1), message=_MESSAGES[int(reason)])
   return (np.asarray(rot, np.float64), np.asarray(centre, np.float64),
-          np.asarray(points, np.float64), info)
+          np.asarray(points, np.float64), float(log_scale), info)
 
 
-def chord_errors_px(rot, centre, points, view, track, bearing, focal, at_infinity=False):
-  """Host-side (numpy float64) |r| of each observation (pixels; see the module docstring)."""
+def chord_errors_px(rot, centre, points, view, track, bearing, focal, at_infinity=False,
+                    log_scale=0.0):
+  """Host-side (numpy float64) |r| of each observation (pixels; see the module docstring),
+  with the focal lengths scaled by exp(log_scale) (the bearings rebuilt accordingly)."""
   x = points[track]
   y = np.einsum("nij,nj->ni", rot[view], x if at_infinity else x - centre[view])
   y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-300)
+  if log_scale:
+    s = np.exp(log_scale)
+    m = np.stack([bearing[:, 0] / (bearing[:, 2] * s), bearing[:, 1] / (bearing[:, 2] * s),
+                  np.ones(len(bearing))], 1)
+    return focal * s * np.linalg.norm(y - m / np.linalg.norm(m, axis=1, keepdims=True), axis=1)
   return focal * np.linalg.norm(y - bearing, axis=1)

@@ -36,10 +36,11 @@ def _labels(views, names):
 
 
 def fit_warnings(*, num_views, registered, components, duplicates, stages, errors, observed,
-                 inlier, rotation_only, settings, names=None):
+                 inlier, rotation_only, settings, names=None, focal_scale=1.0):
   """The list of warnings a user must see about a fit (module docstring; strings, no newline).
 
-  names: optional v view names (e.g. file names) printed after each view index."""
+  names: optional v view names (e.g. file names) printed after each view index.
+  focal_scale: the fitted focal scale (`FitSettings.refine_focal`; 1 when not refined)."""
   out = []
   lost = np.nonzero(~registered)[0]
   if len(lost):
@@ -63,9 +64,12 @@ def fit_warnings(*, num_views, registered, components, duplicates, stages, error
     out.append("no view pair has an observable baseline (the camera only turned): rotations are "
                "registered, all centres coincide and the points are directions (depth unknown)")
   for stage in stages:
-    if not stage["converged"]:
+    if not stage["converged"] and not stage.get("warm_up", False):
       out.append(f"stage '{stage['name']}' did not converge after {stage['iterations']} "
                  f"iterations ({stage['message']})")
+  if not 0.5 <= focal_scale <= 2.0:
+    out.append(f"the fitted focal length is {focal_scale:.2f} times the given one: the given "
+               "intrinsics were far off, or the views do not make the focal observable")
   used = observed & registered[None, :]
   if used.any():
     fraction = float(inlier.sum() / used.sum())

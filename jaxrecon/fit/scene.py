@@ -19,6 +19,7 @@ from typing import Optional
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.fit import bundle, lbfgs, report
 from jaxrecon.fit.init import GlobalInit, global_init
 from jaxrecon.fit.positions import meet_rays, world_rays
@@ -34,9 +35,9 @@ def _check_inputs(tracks, visibility, intrinsics, depth_maps):
     raise ValueError(f"tracks: expected (t, v, 2) pixels, got shape {tracks.shape}")
   t, v = tracks.shape[:2]
   if v < 2:
-    raise ValueError(f"tracks: need at least 2 views, got {v}")
+    raise UserError(f"tracks: need at least 2 views, got {v}")
   if t == 0:
-    raise ValueError("tracks: no tracks (t = 0)")
+    raise UserError("tracks: no tracks (t = 0)")
   visibility = np.asarray(visibility)
   if visibility.shape != (t, v):
     raise ValueError(f"visibility: expected shape {(t, v)}, got {visibility.shape}")
@@ -44,7 +45,7 @@ def _check_inputs(tracks, visibility, intrinsics, depth_maps):
   # Tracks seen once carry no constraint.
   visibility &= visibility.sum(1, keepdims=True) >= 2
   if not visibility.any():
-    raise ValueError("visibility: no track is seen (with finite pixels) in two or more views")
+    raise UserError("visibility: no track is seen (with finite pixels) in two or more views")
   intrinsics = np.asarray(intrinsics, np.float64)
   if intrinsics.shape != (v, 3, 3):
     raise ValueError(f"intrinsics: expected shape {(v, 3, 3)}, got {intrinsics.shape}")
@@ -92,6 +93,13 @@ def _observations(tracks, visibility, intrinsics, active):
     bearing[sel] = bearings(tracks[tt[sel], i], intrinsics[i])
   focal = 0.5 * (intrinsics[vv, 0, 0] + intrinsics[vv, 1, 1])
   return tt, vv, bearing, focal
+
+
+def _scaled_focal(intrinsics, scale):
+  """(v, 3, 3) intrinsics with fx, fy (and the skew) times `scale`, principal points held."""
+  out = np.array(intrinsics, np.float64)
+  out[:, :2, :2] *= scale
+  return out
 
 
 def _track_angles_deg(points, centres, tt, vv, use, t):
@@ -155,7 +163,7 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
   obs = bundle.Observations(jnp.asarray(vv, jnp.int32), jnp.asarray(tt, jnp.int32),
                             jnp.asarray(bear, _F32), jnp.asarray(focal, _F32),
                             jnp.asarray(weight, _F32))
-  stages, registered = [], active.copy()
+  stages, registered, log_scale = [], active.copy(), 0.0
   if not at_inf:
     # Centres and points first, the averaged rotations held: the positions of the global
     # initialisation are its weakest part (translation directions several degrees off where
@@ -163,18 +171,21 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
     # basin with the rotations bent to fit (measured on the weakly textured orbit: relative
     # rotations 2.6 deg off at a higher cost than this start reaches with them held).
     sigma = settings.stages_px[0]
-    rot, centres, points, info = bundle.run_stage(
+    rot, centres, points, log_scale, info = bundle.run_stage(
         *(jnp.asarray(x, _F32) for x in (rot, centres, points)), obs, sigma,
         max_iterations=settings.max_iterations, tolerance=settings.tolerance, at_infinity=False,
-        kernel=settings.kernel, fix_rotations=True)
-    stages.append(dict(name=f"positions, {settings.kernel} {sigma:g} px", **info._asdict()))
+        kernel=settings.kernel, fix_rotations=True, refine_focal=settings.refine_focal)
+    # A warm start: the stages after it move everything, so its iteration limit is no warning
+    # (with approximate intrinsics the held rotations cannot fit, and it crawls to the limit).
+    stages.append(dict(name=f"positions, {settings.kernel} {sigma:g} px", warm_up=True,
+                       **info._asdict()))
   schedule = list(settings.stages_px)
   if not at_inf:
     # Graduated non-convexity starts as wide as the errors are, no wider: a kernel much wider
     # than the typical error only lets the outliers bend a weakly constrained scene (the
     # weakly textured orbit: 2.6 deg off from a 4 px start, 0.16 deg from 1 px).
     typical = 3.0 * float(np.median(bundle.chord_errors_px(rot, centres, points, vv, tt, bear,
-                                                           focal)))
+                                                           focal, log_scale=log_scale)))
     # The first stage: the narrowest of the schedule still at least that wide (the widest if
     # none is).
     covering = [k for k, s in enumerate(schedule) if s >= typical]
@@ -183,13 +194,13 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
   while k < len(schedule):
     sigma = schedule[k]
     rot32, cen32, pts32 = (jnp.asarray(x, _F32) for x in (rot, centres, points))
-    rot, centres, points, info = bundle.run_stage(
-        rot32, cen32, pts32, obs._replace(weight=jnp.asarray(weight, _F32)), sigma,
+    rot, centres, points, log_scale, info = bundle.run_stage(
+        rot32, cen32, pts32, obs._replace(weight=jnp.asarray(weight, _F32)), sigma, log_scale,
         max_iterations=settings.max_iterations, tolerance=settings.tolerance, at_infinity=at_inf,
-        kernel=settings.kernel)
+        kernel=settings.kernel, refine_focal=settings.refine_focal)
     stages.append(dict(name=f"bundle adjustment, {settings.kernel} {sigma:g} px",
                        **info._asdict()))
-    err = bundle.chord_errors_px(rot, centres, points, vv, tt, bear, focal, at_inf)
+    err = bundle.chord_errors_px(rot, centres, points, vv, tt, bear, focal, at_inf, log_scale)
     # Outliers are dropped only once the kernel is as narrow as the threshold: after a wide
     # stage the model may still be far off, and dropping what it does not explain yet would lock
     # in a wrong basin.
@@ -209,7 +220,7 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
     weight = weight.astype(np.float64)
   points, errors, inlier = _model(points, centres, err, weight > 0, tt, vv, (t, v), settings,
                                   at_inf)
-  return rot, centres, points, errors, inlier, registered, stages
+  return rot, centres, points, errors, inlier, registered, stages, np.exp(log_scale)
 
 
 def _registration(init, tracks, visibility, intrinsics, active, settings, depth_maps):
@@ -235,7 +246,7 @@ def _registration(init, tracks, visibility, intrinsics, active, settings, depth_
   registered = _explained(err, weight, vv, active, settings)
   points, errors, inlier = _model(points, centres, err, weight & registered[vv], tt, vv, (t, v),
                                   settings)
-  return rot, centres, points, errors, inlier, registered, stages
+  return rot, centres, points, errors, inlier, registered, stages, 1.0
 
 
 def _gauge(rot, centres, points, inlier, registered, at_infinity):
@@ -255,6 +266,29 @@ def _gauge(rot, centres, points, inlier, registered, at_infinity):
   return poses, pts / scale, np.where(inlier, depth / scale, np.nan), (first, to_first, scale)
 
 
+def _into_frame_of(cam, points, depth, registered, target):
+  """The fit (cam (v, 4, 4), points (t, 3), depth (t, v)) expressed in the frame and scale of the
+  `target` cameras (v, 4, 4): the similarity X_target = s R X_fit + t with R the chordal mean of
+  the registered views' R_target^T R_fit (rotations pin it even where the centres are collinear)
+  and s, t the least-squares fit of the registered centres given R (s = 1 when they coincide)."""
+  reg = registered & np.all(np.isfinite(target), axis=(1, 2))
+  if not reg.any():
+    return cam, points, depth
+  u, _, vt = np.linalg.svd(np.einsum("vji,vjk->ik", target[reg, :3, :3], cam[reg, :3, :3]))
+  rot = u @ np.diag([1.0, 1.0, np.linalg.det(u @ vt)]) @ vt
+  centre = lambda c: -np.einsum("vji,vj->vi", c[:, :3, :3], c[:, :3, 3])
+  src, dst = centre(cam[reg]) @ rot.T, centre(target[reg])
+  src_c, dst_c = src - src.mean(0), dst - dst.mean(0)
+  spread = float(np.sum(src_c ** 2))
+  scale = float(np.sum(src_c * dst_c) / spread) if spread > 1e-12 else 1.0
+  scale = scale if scale > 0 else 1.0
+  shift = dst.mean(0) - scale * src.mean(0)
+  out = cam.copy()
+  out[:, :3, :3] = cam[:, :3, :3] @ rot.T
+  out[:, :3, 3] = scale * cam[:, :3, 3] - np.einsum("vij,j->vi", out[:, :3, :3], shift)
+  return out, scale * points @ rot.T + shift, scale * depth
+
+
 def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray] = None,
               settings: FitSettings = FitSettings(), init_cam_from_world=None,
               view_names=None) -> FitResult:
@@ -265,12 +299,15 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
       (e.g. `experts.Tracks.pixels`).
     visibility: (t, v) bool, observed (e.g. `experts.Tracks.visible`); observations with
       non-finite pixels and tracks seen in fewer than 2 views are ignored.
-    intrinsics: (v, 3, 3) K, pixels (fixed: not refined).
+    intrinsics: (v, 3, 3) K, pixels (fixed, unless `settings.refine_focal`: then a shared
+      focal scale is fitted and `FitResult.intrinsics` holds the result).
     depth_maps: optional (v, h, w) monocular depth for `refine="registration"` (each observation's
       depth is then an affine function of the map, per view).
     settings: `FitSettings`.
     init_cam_from_world: optional (v, 4, 4) initial extrinsics replacing the global
-      initialisation (every view with observations is then refined).
+      initialisation (every view with observations is then refined), e.g. supplied poses a
+      little off the images; the result is then expressed in their frame and scale (the
+      similarity that best maps the fitted cameras onto them) instead of the default gauge.
     view_names: optional v names (e.g. file names) that the warnings print beside view indices.
   Returns:
     `FitResult`: NaN poses for views that are not registered (read `registered`, `warnings`).
@@ -297,11 +334,13 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
   start = time.perf_counter()
   nan_result = dict(cam_from_world=np.full((v, 4, 4), np.nan), points=np.full((t, 3), np.nan),
                     inlier=np.zeros((t, v), bool), track_depth=np.full((t, v), np.nan))
-  stages = []
+  stages, focal_scale = [], 1.0
+  if settings.refine_focal and settings.refine != "bundle":
+    raise UserError("refine_focal: only the bundle refiner fits the focal length")
   if active.any():
     refine = _bundle if settings.refine == "bundle" else _registration
     extra = () if settings.refine == "bundle" else (depth_maps,)
-    rot, centres, points, errors, inlier, registered, stages = refine(
+    rot, centres, points, errors, inlier, registered, stages, focal_scale = refine(
         init, tracks, visibility, intrinsics, active, settings, *extra)
   else:
     errors, inlier, registered = np.full((t, v), np.nan), np.zeros((t, v), bool), active
@@ -316,6 +355,10 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
     if np.isfinite(init_scale / fin_scale) and init_scale > 0:
       init_cam[:, :3, 3] *= fin_scale / init_scale           # compared at the fit's scale
     init_cam[~active] = np.nan
+    if init_cam_from_world is not None:
+      cam, pts, depth = _into_frame_of(cam, pts, depth, registered,
+                                       np.asarray(init_cam_from_world, np.float64))
+      init_cam = np.where(active[:, None, None], init_cam_from_world, np.nan)
     result = dict(cam_from_world=cam, points=pts, inlier=inlier, track_depth=depth)
   else:
     result, init_cam = nan_result, np.full((v, 4, 4), np.nan)
@@ -324,11 +367,13 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
   messages = report.fit_warnings(
       num_views=v, registered=registered, components=init.components, duplicates=duplicates,
       stages=stages, errors=errors, observed=visibility, inlier=inlier,
-      rotation_only=init.rotation_only, settings=settings, names=view_names)
+      rotation_only=init.rotation_only, settings=settings, names=view_names,
+      focal_scale=focal_scale)
   report.issue_warnings(messages)
   return FitResult(
       registered=registered, num_observations=counts, view_residual_px=residual,
       components=tuple(tuple(int(i) for i in c) for c in init.components),
       duplicates=duplicates, stages=tuple(stages), warnings=tuple(messages),
-      init_cam_from_world=init_cam, init_seconds=init_seconds, fit_seconds=fit_seconds,
+      init_cam_from_world=init_cam, intrinsics=_scaled_focal(intrinsics, focal_scale),
+      init_seconds=init_seconds, fit_seconds=fit_seconds,
       **result)

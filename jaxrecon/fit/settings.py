@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxrecon.errors import UserError
 from jaxrecon.losses.registration import FORMS
 
 REFINERS = ("bundle", "registration")
@@ -43,6 +44,12 @@ class FitSettings:
       nearly full weight while the remaining 1-4 px outliers stop pulling. (Measured with the
       Cauchy kernel on the 12 fit cases that register: the 0.5 px stage lowers every median
       rotation error or leaves it, e.g. templeRing 0.194 -> 0.153 deg.)
+    refine_focal: the intrinsics are approximate (e.g. video without calibration): the bundle
+      adjuster also refines one focal scale shared by every view (each view's fx, fy times the
+      same factor; principal points held), after the positions-only stage. The fitted
+      intrinsics are `FitResult.intrinsics`. Needs views that turn or move enough to make the
+      focal observable; the refined scale is reported, not trusted blindly (a warning when it
+      moves by more than a factor 2).
     max_iterations: LM iterations per stage at most; tolerance: a stage has converged when the
       relative cost decrease (or the relative step) falls below it.
     max_error_px: observations with a larger final error are outliers (COLMAP's default 4 px).
@@ -69,6 +76,7 @@ class FitSettings:
   refine: str = "bundle"
   kernel: str = "geman_mcclure"
   stages_px: tuple = (4.0, 2.0, 1.0, 0.5)
+  refine_focal: bool = False
   max_iterations: int = 100
   tolerance: float = 1e-6
   max_error_px: float = 4.0
@@ -91,25 +99,25 @@ class FitSettings:
 
   def __post_init__(self):
     if self.refine not in REFINERS:
-      raise ValueError(f"refine: expected one of {REFINERS}, got {self.refine!r}")
+      raise UserError(f"refine: expected one of {REFINERS}, got {self.refine!r}")
     if self.kernel not in ("geman_mcclure", "cauchy"):
-      raise ValueError(f"kernel: expected 'geman_mcclure' or 'cauchy', got {self.kernel!r}")
+      raise UserError(f"kernel: expected 'geman_mcclure' or 'cauchy', got {self.kernel!r}")
     if self.form not in FORMS:
-      raise ValueError(f"form: expected one of {FORMS}, got {self.form!r}")
+      raise UserError(f"form: expected one of {FORMS}, got {self.form!r}")
     if self.depths not in ("triangulated", "free"):
-      raise ValueError(f"depths: expected 'triangulated' or 'free', got {self.depths!r}")
+      raise UserError(f"depths: expected 'triangulated' or 'free', got {self.depths!r}")
     if not self.stages_px or any(s <= 0 for s in self.stages_px):
-      raise ValueError(f"stages_px: expected positive pixel scales, got {self.stages_px}")
+      raise UserError(f"stages_px: expected positive pixel scales, got {self.stages_px}")
     if not self.stages or any(s <= 0 or n < 0 for s, n in self.stages):
-      raise ValueError(f"stages: expected ((scale_deg > 0, steps >= 0), ...), got {self.stages}")
+      raise UserError(f"stages: expected ((scale_deg > 0, steps >= 0), ...), got {self.stages}")
     if self.track_weighting not in ("pairs", "observations", "tracks"):
-      raise ValueError(f"track_weighting: expected 'pairs', 'observations' or 'tracks', got "
+      raise UserError(f"track_weighting: expected 'pairs', 'observations' or 'tracks', got "
                        f"{self.track_weighting!r}")
     if self.tolerance < 0 or self.patience < 1 or self.max_iterations < 1:
-      raise ValueError(f"tolerance, patience, max_iterations: expected >= 0, >= 1, >= 1, got "
+      raise UserError(f"tolerance, patience, max_iterations: expected >= 0, >= 1, >= 1, got "
                        f"{self.tolerance}, {self.patience}, {self.max_iterations}")
     if self.min_pair_inliers < 5 or self.threshold_px <= 0 or self.max_error_px <= 0:
-      raise ValueError("min_pair_inliers must be >= 5 (the five-point minimum) and threshold_px, "
+      raise UserError("min_pair_inliers must be >= 5 (the five-point minimum) and threshold_px, "
                        "max_error_px positive")
 
 
@@ -118,7 +126,7 @@ class FitResult(NamedTuple):
 
   cam_from_world: (v, 4, 4) float64 fitted extrinsics; NaN (every entry) for views that are not
     registered. Gauge: the first registered view is the identity and the median depth of the
-    inlier observations is 1.
+    inlier observations is 1; or, given `init_cam_from_world`, the frame and scale of those.
   registered: (v,) bool; the views whose pose is an answer.
   points: (t, 3) float64 world point of each track, NaN where the track is not in the model
     (fewer than two inlier observations, or rays spreading less than min_track_angle_deg).
@@ -130,11 +138,14 @@ class FitResult(NamedTuple):
   components: tuple of view tuples, the view graph's connected components, largest first; only
     the first is registered.
   duplicates: tuple of (i, j) view pairs with (near) identical observations (zero baseline).
-  stages: tuple of dicts (name, iterations, converged, cost_start, cost_end, message) of every
+  stages: tuple of dicts (name, iterations, converged, cost_start, cost_end, message; warm_up:
+    True for a warm start whose non-convergence is not warned about) of every
     optimisation stage in order.
   warnings: tuple of str, each also issued as a `FitWarning`.
   init_cam_from_world: (v, 4, 4) float64 the global initialisation in the same gauge (NaN rows
     where not registered).
+  intrinsics: (v, 3, 3) float64 the intrinsics of the fit: the input ones, or with
+    `FitSettings.refine_focal` their focal lengths times the fitted shared scale.
   init_seconds, fit_seconds: wall-clock time of the initialisation (two-view geometry, rotation
     averaging, positioning) and of the refinement (compilation included).
   """
@@ -150,5 +161,6 @@ class FitResult(NamedTuple):
   stages: tuple
   warnings: tuple
   init_cam_from_world: np.ndarray
+  intrinsics: np.ndarray
   init_seconds: float
   fit_seconds: float

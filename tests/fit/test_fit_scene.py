@@ -185,3 +185,54 @@ def test_no_verified_pair_registers_nothing_and_says_so():
   result, caught = fit_quietly(pixels, visible, np.tile(K, (3, 1, 1)))
   assert not result.registered.any() and np.all(np.isnan(result.cam_from_world))
   assert any("3 of 3 views not registered" in w for w in caught)
+
+
+@pytest.mark.parametrize("factor", [0.85, 1.2])
+def test_focal_refined_from_approximate_intrinsics(factor):
+  """Intrinsics marked approximate (refine_focal): a focal 15-20 % off is recovered from the
+  tracks, and with it the cameras; held fixed, the wrong focal bends them."""
+  pixels, visible, intrinsics, gt = ring(12, arc=240.0, seed=3)
+  wrong = intrinsics.copy()
+  wrong[:, :2, :2] *= factor
+  fixed, _ = fit_quietly(pixels, visible, wrong)
+  result, caught = fit_quietly(pixels, visible, wrong, settings=FitSettings(refine_focal=True))
+  assert result.registered.all() and caught == []
+  np.testing.assert_allclose(result.intrinsics[:, 0, 0], 500.0, rtol=2e-3)
+  np.testing.assert_allclose(result.intrinsics[:, :2, 2], intrinsics[:, :2, 2])  # held
+  assert np.max(rotation_errors_deg(result.cam_from_world, gt)) < 0.05
+  assert np.max(rotation_errors_deg(fixed.cam_from_world, gt)) > 0.5
+  np.testing.assert_array_equal(fixed.intrinsics, wrong)
+  # The residual is measured in the refined pixels: exact tracks, exact fit.
+  assert np.nanmax(result.view_residual_px) < 0.02
+
+
+def test_given_cameras_are_refined_in_their_own_frame():
+  """init_cam_from_world (supplied poses a degree off): the refined cameras come back in the
+  supplied frame and scale, close to the truth without any alignment."""
+  pixels, visible, intrinsics, gt = ring(10, seed=4)
+  rng = np.random.default_rng(0)
+  init = gt.copy()
+  for i in range(len(init)):
+    axis = rng.normal(size=3)
+    angle = np.deg2rad(1.0)
+    k = np.cross(np.eye(3), axis / np.linalg.norm(axis))
+    init[i, :3, :3] = (np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k) @ gt[i, :3, :3]
+    init[i, :3, 3] += rng.normal(scale=0.05, size=3)
+  result, _ = fit_quietly(pixels, visible, intrinsics, init_cam_from_world=init)
+  assert result.registered.all()
+  rel = result.cam_from_world[:, :3, :3] @ np.swapaxes(gt[:, :3, :3], -1, -2)
+  angles = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+  centre = lambda c: -np.einsum("vji,vj->vi", c[:, :3, :3], c[:, :3, 3])
+  # The supplied poses set the gauge: a best fit to them, so their noise (0.05, 1 deg) shifts it
+  # a little; the shape of the result is exact.
+  assert np.max(angles) < 0.5 and np.median(angles) < 0.5
+  assert np.max(np.linalg.norm(centre(result.cam_from_world) - centre(gt), axis=1)) < 0.1
+  assert np.max(rotation_errors_deg(result.cam_from_world, gt)) < 0.01
+  np.testing.assert_allclose(result.init_cam_from_world, init)
+  # Points and depths in the same frame: they reproject onto the observations.
+  cam = np.einsum("vij,tj->tvi", result.cam_from_world[:, :3, :3], result.points) \
+      + result.cam_from_world[:, :3, 3]
+  np.testing.assert_allclose(cam[..., 2][result.inlier], result.track_depth[result.inlier],
+                             rtol=1e-6)
+  proj = np.einsum("ij,tvj->tvi", K, cam / cam[..., 2:])[..., :2]
+  assert np.max(np.linalg.norm(proj - pixels, axis=-1)[result.inlier]) < 0.05

@@ -114,8 +114,8 @@ def test_bundle_jacobians_match_finite_differences():
   bearing /= np.linalg.norm(bearing)
   obs = bundle.Observations(jnp.array([0]), jnp.array([0]), jnp.asarray(bearing[None]),
                             jnp.array([500.0]), jnp.array([1.0]))
-  res, jc, jp = bundle._linearize(jnp.asarray(rot[None]), jnp.asarray(centre[None]),
-                                  jnp.asarray(point[None]), obs, False)   # float64 (conftest)
+  res, jc, jp, _ = bundle._linearize(jnp.asarray(rot[None]), jnp.asarray(centre[None]),
+                                     jnp.asarray(point[None]), obs, False)   # float64 (conftest)
 
   def residual(dc, dp):                                               # float64 numpy reference
     r = viewgraph._exp(dc[:3]) @ rot
@@ -130,3 +130,34 @@ def test_bundle_jacobians_match_finite_differences():
   np.testing.assert_allclose(res[0], residual(np.zeros(6), np.zeros(3)), rtol=1e-9, atol=1e-9)
   np.testing.assert_allclose(jc[0], num_c, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(jp[0], num_p, rtol=1e-5, atol=1e-5)
+
+
+def test_bundle_focal_jacobian_matches_finite_differences():
+  """The log-focal-scale column of the Jacobian (refine_focal) against a float64 numpy
+  reference that rebuilds the observed ray from its pixel with the scaled focal."""
+  rng = np.random.default_rng(6)
+  rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+  rot *= np.linalg.det(rot)
+  centre, point = rng.normal(size=3), rng.normal(size=3) + np.array([0, 0, 5.0])
+  f0, pixel = 500.0, np.array([37.0, -81.0])          # pixel relative to the principal point
+  bearing = np.append(pixel / f0, 1.0)
+  bearing /= np.linalg.norm(bearing)
+  obs = bundle.Observations(jnp.array([0]), jnp.array([0]), jnp.asarray(bearing[None]),
+                            jnp.array([f0]), jnp.array([1.0]))
+  log_scale = 0.1
+  res, jc, _, jl = bundle._linearize(jnp.asarray(rot[None]), jnp.asarray(centre[None]),
+                                     jnp.asarray(point[None]), obs, False, log_scale, True)
+
+  def residual(dl, dc=np.zeros(6)):
+    f = f0 * np.exp(log_scale + dl)
+    ray = np.append(pixel / f, 1.0)
+    y = viewgraph._exp(dc[:3]) @ rot @ (point - centre - dc[3:])
+    return f * (y / np.linalg.norm(y) - ray / np.linalg.norm(ray))
+
+  eps = 1e-6
+  np.testing.assert_allclose(res[0], residual(0.0), rtol=1e-9, atol=1e-9)
+  np.testing.assert_allclose(jl[0], (residual(eps) - residual(-eps)) / (2 * eps), rtol=1e-5,
+                             atol=1e-5)
+  num_c = np.stack([(residual(0.0, e) - residual(0.0, -e)) / (2 * eps) for e in eps * np.eye(6)],
+                   -1)
+  np.testing.assert_allclose(jc[0], num_c, rtol=1e-5, atol=1e-5)
