@@ -2,7 +2,10 @@
 
 A layer does not know whether it is a frame or a global layer: the caller reshapes the tokens to
 (b * v, n, d) (frame attention) or (b, v * n, d) (global attention) and passes the matching RoPE
-tables. Parameters are float32; `dtype` is the compute dtype.
+tables. Parameters are float32; `dtype` is the compute dtype of attention and MLP. The residual
+stream, the pre-norms and LayerScale stay float32: a LayerScale of 0.01 makes each increment ~1%
+of the stream, which bfloat16's 8-bit mantissa (relative step 2^-8 = 0.4%) would mostly round
+away, layer after layer (#11).
 """
 from __future__ import annotations
 
@@ -64,13 +67,18 @@ class LayerScale(nnx.Module):
 
 
 class TransformerLayer(nnx.Module):
-  """Pre-norm layer: x + ls1 * attn(norm1(x)); x + ls2 * mlp(norm2(x))."""
+  """Pre-norm layer: x + ls1 * attn(norm1(x)); x + ls2 * mlp(norm2(x)).
+
+  x, the norms and the LayerScale products are float32 (the residual stream); attention and MLP
+  run in `dtype` on the normed input cast to it.
+  """
 
   def __init__(self, dim, num_heads, mlp_ratio, *, layer_scale_init=0.01, dtype=jnp.float32,
                rngs: nnx.Rngs):
-    self.norm1 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+    self.dtype = dtype
+    self.norm1 = nnx.LayerNorm(dim, dtype=jnp.float32, rngs=rngs)
     self.attn = Attention(dim, num_heads, dtype=dtype, rngs=rngs)
-    self.norm2 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
+    self.norm2 = nnx.LayerNorm(dim, dtype=jnp.float32, rngs=rngs)
     self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, rngs=rngs)
     if layer_scale_init:
       self.ls1 = LayerScale(dim, layer_scale_init)
@@ -79,8 +87,10 @@ class TransformerLayer(nnx.Module):
       self.ls1 = self.ls2 = None
 
   def __call__(self, x, cos, sin):
-    """x: (B, n, d); cos, sin: (n, head_dim / 2). Returns (B, n, d) in x's dtype."""
-    a = self.attn(self.norm1(x), cos, sin)
-    x = x + (self.ls1(a) if self.ls1 is not None else a).astype(x.dtype)
-    m = self.mlp(self.norm2(x))
-    return x + (self.ls2(m) if self.ls2 is not None else m).astype(x.dtype)
+    """x: (B, n, d) residual stream (cast to float32); cos, sin: (n, head_dim / 2).
+    Returns (B, n, d) float32."""
+    x = x.astype(jnp.float32)
+    a = self.attn(self.norm1(x).astype(self.dtype), cos, sin).astype(jnp.float32)
+    x = x + (self.ls1(a) if self.ls1 is not None else a)
+    m = self.mlp(self.norm2(x).astype(self.dtype)).astype(jnp.float32)
+    return x + (self.ls2(m) if self.ls2 is not None else m)

@@ -68,7 +68,7 @@ class Backbone(nnx.Module):
         TransformerLayer(d, config.num_heads, config.mlp_ratio,
                          layer_scale_init=config.layer_scale_init, dtype=dt, rngs=rngs)
         for _ in range(config.num_layers)])
-    self.norm = nnx.LayerNorm(d, dtype=dt, rngs=rngs)
+    self.norm = nnx.LayerNorm(d, dtype=jnp.float32, rngs=rngs)
 
   def __call__(self, images):
     """Runs the backbone.
@@ -89,8 +89,9 @@ class Backbone(nnx.Module):
     dt = cfg.compute_dtype
 
     x = self.patch_embed(normalize_images(images.reshape(b * v, h, w, 3), dt))  # (b*v, gh*gw, d)
-    regs = jnp.broadcast_to(self.registers[...].astype(dt), (b * v, r, cfg.embed_dim))
-    x = jnp.concatenate([regs, x], 1)                                            # (b*v, n, d)
+    # The residual stream is float32 (see `models.attention`); layers compute in dt.
+    regs = jnp.broadcast_to(self.registers[...].astype(jnp.float32), (b * v, r, cfg.embed_dim))
+    x = jnp.concatenate([regs, x.astype(jnp.float32)], 1)                        # (b*v, n, d)
     n = r + gh * gw
 
     cos, sin = rope_tables(gh, gw, r, cfg.head_dim, base=cfg.rope_base)          # (n, hd/2)
@@ -103,4 +104,4 @@ class Backbone(nnx.Module):
         x = call(layer, x, cos, sin)
       else:            # global attention: tokens of all views of a scene
         x = call(layer, x.reshape(b, v * n, -1), cos_g, sin_g).reshape(b * v, n, -1)
-    return self.norm(x).reshape(b, v, n, -1)
+    return self.norm(x).astype(dt).reshape(b, v, n, -1)

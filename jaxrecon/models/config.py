@@ -37,8 +37,9 @@ class ModelConfig:
     camera_hidden: hidden width of the camera head MLP.
     log_depth_bound: depth = exp(B tanh(raw / B)) with B = log_depth_bound: a soft bound that keeps
       depth in (e^-B, e^B) with non-vanishing gradients.
-    dtype: compute dtype of the backbone and dense head, "float32" or "bfloat16". Parameters are
-      always float32; the camera head, the final activations and all outputs are float32.
+    dtype: compute dtype of the backbone's attention / MLP and of the dense head, "float32" or
+      "bfloat16". Parameters are always float32, and so are the residual stream, the norms and
+      LayerScale, the camera head, the final activations and all outputs.
     remat: recompute each transformer layer in the backward pass (less activation memory).
   """
   patch_size: int = 8
