@@ -132,7 +132,10 @@ class PatchAttention(nnx.Module):
     self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
     if qk_norm:
       self.q_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
-      self.k_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
+      # No bias on the normed keys: it would add q . b to every logit of a query alike, which
+      # the softmax cancels, so its gradient is exactly 0 up to rounding, and Adam turns rounding
+      # noise into +-lr steps (1-vs-8-device updates differed by 69% there, #11).
+      self.k_norm = nnx.LayerNorm(self.head_dim, use_bias=False, dtype=dtype, rngs=rngs)
     else:
       self.q_norm = self.k_norm = None
     self.proj = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)

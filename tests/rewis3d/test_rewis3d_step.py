@@ -1,4 +1,7 @@
 """The Rewis3d train step: no gradient crosses branches, EMA teachers, lambda ramp, 1 vs 8 devices."""
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +14,11 @@ from jaxrecon.models.segformer import SegFormer, SegFormerConfig
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
 from jaxrecon.rewis3d.step import (SegObjectiveConfig, create_seg_state, seg_losses,
                                    seg_train_step)
+from jaxrecon.train.engine import make_optimizer
 from jaxrecon.train.sharding import make_mesh, replicate, shard_batch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
+from configs import rewis3d as rewis3d_config  # noqa: E402  (the real config file, as data)
 
 K = 4
 B, H, W, N = 8, 32, 32, 128
@@ -131,23 +138,38 @@ def test_ema_baseline_has_the_2d_branch_only(batch):
   assert np.isfinite(float(metrics["loss"]))
 
 
-def test_one_and_eight_devices_give_the_same_parameters(batch):
+def test_one_and_eight_devices_give_the_same_updates(batch, assert_same_updates):
+  """With the shipped optimiser (clip + AdamW, the demo config's settings without warm-up, whose
+  first step has learning rate 0) for both branches (#11): parameter updates agree per leaf."""
   assert jax.device_count() == 8, "conftest sets 8 host devices"
   config = SegObjectiveConfig(base_steps=0, ramp_steps=1)
-  # SGD, not Adam: Adam's first step maps any gradient, even rounding noise, to +-lr, so it would
-  # compare signs of noise rather than the (all-reduced) gradients.
-  sgd = optax.sgd(0.1)
+  demo = rewis3d_config.get_config("demo")
+  txs = {n: optax.chain(make_optimizer(dict(demo[f"optim{n}"].to_dict(), warmup_steps=0), 10),
+                        ema_teacher(rewis3d_decay(0.99))) for n in ("2d", "3d")}
   results = []
   for devices in (jax.devices()[:1], jax.devices()):
-    graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"], sgd))
+    graphdefs, state = create_seg_state(_models(), txs)
+    fresh = jax.tree.map(np.asarray, {k: b.params for k, b in state.branches.items()})
     mesh = make_mesh(devices)
     state = replicate(state, mesh)
     state, _ = seg_train_step(state, shard_batch(batch, mesh), graphdefs=tuple(graphdefs.items()),
-                              txs=tuple(_txs(["2d", "3d"], sgd).items()), config=config)
-    results.append([np.asarray(x) for x in jax.tree.leaves(
-        {k: b.params for k, b in state.branches.items()})])
-  for a, b in zip(*results):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+                              txs=tuple(txs.items()), config=config)
+    results.append({k: b.params for k, b in state.branches.items()})
+  assert_same_updates(fresh, *results)
+
+
+def test_train_step_makes_no_float64(batch):
+  """With float64 enabled, a float64 leak in the library would show in the
+  step's outputs: every floating array of the new state and the metrics is float32."""
+  graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"]))
+  with jax.enable_x64(True):  # whether or not the suite enables it
+    out = jax.eval_shape(lambda s, b: seg_train_step(
+        s, b, graphdefs=tuple(graphdefs.items()), txs=tuple(_txs(["2d", "3d"]).items()),
+        config=SegObjectiveConfig(base_steps=0, ramp_steps=1)), state, batch)
+  floats = {jax.tree_util.keystr(p): x.dtype for p, x in jax.tree_util.tree_leaves_with_path(out)
+            if jnp.issubdtype(x.dtype, jnp.floating)}
+  assert floats and all(d == np.float32 for d in floats.values()), {
+      k: d for k, d in floats.items() if d != np.float32}
 
 
 def test_gathered_pixels_match_the_flat_image(batch):
