@@ -19,6 +19,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from jaxrecon.errors import UserError
+
 
 class Checkpointer:
   """Saves and restores {state, data iterator} under `directory` (keeps the last `keep`).
@@ -31,8 +33,11 @@ class Checkpointer:
 
   def __init__(self, directory, *, keep: int = 3, async_save: bool = True):
     self.directory = pathlib.Path(directory).absolute()
+    # cleanup_tmp_directories: a save killed mid-way leaves a <step>.orbax-checkpoint-tmp folder;
+    # the next run removes it.
     options = ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                           enable_async_checkpointing=async_save)
+                                           enable_async_checkpointing=async_save,
+                                           cleanup_tmp_directories=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> Optional[int]:
@@ -61,7 +66,10 @@ class Checkpointer:
     items = {"state": ocp.args.StandardRestore(abstract_state)}
     if data_iterator is not None:
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+    except (ValueError, KeyError, TypeError) as e:
+      raise mismatch_error(self.directory / str(step), e) from e
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -71,17 +79,32 @@ class Checkpointer:
     self._manager.close()
 
 
+def mismatch_error(where: pathlib.Path, error: Exception) -> UserError:
+  """The one-line report of a checkpoint whose arrays do not fit the model of this config (Orbax's
+  own message runs to pages; its first line names the array)."""
+  first = next((line.strip() for line in str(error).splitlines() if line.strip()),
+               type(error).__name__)
+  return UserError(f"{where}: the checkpoint does not fit the model this config builds "
+                   f"({first[:200]}); was it trained with another config?")
+
+
 def _state_only(path: pathlib.Path, abstract_state: Any) -> Any:
-  """Restores just the train state from another run's folder or one of its step folders."""
+  """Restores just the train state from another run (its workdir or checkpoints/ folder) or one
+  of its step folders."""
+  if (path / "checkpoints").is_dir():    # a run's workdir
+    path = path / "checkpoints"
   if (path / "state").is_dir():          # a step folder: <run>/<step>/state
     step_dir = path
   else:                                  # a run folder: take its latest step
     steps = sorted((int(p.name) for p in path.iterdir() if p.name.isdigit()), reverse=True)
     if not steps:
-      raise FileNotFoundError(f"init_from {path}: no checkpoint found")
+      raise FileNotFoundError(f"config.init_from={path}: no checkpoint found in it")
     step_dir = path / str(steps[0])
   with ocp.StandardCheckpointer() as ckpt:
-    return ckpt.restore(step_dir / "state", abstract_state)
+    try:
+      return ckpt.restore(step_dir / "state", abstract_state)
+    except (ValueError, KeyError, TypeError) as e:
+      raise mismatch_error(step_dir, e) from e
 
 
 def restore_or_init(checkpointer: Checkpointer, init_fn: Callable[[], Any], *,

@@ -10,13 +10,20 @@ of {state, data iterator} every config.checkpoint_every steps -> the task's fina
 Only process 0 logs. A method is a `Task` (jaxrecon.reliev3r, jaxrecon.rewis3d); the engine knows
 no model, loss or dataset.
 
+Before any of that, `open_workdir` refuses a config that differs from the one the workdir's
+checkpoints were trained with (`jaxrecon.train.resume`) and removes temporary files an earlier,
+killed run left; the run's records (config.json) are written only once its state is restored or
+created, so a failed or mismatched run leaves the earlier record intact. The checkpoint of a step
+is saved before that step's evaluation, so a failing evaluation never costs the step.
+
 Config fields read: steps, log_every, eval_every (0: none), checkpoint_every, keep_checkpoints,
 init_from, and for `cached_split` data.cache, data.prepare, data.num_eval_scenes.
 """
 from __future__ import annotations
 
 import pathlib
-from typing import Any, Callable, Mapping, Protocol
+import time
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import grain
 import jax
@@ -24,8 +31,11 @@ import numpy as np
 import optax
 
 from jaxrecon.data.cache import cache_scenes
+from jaxrecon.errors import UserError
+from jaxrecon.train import resume, workdir as run_files
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
-from jaxrecon.train.progress import MetricsLog, Progress, log
+from jaxrecon.train.progress import MetricsLog, Progress, log, timed
+from jaxrecon.train.runs import stored_config
 from jaxrecon.train.sharding import make_mesh, replicate, shard_batch
 
 
@@ -59,6 +69,24 @@ class Task(Protocol):
   def finish(self, state, *, ran_last_step: bool, metrics_log: MetricsLog) -> Any: ...
 
 
+def open_workdir(config, workdir, *, safe: Iterable[str] = resume.SAFE_ON_RESUME) -> None:
+  """Checks that `config` may continue the run in `workdir` (UserError naming the differing
+  fields when its checkpoints were trained with another config), then removes the temporary files
+  of writes an earlier run did not finish. Writes nothing else; call before building anything."""
+  workdir = pathlib.Path(workdir)
+  if run_files.checkpoint_folders(workdir):
+    stored = stored_config(workdir)
+    changes = resume.check_resume(None if stored is None else stored.to_dict(),
+                                  resume.config_dict(config), workdir, safe=safe)
+    if changes:
+      log(f"resuming {workdir} with changed settings: {'; '.join(changes)}")
+  if jax.process_index() == 0:
+    removed = run_files.clean_stray_tmp(workdir)
+    if removed:
+      log(f"removed {len(removed)} temporary file(s) an interrupted write left: "
+          f"{', '.join(str(p.relative_to(workdir)) for p in removed[:5])}")
+
+
 def cached_split(config, workdir: pathlib.Path, build_jobs: Callable) -> tuple[list, list]:
   """(train, held-out) .npz paths of a run: config.data.cache, or a cache built in
   <workdir>/cache from config.data.prepare by build_jobs(settings) -> [(name, record fn)]; the
@@ -68,14 +96,18 @@ def cached_split(config, workdir: pathlib.Path, build_jobs: Callable) -> tuple[l
   else:
     folder = workdir / "cache"
     settings = config.data.prepare.to_dict()
-    report = cache_scenes(build_jobs(settings), folder, provenance=settings,
-                          progress=jax.process_index() == 0)
+    with timed(f"pseudo-label cache {folder}"):
+      report = cache_scenes(build_jobs(settings), folder, provenance=settings,
+                            progress=jax.process_index() == 0)
     if report.failed:
-      raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
+      raise UserError(f"{folder}: {len(report.failed)} scene(s) failed: " + "; ".join(
+          f"{name}: {error}" for name, error in list(report.failed.items())[:3]))
   paths = sorted(folder.glob("*.npz"))
   held_out = config.data.num_eval_scenes
   if len(paths) <= held_out:
-    raise ValueError(f"{folder}: {len(paths)} scenes, need more than {held_out} held out")
+    raise UserError(f"{folder}: {len(paths)} scene files (*.npz), but config.data."
+                    f"num_eval_scenes={held_out} are held out, so at least {held_out + 1} are "
+                    f"needed")
   return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
 
 
@@ -85,7 +117,7 @@ def make_optimizer(optim: Mapping, steps: int) -> optax.GradientTransformation:
   optim: learning_rate, warmup_steps (in [0, steps)), weight_decay, clip_norm (global norm).
   """
   if not 0 <= optim["warmup_steps"] < steps:
-    raise ValueError(f"optim.warmup_steps ({optim['warmup_steps']}) must be in [0, steps "
+    raise UserError(f"optim.warmup_steps ({optim['warmup_steps']}) must be in [0, steps "
                      f"({steps}))")
   schedule = optax.warmup_cosine_decay_schedule(0.0, optim["learning_rate"],
                                                 optim["warmup_steps"], max(steps, 1),
@@ -111,35 +143,60 @@ def log_evaluation(task: Task, step: int, scalars: Mapping, text: str,
   metrics_log.write(step, scalars, prefix="eval/")
 
 
-def run(task: Task, config, workdir: pathlib.Path):
+def write_records(records: Mapping[pathlib.Path, str]) -> None:
+  """Writes each {path: text} atomically on process 0 (the run's config.json)."""
+  if jax.process_index() == 0:
+    for path, text in records.items():
+      run_files.write_text_atomic(path, text)
+
+
+def run(task: Task, config, workdir: pathlib.Path, *,
+        records: Mapping[pathlib.Path, str] | None = None):
   """Trains (or resumes) `task` in `workdir` (checkpoints/, metrics.jsonl) up to config.steps;
-  returns task.finish's result."""
+  returns task.finish's result. `records` ({path: text}, e.g. config.json) are written once the
+  state is restored or created, never before."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   data_iter = iter(task.dataset())
   checkpointer = Checkpointer(workdir / "checkpoints", keep=config.keep_checkpoints)
-  state, origin = restore_or_init(checkpointer, task.init_state, data_iterator=data_iter,
-                                  init_from=config.init_from or None)
-  mesh = make_mesh()
-  state = replicate(state, mesh)
-  start_step = int(state.step)
-  log(f"{task.label}run {workdir}: {origin}, step {start_step} of {config.steps}, "
-      f"{task.describe()}, {jax.device_count()} devices")
-  metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
-  progress = Progress(start_step, config.steps)
-  for step in range(start_step + 1, config.steps + 1):
-    state, metrics = task.step(state, shard_batch(next(data_iter), mesh))
-    metrics = jax.device_get(metrics)
-    check_finite(step, metrics)
-    if step % config.log_every == 0 or step == config.steps:
-      log(task.label + progress.line(step, metrics))
-      metrics_log.write(step, metrics)
-    # The last step's evaluation is the task's final one (`finish`), after the loop.
-    if config.eval_every and step % config.eval_every == 0 and step != config.steps:
-      log_evaluation(task, step, *task.evaluate(state), metrics_log)
-    if step % config.checkpoint_every == 0 or step == config.steps:
-      checkpointer.save(step, state, data_iter)
-  checkpointer.wait()
-  final = task.finish(state, ran_last_step=start_step < config.steps, metrics_log=metrics_log)
-  metrics_log.close()
-  return final
+  try:
+    with timed(f"{task.label}train state"):
+      state, origin = restore_or_init(checkpointer, task.init_state, data_iterator=data_iter,
+                                      init_from=config.init_from or None)
+    write_records(records or {})
+    mesh = make_mesh()
+    state = replicate(state, mesh)
+    start_step = int(state.step)
+    log(f"{task.label}run {workdir}: {origin}, step {start_step} of {config.steps}, "
+        f"{task.describe()}, {jax.device_count()} devices")
+    metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
+    progress = Progress(start_step, config.steps)
+    for step in range(start_step + 1, config.steps + 1):
+      first = step == start_step + 1
+      if first:  # the first call compiles the step: tens of seconds with nothing else to show
+        log(f"{task.label}compiling the train step (first batch) ...")
+        began = time.perf_counter()
+      state, metrics = task.step(state, shard_batch(next(data_iter), mesh))
+      metrics = jax.device_get(metrics)
+      if first:
+        log(f"{task.label}compiled and ran step {step} in {time.perf_counter() - began:.1f} s")
+        progress.restart(step)
+      check_finite(step, metrics)
+      if step % config.log_every == 0 or step == config.steps:
+        log(task.label + progress.line(step, metrics))
+        metrics_log.write(step, metrics)
+      # Saved before the evaluation of the same step: an evaluation that fails costs no step.
+      if step % config.checkpoint_every == 0 or step == config.steps:
+        checkpointer.save(step, state, data_iter)
+      # The last step's evaluation is the task's final one (`finish`), after the loop.
+      if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+        log_evaluation(task, step, *task.evaluate(state), metrics_log)
+    checkpointer.wait()
+    final = task.finish(state, ran_last_step=start_step < config.steps, metrics_log=metrics_log)
+    metrics_log.close()
+    return final
+  finally:
+    # Lets a pending save complete (so the step it holds is not lost) and stops Orbax's threads
+    # before the exception propagates (otherwise they die with pages of "Event loop is closed").
+    checkpointer.wait()
+    checkpointer.close()

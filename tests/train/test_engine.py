@@ -2,6 +2,7 @@
 checkpoints, resume of a finished run, the finiteness check (the methods' task tests run it on
 Reliev3R and Rewis3d end to end)."""
 import json
+import struct
 from typing import NamedTuple
 
 import jax
@@ -12,6 +13,7 @@ import pytest
 
 from jaxrecon.data.batching import batched_dataset
 from jaxrecon.train import engine
+from jaxrecon.errors import UserError
 from jaxrecon.train.checkpoint import Checkpointer
 
 
@@ -63,9 +65,9 @@ class ToyTask:
 
 
 def _config(steps=6, **extra):
-  return ml_collections.ConfigDict(dict(steps=steps, log_every=2, eval_every=2,
-                                        checkpoint_every=3, keep_checkpoints=5, init_from="",
-                                        **extra))
+  return ml_collections.ConfigDict({**dict(steps=steps, log_every=2, eval_every=2,
+                                           checkpoint_every=3, keep_checkpoints=5, init_from=""),
+                                    **extra})
 
 
 def test_cadence_final_evaluation_checkpoints_and_finished_run(tmp_path, capsys):
@@ -110,3 +112,74 @@ def test_non_finite_values_name_step_and_term():
                             "grads_finite": np.bool_(True)})
   with pytest.raises(FloatingPointError, match="step 2: non-finite gradients"):
     engine.check_finite(2, {"depth": np.float32(1.0), "grads_finite": np.bool_(False)})
+
+
+# --- #10: records after restore, checkpoint before evaluation, stray files, TensorBoard ----------
+
+
+class FailingEvalTask(ToyTask):
+  def evaluate(self, state):
+    raise RuntimeError(f"evaluation failed at step {int(state.step)}")
+
+
+def test_the_checkpoint_of_a_step_is_saved_before_its_evaluation(tmp_path):
+  # An evaluation that crashes (e.g. on records without ground truth) must not cost the step:
+  # the rerun resumes after it instead of crashing at the same step again.
+  with pytest.raises(RuntimeError, match="step 2"):
+    engine.run(FailingEvalTask(), _config(checkpoint_every=2), tmp_path)
+  assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
+
+
+def test_records_are_written_only_once_the_state_is_restored(tmp_path):
+  record = tmp_path / "config.json"
+  engine.run(ToyTask(), _config(), tmp_path, records={record: '{"a": 1}'})
+  assert record.read_text() == '{"a": 1}'
+
+  class OtherShapes(ToyTask):
+    def init_state(self):
+      return ToyState(jnp.zeros((), jnp.int32), jnp.zeros((3,), jnp.float32))
+
+  with pytest.raises(UserError, match="does not fit the model"):
+    engine.run(OtherShapes(), _config(), tmp_path, records={record: '{"a": 2}'})
+  assert record.read_text() == '{"a": 1}'
+
+
+def test_open_workdir_refuses_another_config_and_keeps_config_json(tmp_path):
+  config = _config(model=dict(width=8))
+  engine.open_workdir(config, tmp_path)           # nothing there yet: fine
+  engine.run(ToyTask(), config, tmp_path,
+             records={tmp_path / "config.json": config.to_json_best_effort(sort_keys=True)})
+  before = (tmp_path / "config.json").read_text()
+  with pytest.raises(UserError, match=r"was trained with model.width=8 \(requested 16\)"):
+    engine.open_workdir(_config(model=dict(width=16)), tmp_path)
+  engine.open_workdir(_config(steps=9, model=dict(width=8)), tmp_path)  # safe on resume
+  assert (tmp_path / "config.json").read_text() == before
+
+
+def test_stray_temporary_files_are_removed_on_the_next_run(tmp_path, capsys):
+  (tmp_path / "cache").mkdir()
+  stray = [tmp_path / ".config.json.tmp", tmp_path / ".metrics.jsonl.tmp",
+           tmp_path / "cache" / ".scene.ab12.npz.tmp"]
+  for path in stray:
+    path.write_text("half")
+  (tmp_path / "notes.tmp.txt").write_text("mine")
+  engine.open_workdir(_config(), tmp_path)
+  assert not any(p.exists() for p in stray) and (tmp_path / "notes.tmp.txt").exists()
+  assert "removed 3 temporary file(s)" in capsys.readouterr().out
+
+
+def test_tensorboard_events_beside_metrics_and_compile_is_announced(tmp_path, capsys):
+  pytest.importorskip("tensorboardX")
+  engine.run(ToyTask(), _config(), tmp_path)
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert len(events) == 1 and events[0].stat().st_size > 0
+  from tensorboardX.proto import event_pb2 as proto  # noqa: PLC0415 (ships its protos)
+  data, tags, offset = events[0].read_bytes(), set(), 0
+  while offset < len(data):    # TFRecord framing: length, crc, payload, crc
+    (length,) = struct.unpack("<Q", data[offset:offset + 8])
+    event = proto.Event.FromString(data[offset + 12:offset + 12 + length])
+    tags.update(v.tag for v in event.summary.value)
+    offset += 16 + length
+  assert {"loss", "eval/w", "eval/final_w"} <= tags
+  out = capsys.readouterr().out
+  assert "compiling the train step" in out and "compiled and ran step 1 in" in out

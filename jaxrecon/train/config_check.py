@@ -1,0 +1,95 @@
+"""Validation of a training config before anything is built, read or written.
+
+A config error found after a two-minute cache build (or after a checkpoint was overwritten) costs
+the user that time; found here, it costs one line naming the key. `check_loop` checks what the
+engine reads (steps and cadences, every optimiser's warm-up against steps, the data cache, the
+run to start from); `check_sections` builds a task's dataclass configs once so that their own
+checks (e.g. PipelineConfig.__post_init__) run now and name the config section; `require_folder`
+is for the data paths of a task's prepare settings. All raise `jaxrecon.errors.UserError`.
+"""
+from __future__ import annotations
+
+import pathlib
+from typing import Mapping
+
+from jaxrecon.errors import UserError
+
+
+def _int_at_least(config, key: str, low: int) -> int:
+  value = config.get(key)
+  if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    raise UserError(f"config.{key}: expected an integer >= {low}, got {value!r}")
+  return value
+
+
+def check_optimiser(name: str, optim: Mapping, steps: int) -> None:
+  """config.<name> (learning_rate, warmup_steps, ...): warm-up within [0, steps)."""
+  warmup = optim.get("warmup_steps", 0)
+  if not 0 <= warmup < steps:
+    raise UserError(f"config.{name}.warmup_steps={warmup}: must be in [0, steps) and "
+                    f"config.steps={steps}; lower it (e.g. --config.{name}.warmup_steps="
+                    f"{max(steps // 10, 0)}) or raise config.steps")
+  if not optim.get("learning_rate", 1.0) > 0:
+    raise UserError(f"config.{name}.learning_rate: expected > 0, got {optim['learning_rate']!r}")
+
+
+def count_scene_files(folder: pathlib.Path) -> int:
+  return sum(1 for _ in folder.glob("*.npz"))
+
+
+def check_cache(cache: str, num_eval_scenes: int) -> None:
+  """config.data.cache (when set): an existing folder with more scene files than are held out."""
+  if not cache:
+    return
+  folder = pathlib.Path(cache)
+  if not folder.is_dir():
+    raise UserError(f"config.data.cache={cache}: folder not found (make one with `python -m "
+                    f"jaxrecon.prepare`, or leave data.cache empty to build one from "
+                    f"data.prepare)")
+  found = count_scene_files(folder)
+  if found <= num_eval_scenes:
+    raise UserError(f"config.data.cache={cache}: {found} scene files (*.npz), but "
+                    f"config.data.num_eval_scenes={num_eval_scenes} are held out, so at least "
+                    f"{num_eval_scenes + 1} are needed")
+
+
+def check_loop(config) -> None:
+  """What the engine reads: steps, log_every, checkpoint_every, keep_checkpoints (>= 1),
+  eval_every (>= 0), every `optim*` section against steps, data.cache, init_from."""
+  steps = _int_at_least(config, "steps", 1)
+  for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    _int_at_least(config, key, 1)
+  _int_at_least(config, "eval_every", 0)
+  for name in sorted(config.keys()):
+    if name.startswith("optim") and hasattr(config[name], "keys"):  # a (Config)dict section
+      check_optimiser(name, config[name], steps)
+  data = config.get("data")
+  if data is not None:
+    held_out = data.get("num_eval_scenes", 0)
+    if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 0:
+      raise UserError(f"config.data.num_eval_scenes: expected an integer >= 0, got {held_out!r}")
+    check_cache(data.get("cache", ""), held_out)
+  init_from = config.get("init_from", "")
+  if init_from and not pathlib.Path(init_from).exists():
+    raise UserError(f"config.init_from={init_from}: no such run folder")
+
+
+def check_sections(config, sections: Mapping[str, type]) -> None:
+  """Builds each dataclass `cls(**config.<section>)` once, so that its own checks run now;
+  UserError naming the section on a bad value."""
+  for section, cls in sections.items():
+    try:
+      cls(**config[section].to_dict())
+    except (TypeError, ValueError) as e:
+      raise UserError(f"config.{section}: {' '.join(str(e).split())}") from e
+
+
+def require_folder(key: str, value: str, why: str) -> pathlib.Path:
+  """The folder a config key names; UserError when it is unset or missing (`why` says what
+  needs it)."""
+  if not value:
+    raise UserError(f"config.{key} is not set; {why} needs it (--config.{key}=DIR)")
+  path = pathlib.Path(value)
+  if not path.is_dir():
+    raise UserError(f"config.{key}={value}: folder not found ({why} needs it)")
+  return path
