@@ -18,6 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxrecon.errors import UserError
 from jaxrecon.evaluate.segmentation import (confusion_matrix, plot_segmentation,
                                             segmentation_report, sliding_window_logits)
 from jaxrecon.models.point_transformer import PointTransformer, PointTransformerConfig
@@ -25,12 +26,14 @@ from jaxrecon.models.segformer import SegFormer, SegFormerConfig
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
 from jaxrecon.rewis3d.pipeline import (SegNpzSource, SegPipelineConfig, make_seg_dataset,
                                        seg_eval_samples)
-from jaxrecon.rewis3d.records import build_seg_jobs
+from jaxrecon.rewis3d.records import RECONS, SOURCES, build_seg_jobs
 from jaxrecon.rewis3d.step import (SegObjectiveConfig, SegState, create_seg_state, predict_2d,
                                    seg_train_step)
 from jaxrecon.train import engine
-from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
+from jaxrecon.train import config_check
 from jaxrecon.train.progress import MetricsLog, log
+from jaxrecon.train.runs import restore_latest
+from jaxrecon.train.workdir import checkpoint_steps, write_text_atomic
 
 METHODS = ("ema", "rewis3d")
 
@@ -148,16 +151,19 @@ class Rewis3dTask:
     return final
 
 
-def train_method(config, method: str, workdir: pathlib.Path, train_paths, eval_paths) -> dict:
-  """Trains (or resumes) one method in `workdir`; returns its final held-out report."""
+def train_method(config, method: str, workdir: pathlib.Path, train_paths, eval_paths,
+                 *, records=None) -> dict:
+  """Trains (or resumes) one method in `workdir`; returns its final held-out report. Its
+  config.json (read by `python -m jaxrecon.segment`) and `records` are written once its state is
+  restored or created."""
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:  # read by `python -m jaxrecon.segment`
-    with config.unlocked():
-      mine = config.copy_and_resolve_references()
-    mine.methods = method
-    (workdir / "config.json").write_text(mine.to_json_best_effort(indent=2, sort_keys=True))
+  with config.unlocked():
+    mine = config.copy_and_resolve_references()
+  mine.methods = method
+  records = {workdir / "config.json": mine.to_json_best_effort(indent=2, sort_keys=True),
+             **(records or {})}
   return engine.run(Rewis3dTask(config, method, workdir, train_paths, eval_paths), config,
-                    workdir)
+                    workdir, records=records)
 
 
 def final_report(state: SegState, graphdef2d, samples, out: pathlib.Path, eval_kwargs) -> dict:
@@ -170,14 +176,21 @@ def final_report(state: SegState, graphdef2d, samples, out: pathlib.Path, eval_k
   report = {"step": int(state.step), "views": len(samples), "student": student,
             "teacher": teacher}
   if jax.process_index() == 0:
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
+    write_text_atomic(out / "metrics.json", json.dumps(report, indent=2))
   return report
 
 
-def evaluate_segmentation(config, workdir) -> dict:
-  """Held-out report of the latest checkpoint of every method (the untrained model where a
-  method has none); writes <workdir>/<method>/eval and <workdir>/summary.{json,md}."""
+def evaluate_segmentation(config, workdir, *, allow_untrained: bool = False) -> dict:
+  """Held-out report of the latest checkpoint of every method; writes <workdir>/<method>/eval and
+  <workdir>/summary.{json,md}. A method without a checkpoint is refused (before anything is
+  written) unless allow_untrained, which reports its freshly initialised model."""
   workdir = pathlib.Path(workdir)
+  check_config(config)
+  untrained = [m for m in methods_of(config)
+               if not checkpoint_steps(workdir / m / "checkpoints")]
+  if untrained and not allow_untrained:
+    raise UserError(f"{workdir}: no checkpoint of {', '.join(untrained)} to evaluate (train it "
+                    f"first, or pass --allow_untrained to evaluate the untrained model)")
   _, eval_paths = seg_scene_files(config, workdir)
   samples = seg_eval_samples(eval_paths)
   pipeline = SegPipelineConfig(**config.pipeline.to_dict())
@@ -186,7 +199,11 @@ def evaluate_segmentation(config, workdir) -> dict:
   results = {}
   for method in methods_of(config):
     graphdefs, _, init_state = build_seg(config, method)
-    state, origin = restore_or_init(Checkpointer(workdir / method / "checkpoints"), init_state)
+    if method in untrained:
+      state, origin = init_state(), "untrained"
+    else:
+      state, step = restore_latest(workdir / method / "checkpoints", init_state)
+      origin = f"workdir:{step}"
     results[method] = final_report(state, dict(graphdefs)["2d"], samples,
                                    workdir / method / "eval", eval_kwargs)
     log(f"{method} ({origin}): student {_summary_line(results[method]['student'])}")
@@ -208,14 +225,46 @@ def summary_markdown(results: Mapping[str, Mapping], class_names) -> str:
   return "\n".join(lines)
 
 
+def check_config(config) -> None:
+  """Validates a Rewis3d config before anything is built or read (UserError naming the key)."""
+  config_check.check_loop(config)
+  try:
+    methods_of(config)
+  except ValueError as e:
+    raise UserError(f"config.{e}") from e
+  config_check.check_sections(config, {"model2d": SegFormerConfig,
+                                       "model3d": PointTransformerConfig,
+                                       "objective": SegObjectiveConfig,
+                                       "pipeline": SegPipelineConfig})
+  if len(config.class_names) != config.model2d.num_classes:
+    raise UserError(f"config.class_names: {len(config.class_names)} names, but "
+                    f"config.model2d.num_classes={config.model2d.num_classes}")
+  if config.data.cache:
+    return
+  prepare = config.data.prepare
+  if prepare.source not in SOURCES:
+    raise UserError(f"config.data.prepare.source: expected one of {SOURCES}, got "
+                    f"{prepare.source!r}")
+  if prepare.recon not in RECONS:
+    raise UserError(f"config.data.prepare.recon: expected one of {RECONS}, got "
+                    f"{prepare.recon!r}")
+  if prepare.source == "camvid":
+    config_check.require_folder("data.prepare.camvid.root", prepare.camvid.root,
+                                "data.prepare.source='camvid'")
+  if prepare.recon == "ffrm":
+    config_check.require_folder("data.prepare.ffrm.checkpoint", prepare.ffrm.checkpoint,
+                                "data.prepare.recon='ffrm' (a Reliev3R run's workdir)")
+
+
 def train_segmentation(config, workdir) -> dict:
-  """Trains every method of config.methods with the same budget; returns {method: report}."""
+  """Trains every method of config.methods with the same budget; returns {method: report}.
+  Validates the config and its fit with the workdir's runs before building anything."""
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  check_config(config)
+  engine.open_workdir(config, workdir)
   train_paths, eval_paths = seg_scene_files(config, workdir)
-  results = {m: train_method(config, m, workdir / m, train_paths, eval_paths)
+  whole = {workdir / "config.json": config.to_json_best_effort(indent=2, sort_keys=True)}
+  results = {m: train_method(config, m, workdir / m, train_paths, eval_paths, records=whole)
              for m in methods_of(config)}
   _write_summary(config, workdir, results)
   return results
@@ -224,8 +273,8 @@ def train_segmentation(config, workdir) -> dict:
 def _write_summary(config, workdir: pathlib.Path, results: Mapping) -> None:
   table = summary_markdown(results, list(config.class_names))
   if jax.process_index() == 0:
-    (workdir / "summary.json").write_text(json.dumps(results, indent=2))
-    (workdir / "summary.md").write_text(table + "\n")
+    write_text_atomic(workdir / "summary.json", json.dumps(results, indent=2))
+    write_text_atomic(workdir / "summary.md", table + "\n")
   log(table)
   if set(results) == set(METHODS):
     gain = 100 * (results["rewis3d"]["student"]["miou"] - results["ema"]["student"]["miou"])
