@@ -34,3 +34,19 @@ def test_verbose_environment_reraises(monkeypatch):
     raise UserError("bad")
   with pytest.raises(UserError):
     cli.guarded(main, "main")(["main"])
+
+
+def test_flag_errors_are_one_line_naming_the_flag():
+  # What ml_collections' config_flags raises for --config.stpes=10 on a locked config.
+  typo = AttributeError(KeyError("'stpes'\nDid you mean \"steps\" instead of \"stpes\"?"))
+  argv = ["main", "--config=configs/reliev3r.py", "--config.stpes=10"]
+  assert cli.flag_message(typo, argv) == \
+      "--config.stpes: the config has no field 'stpes'; did you mean \"steps\"?"
+  nothing_close = AttributeError(KeyError("'zzz'"))
+  assert cli.flag_message(nothing_close, ["main", "--config.model.zzz=1"]) == \
+      "--config.model.zzz: the config has no field 'zzz'"
+  from_the_file = ValueError("flag --config=c.py:bogus: Error whilst parsing config file:\n\n"
+                             "Traceback (most recent call last):\n  File \"c.py\", line 3\n"
+                             "ValueError: c.py: variant must be one of ('demo',)")
+  assert cli.flag_message(from_the_file, ["main"]) == \
+      "flag --config=c.py:bogus: ValueError: c.py: variant must be one of ('demo',)"
