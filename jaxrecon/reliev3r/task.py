@@ -19,7 +19,7 @@ from flax import nnx
 
 from jaxrecon.errors import UserError
 from jaxrecon.evaluate.metrics import depth_metrics
-from jaxrecon.evaluate.report import plot_scene, write_report
+from jaxrecon.evaluate.report import plot_scene, summarize, write_report
 from jaxrecon.evaluate.scene import scene_metrics
 from jaxrecon.models.config import ModelConfig
 from jaxrecon.models.reliev3r import Reliev3R
@@ -83,9 +83,15 @@ def evaluate_samples(graphdef, state, samples, names) -> dict:
     out = predict(graphdef, state, sample["images"][None])
     depth, world_from_cam = out["depth"][0], out["world_from_cam"][0].astype(np.float64)
     row = {}
-    if "cam_from_world" in sample:
+    if "cam_from_world" in sample and "depth" in sample:
+      # Poses and depth: the protocol's point-map rel / tau too (both depths back-projected with
+      # their own cameras); depth_rel / depth_tau as depth_metrics gives them.
+      gt_depth = sample["depth"]
+      row.update(scene_metrics(np.linalg.inv(world_from_cam), sample["cam_from_world"], depth,
+                               gt_depth, gt_depth > 0, intrinsics=sample["intrinsics"]))
+    elif "cam_from_world" in sample:
       row.update(scene_metrics(np.linalg.inv(world_from_cam), sample["cam_from_world"]))
-    if "depth" in sample:
+    elif "depth" in sample:
       gt_depth = sample["depth"]
       row.update({f"depth_{k}": v for k, v in
                   depth_metrics(depth, gt_depth, gt_depth > 0).items()})
@@ -96,8 +102,9 @@ def evaluate_samples(graphdef, state, samples, names) -> dict:
 
 
 def _mean(results: dict) -> dict:
-  keys = sorted({k for row in results.values() for k in row})
-  return {k: float(np.nanmean([row.get(k, np.nan) for row in results.values()])) for k in keys}
+  """Mean over scenes of each metric, NaN / missing left out (`summarize`; `write_report` records
+  how many scenes each mean is over)."""
+  return dict(sorted(summarize(results).items()))
 
 
 def _metrics_text(metrics: dict) -> str:
