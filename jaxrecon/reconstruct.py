@@ -3,9 +3,10 @@
 --method=ffrm (default; needs --checkpoint=RUN): runs a trained Reliev3R model on all images of a
 folder at once (one scene, b = 1, v = number of images) and writes depth, confidence, poses, a fused
 point cloud and a COLMAP text model.
---method=fit [--tracker=sift]: no model; tracks the images and fits the scene to them
+--method=fit [--tracker=sift] [--dense]: no model; tracks the images and fits the scene to them
 (`jaxrecon.reconstruct_fit`, whose docstring lists its outputs: poses.json with "registered",
-points.ply of the triangulated tracks, a COLMAP model with tracks, report.json / report.md).
+points.ply of the triangulated tracks, a COLMAP model with tracks, report.json / report.md; with
+--dense also plane-sweep MVS depth/ and confidence/ of the registered views and dense.ply).
 
 Every input and output constraint is checked before the model runs or a file is written (one
 line on stderr and exit status 2 otherwise, `jaxrecon.cli`). Outputs are written into a hidden
@@ -57,7 +58,7 @@ from ml_collections import config_flags
 from jaxrecon import cli, export
 from jaxrecon.data.transforms import crop_resize_camera, resize_images
 from jaxrecon.errors import UserError
-from jaxrecon.io import colmap_text, files, ply, poses, staging
+from jaxrecon.io import colmap_text, ply, poses, staging
 from jaxrecon.reliev3r.task import build, predict
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
@@ -75,6 +76,8 @@ _IMAGES = flags.DEFINE_string("images", None, "folder of the scene's images (one
 _INTRINSICS = flags.DEFINE_string("intrinsics", None, "intrinsics.json/.txt (default: found next "
                                   "to the images)")
 _OUT = flags.DEFINE_string("out", None, "output folder")
+_DENSE = flags.DEFINE_bool("dense", False, "--method=fit: also plane-sweep MVS depth and confidence "
+                           "maps of the registered views and their fused cloud (dense.ply)")
 _MIN_PERCENTILE = flags.DEFINE_float("min_confidence_percentile", 10.0, "per view, drop points "
                                      "under this confidence percentile from the point cloud")
 flags.mark_flags_as_required(["images", "out"])
@@ -124,13 +127,6 @@ def load_model(config, checkpoints: pathlib.Path):
   return graphdef, state, step
 
 
-def _save_maps(folder: pathlib.Path, names, maps, cmap: str) -> None:
-  folder.mkdir(parents=True, exist_ok=True)
-  for name, values in zip(names, maps):
-    np.save(folder / f"{name}.npy", values.astype(np.float32))
-    files.write_png(folder / f"{name}.png", export.colorize(values, cmap=cmap))
-
-
 def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
                 min_confidence_percentile: float = 10.0) -> dict:
   """Everything the CLI does (see the module docstring); returns a summary dict.
@@ -168,8 +164,9 @@ def reconstruct(checkpoint, images, out, *, intrinsics=None, flag_config=None,
 
   with staged as stage:
     tmp = stage.path
-    _save_maps(tmp / "depth", names, export.resize_maps(depth, size), "turbo")
-    _save_maps(tmp / "confidence", names, export.resize_maps(confidence, size), "viridis")
+    export.views.write_maps(tmp / "depth", names, export.resize_maps(depth, size), "turbo")
+    export.views.write_maps(tmp / "confidence", names, export.resize_maps(confidence, size),
+                            "viridis")
     progress("wrote depth/ and confidence/")
 
     poses.write_poses_json(tmp / "poses.json", names, [p.name for p in paths], k, world_from_cam,
@@ -199,7 +196,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   # A flag of the other method would be ignored silently: say so instead.
   misplaced = ("--checkpoint" if _METHOD.value == "fit" and _CHECKPOINT.value else
-               "--tracker" if _METHOD.value == "ffrm" and _TRACKER.present else None)
+               "--tracker" if _METHOD.value == "ffrm" and _TRACKER.present else
+               "--dense" if _METHOD.value == "ffrm" and _DENSE.value else None)
   if misplaced:
     raise UserError(f"{misplaced} does not apply to --method={_METHOD.value}")
   if _METHOD.value == "fit":
@@ -218,7 +216,8 @@ def _main_fit() -> int:
   from jaxrecon import reconstruct_fit
   report = reconstruct_fit.reconstruct_fit(_IMAGES.value, _OUT.value,
                                            intrinsics=_INTRINSICS.value,
-                                           tracker=_TRACKER.value, progress=Progress(7))
+                                           tracker=_TRACKER.value, dense=_DENSE.value,
+                                           progress=Progress(8 if _DENSE.value else 7))
   reconstruct_fit.print_outcome(report)
   return 0
 

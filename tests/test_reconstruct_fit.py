@@ -161,7 +161,7 @@ def test_poses_json_registered_and_null_poses(tmp_path):
 @pytest.fixture(scope="module")
 def fitted(shared_data, tmp_path_factory):
   """6 consecutive templeRing views + a noise image (no verified match: cannot register), with a
-  per-view intrinsics file; --out holds an earlier run's depth/ and an unrelated file."""
+  per-view intrinsics file, --dense; --out holds an earlier run's depth/ and an unrelated file."""
   from jaxrecon.data.formats.middlebury import read_cameras
   root = tmp_path_factory.mktemp("fit_cli")
   images = root / "images"
@@ -180,7 +180,7 @@ def fitted(shared_data, tmp_path_factory):
   (out / "depth").mkdir(parents=True)
   (out / "depth" / "stale.npy").write_bytes(b"")
   (out / "notes.txt").write_text("mine")
-  result = _cli("--method=fit", "--tracker=sift", f"--images={images}", f"--out={out}",
+  result = _cli("--method=fit", "--tracker=sift", "--dense", f"--images={images}", f"--out={out}",
                 f"--intrinsics={root / 'calibration.json'}")
   assert result.returncode == 0, result.stderr[-4000:]
   return out, cameras, result.stderr
@@ -188,8 +188,11 @@ def fitted(shared_data, tmp_path_factory):
 
 def test_fit_cli_outputs(fitted):
   out, cameras, stderr = fitted
-  assert "replaced the earlier outputs" in stderr and "[7/7]" in stderr
-  assert not (out / "depth").exists() and (out / "notes.txt").read_text() == "mine"
+  assert "replaced the earlier outputs" in stderr and "[8/8]" in stderr
+  # The earlier depth/ is replaced by this run's (registered views only); other files stay.
+  assert sorted(p.name for p in (out / "depth").glob("*.npy")) == sorted(
+      n.replace(".png", ".npy") for n in TEMPLE_VIEWS)
+  assert (out / "notes.txt").read_text() == "mine"
   summary = stderr.strip().splitlines()[-1]
   assert summary.startswith("registered 6/7 views (1 unregistered: zz noise.png); ")
   assert "warning:" in stderr                     # the fit says why zz_noise is out
@@ -288,3 +291,37 @@ def test_fit_cli_model_runs_in_colmaps_bundle_adjuster(fitted):
     a = before[i] @ ref_before.T
     b = image.cam_from_world().rotation.matrix() @ ref_after.T
     assert np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))) < 0.2
+
+
+def test_fit_cli_dense_depth_agrees_with_the_sparse_model(fitted):
+  """--dense: each registered view's plane-sweep depth, where confident, matches the depth of the
+  fit's own triangulated points (an independent estimate from the tracks) at their pixels, and
+  dense.ply holds the fused confident pixels."""
+  out, cameras, _ = fitted
+  poses = json.loads((out / "poses.json").read_text())
+  sparse = io.read_ply(out / "points.ply")["xyz"].astype(np.float64)
+  report = json.loads((out / "report.json").read_text())
+  assert not (out / "depth" / "zz noise.npy").exists()     # unregistered: no depth map
+  for name in TEMPLE_VIEWS:
+    stem = pathlib.Path(name).stem
+    depth = np.load(out / "depth" / f"{stem}.npy")
+    confidence = np.load(out / "confidence" / f"{stem}.npy")
+    assert depth.shape == confidence.shape == (480, 640)
+    assert np.all(np.isfinite(depth) == (confidence > 0))
+    assert np.mean(confidence > 0) > 0.1, name                 # the temple covers ~1/4 of a view
+    assert np.nanmin(depth) > 0
+    cam = np.array(poses["images"][stem]["cam_from_world"])
+    k = np.array(poses["images"][stem]["intrinsics"])
+    x = sparse @ cam[:3, :3].T + cam[:3, 3]
+    uvw = x @ k.T
+    uv = uvw[:, :2] / uvw[:, 2:]
+    u, v = np.round(uv).astype(int).T
+    inside = (x[:, 2] > 0) & (u >= 0) & (u < 640) & (v >= 0) & (v < 480)
+    dense_z = depth[v[inside], u[inside]]
+    seen = np.isfinite(dense_z)
+    assert seen.sum() > 50, name
+    rel = np.abs(dense_z[seen] - x[inside, 2][seen]) / x[inside, 2][seen]
+    assert np.median(rel) < 0.01, (name, np.median(rel))
+  cloud = io.read_ply(out / "dense.ply")
+  assert len(cloud["xyz"]) == report["dense_points"] > 10000
+  assert np.all(np.isfinite(cloud["xyz"])) and np.all(cloud["confidence"] > 0)

@@ -83,7 +83,16 @@ def colorize(values: np.ndarray, *, cmap: str = "turbo", percentiles=(2.0, 98.0)
 
 # Everything `python -m jaxrecon.reconstruct` writes into --out, over both methods (the staged
 # outputs of `io.staging.StagedOutput`: earlier ones of these names are replaced at the end).
-OUTPUTS = ("depth", "confidence", "poses.json", "points.ply", "colmap", "report.json", "report.md")
+OUTPUTS = ("depth", "confidence", "poses.json", "points.ply", "dense.ply", "colmap", "report.json",
+           "report.md")
+
+
+def write_maps(folder: pathlib.Path, names: Sequence[str], maps: np.ndarray, cmap: str) -> None:
+  """Per-view maps (v, h, w) as `<folder>/<name>.npy` (float32) and a colour `<name>.png`."""
+  folder.mkdir(parents=True, exist_ok=True)
+  for name, values in zip(names, maps):
+    np.save(folder / f"{name}.npy", np.asarray(values, np.float32))
+    files.write_png(folder / f"{name}.png", colorize(values, cmap=cmap))
 
 
 def colmap_names(file_names: Sequence[str]) -> list[str]:
