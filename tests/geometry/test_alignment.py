@@ -67,8 +67,12 @@ def test_weighted_median_tie_rule_and_unit_weights():
   np.testing.assert_allclose(weighted_median(np.arange(5.0)[None].repeat(2, 0), 1.0), [2.0, 2.0])
 
 
+# Subnormals excluded: XLA on CPU flushes them to zero (FTZ/DAZ), so its sort ties 5e-324 with
+# 0.0 where numpy orders them, a backend float mode and not the median's logic (CI found
+# pairs=[(5e-324, 1), (0.0, 1)]: 5e-324 vs numpy's 0.0).
 @SETTINGS
-@given(st.lists(st.tuples(st.floats(-100, 100), st.integers(0, 5)), min_size=1, max_size=12))
+@given(st.lists(st.tuples(st.floats(-100, 100, allow_subnormal=False), st.integers(0, 5)),
+                min_size=1, max_size=12))
 def test_weighted_median_property_against_numpy(pairs):
   x = np.array([p[0] for p in pairs])
   w = np.array([p[1] for p in pairs], np.float64)  # integer weights: exact cumulative sums
