@@ -29,15 +29,15 @@ from jaxrecon.reliev3r.pipeline import NpzSource, PipelineConfig, make_dataset, 
 from jaxrecon.reliev3r.records import DEPTH_EXPERTS, SOURCES, TRACKERS, build_jobs
 from jaxrecon.reliev3r.step import TrainState, create_state, train_step
 from jaxrecon.train import engine
-from jaxrecon.train import config_check
+from jaxrecon.train import config_check, datasplit
 from jaxrecon.train.progress import MetricsLog
 from jaxrecon.train.runs import restore_latest
 from jaxrecon.train.workdir import checkpoint_steps
 
 
 def scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
-  """(train, held-out) pseudo-label records of a Reliev3R run (see `engine.cached_split`)."""
-  return engine.cached_split(config, workdir, build_jobs)
+  """(train, held-out) pseudo-label records of a Reliev3R run (see `datasplit.cached_split`)."""
+  return datasplit.cached_split(config, workdir, build_jobs)
 
 
 def build(config):

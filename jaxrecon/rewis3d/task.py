@@ -30,7 +30,7 @@ from jaxrecon.rewis3d.records import RECONS, SOURCES, build_seg_jobs
 from jaxrecon.rewis3d.step import (SegObjectiveConfig, SegState, create_seg_state, predict_2d,
                                    seg_train_step)
 from jaxrecon.train import engine
-from jaxrecon.train import config_check
+from jaxrecon.train import config_check, datasplit
 from jaxrecon.train.progress import MetricsLog, log
 from jaxrecon.train.runs import restore_latest
 from jaxrecon.train.workdir import checkpoint_steps, write_text_atomic
@@ -55,8 +55,8 @@ def _seg_jobs(settings):
 
 
 def seg_scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
-  """(train, held-out) segmentation records of a run (see `engine.cached_split`)."""
-  return engine.cached_split(config, workdir, _seg_jobs)
+  """(train, held-out) segmentation records of a run (see `datasplit.cached_split`)."""
+  return datasplit.cached_split(config, workdir, _seg_jobs)
 
 
 def build_seg(config, method: str):

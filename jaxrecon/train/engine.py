@@ -1,6 +1,5 @@
 """The training engine: one loop for every method, driven by a small task interface.
 
-    train_files, held_out_files = cached_split(config, workdir, build_jobs)
     final = run(task, config, workdir)
 
 `run`: the task's batch source -> restore (the run's own checkpoint -> config.init_from -> fresh)
@@ -17,20 +16,19 @@ created, so a failed or mismatched run leaves the earlier record intact. The che
 is saved before that step's evaluation, so a failing evaluation never costs the step.
 
 Config fields read: steps, log_every, eval_every (0: none), checkpoint_every, keep_checkpoints,
-init_from, and for `cached_split` data.cache, data.prepare, data.num_eval_scenes.
+init_from. The run's scene files come from `jaxrecon.train.datasplit.cached_split`.
 """
 from __future__ import annotations
 
 import pathlib
 import time
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping, Protocol
 
 import grain
 import jax
 import numpy as np
 import optax
 
-from jaxrecon.data.cache import cache_scenes
 from jaxrecon.errors import UserError
 from jaxrecon.train import resume, workdir as run_files
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
@@ -85,30 +83,6 @@ def open_workdir(config, workdir, *, safe: Iterable[str] = resume.SAFE_ON_RESUME
     if removed:
       log(f"removed {len(removed)} temporary file(s) an interrupted write left: "
           f"{', '.join(str(p.relative_to(workdir)) for p in removed[:5])}")
-
-
-def cached_split(config, workdir: pathlib.Path, build_jobs: Callable) -> tuple[list, list]:
-  """(train, held-out) .npz paths of a run: config.data.cache, or a cache built in
-  <workdir>/cache from config.data.prepare by build_jobs(settings) -> [(name, record fn)]; the
-  last config.data.num_eval_scenes files (sorted by name) are held out."""
-  if config.data.cache:
-    folder = pathlib.Path(config.data.cache)
-  else:
-    folder = workdir / "cache"
-    settings = config.data.prepare.to_dict()
-    with timed(f"pseudo-label cache {folder}"):
-      report = cache_scenes(build_jobs(settings), folder, provenance=settings,
-                            progress=jax.process_index() == 0)
-    if report.failed:
-      raise UserError(f"{folder}: {len(report.failed)} scene(s) failed: " + "; ".join(
-          f"{name}: {error}" for name, error in list(report.failed.items())[:3]))
-  paths = sorted(folder.glob("*.npz"))
-  held_out = config.data.num_eval_scenes
-  if len(paths) <= held_out:
-    raise UserError(f"{folder}: {len(paths)} scene files (*.npz), but config.data."
-                    f"num_eval_scenes={held_out} are held out, so at least {held_out + 1} are "
-                    f"needed")
-  return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
 
 
 def make_optimizer(optim: Mapping, steps: int) -> optax.GradientTransformation:
