@@ -3,11 +3,15 @@
     final = run(task, config, workdir)
 
 `run`: the task's batch source -> restore (the run's own checkpoint -> config.init_from -> fresh)
--> replicated state on a 1-D "data" mesh -> batch-sharded steps with a finiteness check, console
-progress, metrics.jsonl, held-out evaluation every config.eval_every steps and Orbax checkpoints
-of {state, data iterator} every config.checkpoint_every steps -> the task's final evaluation.
-Only process 0 logs. A method is a `Task` (jaxrecon.reliev3r, jaxrecon.rewis3d); the engine knows
-no model, loss or dataset.
+-> replicated state on a 1-D "data" mesh -> batch-sharded steps, console progress, metrics.jsonl,
+held-out evaluation every config.eval_every steps and Orbax checkpoints of {state, data iterator}
+every config.checkpoint_every steps -> the task's final evaluation. The host waits for the device
+only every config.log_every steps (and before a checkpoint or an evaluation): every step's
+metrics are then checked for non-finite values (an error names the first bad step and term), so
+a checkpoint never holds a non-finite state. A call that compiles again after its first time
+(train step, evaluation, checkpoint) is logged as a warning: it means a shape, dtype or sharding
+changed. Only process 0 logs. A method is a `Task` (jaxrecon.reliev3r, jaxrecon.rewis3d); the
+engine knows no model, loss or dataset.
 
 Before any of that, `open_workdir` refuses a config that differs from the one the workdir's
 checkpoints were trained with (`jaxrecon.train.resume`) and removes temporary files an earlier,
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol
 
 import grain
 import jax
@@ -32,6 +36,7 @@ import optax
 from jaxrecon.errors import UserError
 from jaxrecon.train import resume, workdir as run_files
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
+from jaxrecon.train.compiles import CompileCounter
 from jaxrecon.train.progress import MetricsLog, Progress, log, timed
 from jaxrecon.train.runs import stored_config
 from jaxrecon.train.sharding import make_mesh, replicate, shard_batch
@@ -124,6 +129,75 @@ def write_records(records: Mapping[pathlib.Path, str]) -> None:
       run_files.write_text_atomic(path, text)
 
 
+class _LoopResult(NamedTuple):
+  state: Any
+  events: list          # ["train step at step 7", ...]: calls that compiled again
+
+
+def _read_checked(pending: list) -> Mapping:
+  """Reads the (step, device metrics) of `pending` to the host in one transfer, checks each step
+  in order (FloatingPointError naming the first non-finite step and term), empties `pending`
+  and returns the last step's metrics."""
+  host = jax.device_get([metrics for _, metrics in pending])
+  for (step, _), metrics in zip(pending, host):
+    check_finite(step, metrics)
+  pending.clear()
+  return host[-1]
+
+
+def _loop(task: Task, config, state, start_step: int, data_iter, mesh, checkpointer,
+          metrics_log: MetricsLog, progress: Progress, compiles: CompileCounter) -> _LoopResult:
+  """Steps start_step + 1 .. config.steps of `run`: train, log, checkpoint, evaluate.
+
+  The host reads the metrics only every config.log_every steps and before a checkpoint or an
+  evaluation, never once per step: in between, the next step is dispatched while the device
+  still runs the last (jax's asynchronous dispatch) and the host prepares the next batch. Every
+  step's metrics are still checked, at most log_every steps late, and always before a checkpoint,
+  so no non-finite state is ever saved. Each phase (train step, evaluation, checkpoint) may
+  compile on its first call; a later call that compiles is reported as an event.
+  """
+  pending, seen, events = [], set(), []
+
+  def watched(phase, step, fn, *args):
+    before = compiles.count
+    out = fn(*args)
+    if compiles.count > before and phase in seen:
+      events.append(f"{phase} at step {step}")
+      log(f"{task.label}warning: the {phase} compiled again at step {step} "
+          f"({compiles.count - before} compilation(s)): a shape, dtype or sharding changed, "
+          f"and each compilation costs as much as the first step")
+    seen.add(phase)
+    return out
+
+  for step in range(start_step + 1, config.steps + 1):
+    first = step == start_step + 1
+    if first:  # the first call compiles the step: tens of seconds with nothing else to show
+      log(f"{task.label}compiling the train step (first batch) ...")
+      began = time.perf_counter()
+    state, metrics = watched("train step", step, task.step, state,
+                             shard_batch(next(data_iter), mesh))
+    pending.append((step, metrics))
+    log_now = step % config.log_every == 0 or step == config.steps
+    save_now = step % config.checkpoint_every == 0 or step == config.steps
+    # The last step's evaluation is the task's final one (`finish`), after the loop.
+    eval_now = config.eval_every and step % config.eval_every == 0 and step != config.steps
+    if first or log_now or save_now or eval_now:
+      metrics = _read_checked(pending)
+    if first:
+      log(f"{task.label}compiled and ran step {step} in {time.perf_counter() - began:.1f} s")
+      progress.restart(step)
+    if log_now:
+      log(task.label + progress.line(step, metrics))
+      metrics_log.write(step, metrics)
+    # Saved before the evaluation of the same step: an evaluation that fails costs no step.
+    if save_now:
+      watched("checkpoint", step, checkpointer.save, step, state, data_iter)
+    if eval_now:
+      log_evaluation(task, step, *watched("evaluation", step, task.evaluate, state),
+                     metrics_log)
+  return _LoopResult(state, events)
+
+
 def run(task: Task, config, workdir: pathlib.Path, *,
         records: Mapping[pathlib.Path, str] | None = None):
   """Trains (or resumes) `task` in `workdir` (checkpoints/, metrics.jsonl) up to config.steps;
@@ -145,26 +219,13 @@ def run(task: Task, config, workdir: pathlib.Path, *,
         f"{task.describe()}, {jax.device_count()} devices")
     metrics_log = MetricsLog(workdir / "metrics.jsonl", start_step)
     progress = Progress(start_step, config.steps)
-    for step in range(start_step + 1, config.steps + 1):
-      first = step == start_step + 1
-      if first:  # the first call compiles the step: tens of seconds with nothing else to show
-        log(f"{task.label}compiling the train step (first batch) ...")
-        began = time.perf_counter()
-      state, metrics = task.step(state, shard_batch(next(data_iter), mesh))
-      metrics = jax.device_get(metrics)
-      if first:
-        log(f"{task.label}compiled and ran step {step} in {time.perf_counter() - began:.1f} s")
-        progress.restart(step)
-      check_finite(step, metrics)
-      if step % config.log_every == 0 or step == config.steps:
-        log(task.label + progress.line(step, metrics))
-        metrics_log.write(step, metrics)
-      # Saved before the evaluation of the same step: an evaluation that fails costs no step.
-      if step % config.checkpoint_every == 0 or step == config.steps:
-        checkpointer.save(step, state, data_iter)
-      # The last step's evaluation is the task's final one (`finish`), after the loop.
-      if config.eval_every and step % config.eval_every == 0 and step != config.steps:
-        log_evaluation(task, step, *task.evaluate(state), metrics_log)
+    with CompileCounter() as compiles:
+      recompiled = _loop(task, config, state, start_step, data_iter, mesh, checkpointer,
+                         metrics_log, progress, compiles)
+    state = recompiled.state
+    if config.steps > start_step + 1:
+      log(f"{task.label}compiled again after the first step: "
+          f"{'; '.join(recompiled.events) if recompiled.events else 'nothing'}")
     checkpointer.wait()
     final = task.finish(state, ran_last_step=start_step < config.steps, metrics_log=metrics_log)
     metrics_log.close()

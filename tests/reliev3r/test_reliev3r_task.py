@@ -26,7 +26,7 @@ TINY = ["--config.model.embed_dim=32", "--config.model.depth=1", "--config.model
         "--config.model.image_size=(32, 32)", "--config.pipeline.height=32",
         "--config.pipeline.width=32", "--config.pipeline.num_views=3",
         "--config.pipeline.max_tracks=32", "--config.pipeline.batch_size=2",
-        "--config.data.num_eval_scenes=1", "--config.log_every=2", "--config.eval_every=6",
+        "--config.data.num_eval_scenes=1", "--config.log_every=2", "--config.eval_every=3",
         "--config.checkpoint_every=2", "--config.optim.warmup_steps=2"]
 
 
@@ -77,6 +77,9 @@ def test_train_eval_and_exact_resume_after_sigkill(tmp_path, cache):
   lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
   assert [x["step"] for x in lines if "loss" in x] == [2, 4, 6, 8, 10]
   assert any("eval/auc30" in x for x in lines)
+  # Zero recompilations after the first step: the steps after it, the evaluations after the first
+  # (steps 3, 6, 9) and the checkpoints after the first (every 2 steps) compiled nothing.
+  assert "compiled again after the first step: nothing" in full.stdout, full.stdout[-3000:]
 
   # Kill a second run as soon as its second checkpoint is complete, then rerun the same command.
   killed = tmp_path / "killed"

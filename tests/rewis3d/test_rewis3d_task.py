@@ -26,7 +26,7 @@ from configs import rewis3d  # noqa: E402  (the real config file, imported as da
 STEPS = 6
 TINY = ["--config.pipeline.height=32", "--config.pipeline.width=32",
         "--config.pipeline.num_points=256", "--config.pipeline.batch_size=2",
-        "--config.data.num_eval_scenes=1", "--config.log_every=2", "--config.eval_every=4",
+        "--config.data.num_eval_scenes=1", "--config.log_every=2", "--config.eval_every=2",
         "--config.checkpoint_every=2", "--config.optim2d.warmup_steps=2",
         "--config.optim3d.warmup_steps=2", "--config.objective.base_steps=2",
         "--config.objective.ramp_steps=2", f"--config.steps={STEPS}"]
@@ -87,6 +87,10 @@ def test_both_methods_resume_after_sigkill_eval_and_segment(tmp_path, cache):
     assert (tmp_path / "full" / method / "eval" / "view0.png").stat().st_size > 0
   assert "| rewis3d |" in (tmp_path / "full" / "summary.md").read_text()
   assert "cmc_2d" in full.stdout and "lambda" in full.stdout
+  # Zero recompilations after the first step, in both methods' runs: evaluations at steps 2 and 4
+  # and checkpoints every 2 steps in between.
+  assert full.stdout.count("compiled again after the first step: nothing") == 2, \
+      full.stdout[-3000:]
 
   # Kill a Rewis3d run once its second checkpoint is complete, then rerun the same command.
   killed = tmp_path / "killed"

@@ -183,3 +183,67 @@ def test_tensorboard_events_beside_metrics_and_compile_is_announced(tmp_path, ca
   assert {"loss", "eval/w", "eval/final_w"} <= tags
   out = capsys.readouterr().out
   assert "compiling the train step" in out and "compiled and ran step 1 in" in out
+
+
+# --- #15: no host round trip per step, late but complete finiteness checks, recompilations -------
+
+
+class ReadProbe:
+  """A metric leaf that records when the engine reads it to the host (jax.device_get converts a
+  leaf through its __array__): (the step it belongs to, steps dispatched at the time of reading)."""
+
+  def __init__(self, step, dispatched, reads):
+    self.step, self.dispatched, self.reads = step, dispatched, reads
+
+  def __array__(self, dtype=None, copy=None):
+    self.reads.append((self.step, len(self.dispatched)))
+    return np.asarray(1.0, dtype=dtype)
+
+
+class ProbedTask(ToyTask):
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    self.dispatched, self.reads = [], []
+
+  def step(self, state, batch):
+    state, metrics = _toy_step(state, batch)
+    self.dispatched.append(int(state.step))
+    return state, dict(metrics, probe=ReadProbe(len(self.dispatched), self.dispatched, self.reads))
+
+
+def test_metrics_are_read_every_log_every_steps_not_every_step(tmp_path):
+  task = ProbedTask()
+  engine.run(task, _config(steps=8, log_every=4, eval_every=0, checkpoint_every=8), tmp_path)
+  # Read after the first step (its compile time is reported), then every 4 steps; every step's
+  # metrics are read (and checked) exactly once, in one transfer per sync point.
+  assert task.reads == [(1, 1), (2, 4), (3, 4), (4, 4), (5, 8), (6, 8), (7, 8), (8, 8)]
+
+
+def test_a_non_finite_step_is_found_late_but_never_checkpointed(tmp_path):
+  # Step 3 is the first non-finite one; the host reads metrics at steps 1 and 4 (log_every) and
+  # before the checkpoint of step 2, so the error names step 3 (not 4) and only step 2 is saved.
+  values = [1.0] * 16 + [np.inf] * 8    # unshuffled: batches 1-2 finite, batch 3 infinite
+  task = ToyTask(values=values)
+  task.dataset = lambda: batched_dataset(task.values, _sample, seed=0, shuffle=False,
+                                         batch_size=8, worker_count=0)
+  with pytest.raises(FloatingPointError, match="step 3: non-finite loss"):
+    engine.run(task, _config(steps=6, log_every=4, eval_every=0, checkpoint_every=2), tmp_path)
+  assert Checkpointer(tmp_path / "checkpoints").all_steps() == [2]
+
+
+class ReshapingTask(ToyTask):
+  """From step 4 on, feeds the step a batch of another shape (its jit compiles again)."""
+
+  def step(self, state, batch):
+    if int(state.step) >= 3:
+      batch = {"x": jnp.stack([batch["x"], batch["x"]])}
+    return _toy_step(state, batch)
+
+
+def test_a_step_that_compiles_again_is_reported_with_its_number(tmp_path, capsys):
+  engine.run(ToyTask(), _config(), tmp_path / "steady")
+  assert "compiled again after the first step: nothing" in capsys.readouterr().out
+  engine.run(ReshapingTask(), _config(), tmp_path / "reshaping")
+  out = capsys.readouterr().out
+  assert "warning: the train step compiled again at step 4" in out
+  assert "compiled again after the first step: train step at step 4" in out
