@@ -10,8 +10,9 @@ A sample (`make_seg_sample`) of target view t, with H x W the crop and N the poi
    image_weak (teacher) and, plus `strong_photometric`, image_strong (student), and the sparse /
    dense labels under the same geometry;
 2. 3D: N points of the cloud (`view_aware_sample`, or the uniform ablation `random_sample`; with
-   context "single_frame" the cloud is view t's points only, the single-frame-reconstruction
-   ablation), centred on the centroid of view t's points and divided by their radius (see
+   context "target_view" the cloud is view t's points only: the multi-view reconstruction
+   restricted to one view, NOT a single-frame reconstruction, since its depth and confidence still
+   come from all views), centred on the centroid of view t's points and divided by their radius (see
    `normalise_points`) so the 3D network sees unit-scale input whatever the reconstruction's
    scale, then augmented twice (`augment_points` with WEAK_POINTS / STRONG_POINTS: same points in
    the same order);
@@ -53,7 +54,7 @@ from jaxrecon.rewis3d.augment import (STRONG_POINTS, WEAK_POINTS, apply_geometry
 from jaxrecon.rewis3d.records import check_seg_record
 
 SAMPLINGS = ("view_aware", "random")
-CONTEXTS = ("scene", "single_frame")
+CONTEXTS = ("scene", "target_view")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,7 @@ class SegPipelineConfig:
   rho: fraction of N from the target view (view-aware sampling); radius_scale: its context ball
     as a multiple of the target view's radius.
   sampling: "view_aware" (Rewis3d) or "random" (uniform over the cloud, the ablation).
-  context: "scene" (the whole scene's cloud) or "single_frame" (the target view's points only).
+  context: "scene" (the whole scene's cloud) or "target_view" (the target view's points of it).
   scale_range, flip_prob: the shared 2D rescale range and mirror probability.
   blur_prob, blur_sigma, colour_strength, colour_prob, grayscale_prob, cutout_prob, cutout_size:
     the student's `strong_photometric` settings.
@@ -272,7 +273,7 @@ def make_seg_sample(record, cloud: PointCloud | None, target_view: int, rng: np.
   labels = apply_geometry_labels(record["sparse_labels"][t], geom).astype(np.int32)
   dense_labels = apply_geometry_labels(record["dense_labels"][t], geom).astype(np.int32)
 
-  if config.context == "single_frame":
+  if config.context == "target_view":
     pool = np.flatnonzero(cloud.view == t)
     sub = PointCloud(xyz=cloud.xyz[pool], rgb=cloud.rgb[pool], confidence=cloud.confidence[pool],
                      view=cloud.view[pool], pixel=cloud.pixel[pool], label=cloud.label[pool],

@@ -139,8 +139,8 @@ def test_view_aware_sampling_gives_more_correspondences(source):
   assert counts["view_aware"] > 2 * counts["random"]
 
 
-def test_single_frame_context(source):
-  config = dataclasses.replace(CONFIG, context="single_frame", scale_range=(1.0, 1.0))
+def test_target_view_context(source):
+  config = dataclasses.replace(CONFIG, context="target_view", scale_range=(1.0, 1.0))
   for index in (0, 6):
     element = source[index]
     cloud, t = element["cloud"], element["target_view"]
