@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrecon.models.attention_kernels import dot_product_attention
 from jaxrecon.models.rope import apply_rope
 
 
@@ -20,10 +21,15 @@ class Attention(nnx.Module):
   """Multi-head self-attention: fused qkv, per-head LayerNorm on q and k (qk-norm), RoPE, output proj.
 
   qk-norm bounds the attention logits, which keeps deep/wide training stable (and bf16 safe).
+  `implementation` and `chunk` choose the kernel (`models.attention_kernels`); they change memory
+  and speed, never the parameters or (beyond rounding) the result.
   """
 
-  def __init__(self, dim, num_heads, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, dim, num_heads, *, dtype=jnp.float32, implementation="auto", chunk=512,
+               rngs: nnx.Rngs):
     self.num_heads = num_heads
+    self.implementation = implementation
+    self.chunk = chunk
     self.head_dim = dim // num_heads
     self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
     self.q_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
@@ -37,9 +43,9 @@ class Attention(nnx.Module):
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]          # (B, n, heads, head_dim)
     q = apply_rope(self.q_norm(q), cos, sin)
     k = apply_rope(self.k_norm(k), cos, sin)
-    # jax.nn.dot_product_attention picks a fused kernel where one exists (cuDNN on GPU) and an XLA
-    # reference elsewhere; no mask: every token sees every token (no view order, no causality).
-    out = jax.nn.dot_product_attention(q, k, v.astype(q.dtype))
+    # No mask: every token sees every token (no view order, no causality).
+    out = dot_product_attention(q, k, v.astype(q.dtype), implementation=self.implementation,
+                                chunk=self.chunk)
     return self.proj(out.reshape(bsz, n, d))
 
 
@@ -74,10 +80,11 @@ class TransformerLayer(nnx.Module):
   """
 
   def __init__(self, dim, num_heads, mlp_ratio, *, layer_scale_init=0.01, dtype=jnp.float32,
-               rngs: nnx.Rngs):
+               attention="auto", attention_chunk=512, rngs: nnx.Rngs):
     self.dtype = dtype
     self.norm1 = nnx.LayerNorm(dim, dtype=jnp.float32, rngs=rngs)
-    self.attn = Attention(dim, num_heads, dtype=dtype, rngs=rngs)
+    self.attn = Attention(dim, num_heads, dtype=dtype, implementation=attention,
+                          chunk=attention_chunk, rngs=rngs)
     self.norm2 = nnx.LayerNorm(dim, dtype=jnp.float32, rngs=rngs)
     self.mlp = Mlp(dim, int(dim * mlp_ratio), dtype=dtype, rngs=rngs)
     if layer_scale_init:

@@ -45,14 +45,75 @@ class PatchEmbed(nnx.Module):
     return self.proj(patches)
 
 
-def _apply_layer(layer, x, cos, sin):
-  return layer(x, cos, sin)
+class Block(nnx.Module):
+  """One frame-attention layer followed by one global-attention layer.
+
+  The backbone holds `depth` of them with their parameters stacked along a leading axis and scans
+  over that axis (`Backbone.__call__`), so the program holds one block whatever the depth.
+  """
+
+  def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+    layer = lambda: TransformerLayer(
+        config.embed_dim, config.num_heads, config.mlp_ratio,
+        layer_scale_init=config.layer_scale_init, dtype=config.compute_dtype,
+        attention=config.attention, attention_chunk=config.attention_chunk, rngs=rngs)
+    self.frame_layer = layer()
+    self.global_layer = layer()
+
+  def __call__(self, x, views, frame_rope, global_rope):
+    """x: (b * views, n, d) float32 residual stream, view-major; frame_rope: (cos, sin) each
+    (n, hd/2); global_rope: the same tiled over views, each (views * n, hd/2).
+    Returns (b * views, n, d) float32."""
+    bv, n, d = x.shape
+    x = self.frame_layer(x, *frame_rope)                        # tokens of one view
+    x = self.global_layer(x.reshape(bv // views, views * n, d), *global_rope)  # all views
+    return x.reshape(bv, n, d)
+
+
+def stacked_blocks(config: ModelConfig, key) -> nnx.Module:
+  """`config.depth` independently initialised Blocks as ONE Block whose parameters have a leading
+  (depth,) axis: each Block is built from its own split of `key`, under jax.vmap."""
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: Block(config, rngs=nnx.Rngs(0))))
+  init = lambda k: nnx.state(Block(config, rngs=nnx.Rngs(params=k)))
+  return nnx.merge(graphdef, jax.vmap(init)(jax.random.split(key, config.depth)))
+
+
+def block_at(blocks: nnx.Module, i: int) -> nnx.Module:
+  """Block i of stacked blocks (a plain Block; for inspection and tests)."""
+  graphdef, state = nnx.split(blocks)
+  return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
+
+
+def scan_blocks(blocks: nnx.Module, x, views, frame_rope, global_rope, *, remat: bool):
+  """Applies stacked blocks in order with jax.lax.scan (the traced and compiled program holds one
+  block, so compile time does not grow with depth).
+
+  Args:
+    blocks: from `stacked_blocks` (parameters with a leading (depth,) axis).
+    x: (b * views, n, d) residual stream; views, frame_rope, global_rope: see `Block.__call__`.
+    remat: checkpoint each block: the backward pass keeps only each block's input (b*v, n, d) and
+      recomputes the block's activations.
+  Returns:
+    (b * views, n, d) float32.
+  """
+  graphdef, state = nnx.split(blocks)
+
+  def body(carry, block_state):
+    return nnx.merge(graphdef, block_state)(carry, views, frame_rope, global_rope), None
+
+  if remat:
+    # prevent_cse=False: the scan already keeps XLA from merging the recomputation with the
+    # forward pass (the reason for the default True, which would cost speed here).
+    body = jax.checkpoint(body, prevent_cse=False)
+  x, _ = jax.lax.scan(body, x.astype(jnp.float32), state)
+  return x
 
 
 class Backbone(nnx.Module):
-  """Patch embedding, registers and 2 * depth alternating frame/global transformer layers.
+  """Patch embedding, registers and `depth` (frame, global) blocks, scanned.
 
-  Layer i is a frame-attention layer for even i and a global-attention layer for odd i.
+  Parameters of the blocks live in `self.blocks` with a leading (depth,) axis: block i's frame
+  layer is layer 2i and its global layer layer 2i + 1 of the frame/global alternation.
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -64,11 +125,32 @@ class Backbone(nnx.Module):
     # permutation equivariance.
     self.registers = nnx.Param(
         0.02 * jax.random.normal(rngs.params(), (config.num_registers, d), jnp.float32))
-    self.layers = nnx.List([
-        TransformerLayer(d, config.num_heads, config.mlp_ratio,
-                         layer_scale_init=config.layer_scale_init, dtype=dt, rngs=rngs)
-        for _ in range(config.num_layers)])
+    self.blocks = stacked_blocks(config, rngs.params())
     self.norm = nnx.LayerNorm(d, dtype=jnp.float32, rngs=rngs)
+
+  def embed(self, images):
+    """Tokens entering the first block and the RoPE tables.
+
+    Args:
+      images: (b, v, h, w, 3) in [0, 1]; h and w multiples of patch_size.
+    Returns:
+      x: (b * v, r + gh * gw, d) float32 (registers first, then patches in row-major order);
+      frame_rope: (cos, sin) each (r + gh * gw, hd / 2); global_rope: the same tiled over views.
+    """
+    cfg = self.config
+    b, v, h, w, _ = images.shape
+    p = cfg.patch_size
+    if h % p or w % p:
+      raise ValueError(f"image size {(h, w)} is not a multiple of patch_size {p}")
+    gh, gw = h // p, w // p
+    r = cfg.num_registers
+    x = self.patch_embed(normalize_images(images.reshape(b * v, h, w, 3), cfg.compute_dtype))
+    # The residual stream is float32 (see `models.attention`); layers compute in dt.
+    regs = jnp.broadcast_to(self.registers[...].astype(jnp.float32), (b * v, r, cfg.embed_dim))
+    x = jnp.concatenate([regs, x.astype(jnp.float32)], 1)                        # (b*v, n, d)
+    cos, sin = rope_tables(gh, gw, r, cfg.head_dim, base=cfg.rope_base)          # (n, hd/2)
+    # Global attention sees the views concatenated; each view's tokens reuse the same positions.
+    return x, (cos, sin), (jnp.tile(cos, (v, 1)), jnp.tile(sin, (v, 1)))
 
   def __call__(self, images):
     """Runs the backbone.
@@ -79,29 +161,7 @@ class Backbone(nnx.Module):
       (b, v, r + gh * gw, d) final (normed) tokens in the compute dtype: r registers first, then the
       gh x gw patch tokens in row-major order (gh = h / p, gw = w / p).
     """
-    cfg = self.config
-    b, v, h, w, _ = images.shape
-    p = cfg.patch_size
-    if h % p or w % p:
-      raise ValueError(f"image size {(h, w)} is not a multiple of patch_size {p}")
-    gh, gw = h // p, w // p
-    r = cfg.num_registers
-    dt = cfg.compute_dtype
-
-    x = self.patch_embed(normalize_images(images.reshape(b * v, h, w, 3), dt))  # (b*v, gh*gw, d)
-    # The residual stream is float32 (see `models.attention`); layers compute in dt.
-    regs = jnp.broadcast_to(self.registers[...].astype(jnp.float32), (b * v, r, cfg.embed_dim))
-    x = jnp.concatenate([regs, x.astype(jnp.float32)], 1)                        # (b*v, n, d)
-    n = r + gh * gw
-
-    cos, sin = rope_tables(gh, gw, r, cfg.head_dim, base=cfg.rope_base)          # (n, hd/2)
-    # Global attention sees the views concatenated; each view's tokens reuse the same positions.
-    cos_g, sin_g = jnp.tile(cos, (v, 1)), jnp.tile(sin, (v, 1))                  # (v*n, hd/2)
-
-    call = nnx.remat(_apply_layer) if cfg.remat else _apply_layer
-    for i, layer in enumerate(self.layers):
-      if i % 2 == 0:   # frame attention: tokens of one view
-        x = call(layer, x, cos, sin)
-      else:            # global attention: tokens of all views of a scene
-        x = call(layer, x.reshape(b, v * n, -1), cos_g, sin_g).reshape(b * v, n, -1)
-    return self.norm(x).astype(dt).reshape(b, v, n, -1)
+    b, v = images.shape[:2]
+    x, frame_rope, global_rope = self.embed(images)
+    x = scan_blocks(self.blocks, x, v, frame_rope, global_rope, remat=self.config.remat)
+    return self.norm(x).astype(self.config.compute_dtype).reshape(b, v, x.shape[1], -1)

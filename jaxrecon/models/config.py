@@ -9,6 +9,8 @@ import dataclasses
 
 import jax.numpy as jnp
 
+from jaxrecon.models.attention_kernels import IMPLEMENTATIONS
+
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -40,7 +42,13 @@ class ModelConfig:
     dtype: compute dtype of the backbone's attention / MLP and of the dense head, "float32" or
       "bfloat16". Parameters are always float32, and so are the residual stream, the norms and
       LayerScale, the camera head, the final activations and all outputs.
-    remat: recompute each transformer layer in the backward pass (less activation memory).
+    remat: recompute each (frame, global) block in the backward pass (less activation memory):
+      the backward pass then keeps one block's activations at a time instead of all of them.
+    attention: attention kernel, one of "auto", "xla", "chunked", "cudnn", "pallas"
+      (`models.attention_kernels`); "auto" picks by backend: cuDNN on GPU for bf16, the Pallas
+      flash kernel on TPU, the query-chunked kernel elsewhere. Changes memory and speed only.
+    attention_chunk: query block of the "chunked" kernel (its temporaries are
+      heads x attention_chunk x tokens per block).
   """
   patch_size: int = 8
   embed_dim: int = 128
@@ -57,10 +65,16 @@ class ModelConfig:
   log_depth_bound: float = 10.0
   dtype: str = "float32"
   remat: bool = False
+  attention: str = "auto"
+  attention_chunk: int = 512
 
   def __post_init__(self):
     if self.dtype not in _DTYPES:
       raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+    if self.attention not in IMPLEMENTATIONS:
+      raise ValueError(f"attention must be one of {IMPLEMENTATIONS}, got {self.attention!r}")
+    if self.attention_chunk < 1:
+      raise ValueError(f"attention_chunk must be >= 1, got {self.attention_chunk}")
     if self.embed_dim % self.num_heads:
       raise ValueError(f"embed_dim {self.embed_dim} not divisible by num_heads {self.num_heads}")
     if self.head_dim % 4:
