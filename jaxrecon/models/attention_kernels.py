@@ -76,24 +76,26 @@ def chunked_attention(q, k, v, *, chunk: int):
 
   Args:
     q: (B, n, heads, hd) queries; k, v: (B, m, heads, hd) keys and values.
-    chunk: queries per block (static). n need not be a multiple of it: the queries are padded with
-      zeros to whole blocks and the padded rows' outputs dropped (keys are never padded, so no
-      mask is needed and the padded rows get zero cotangents).
+    chunk: most queries per block (static). The n queries go in ceil(n / chunk) blocks of equal
+      size s = ceil(n / blocks) <= chunk (balanced: 544 queries make 2 blocks of 272, not 512 +
+      32 padded to 1024), the last padded with zero queries whose outputs are dropped (keys are
+      never padded, so no mask is needed and the padded rows get zero cotangents).
   Returns:
-    (B, n, heads, hd). Temporaries: one block's (B, heads, chunk, m) logits and probabilities in
-    the forward pass and, thanks to the checkpoint, in the backward pass too (it saves only the
+    (B, n, heads, hd). Temporaries: one block's (B, heads, s, m) logits and probabilities in the
+    forward pass and, thanks to the checkpoint, in the backward pass too (it saves only the
     block's queries and recomputes the rest).
   """
   b, n, h, hd = q.shape
   if n <= chunk:
     return reference_attention(q, k, v)
   blocks = math.ceil(n / chunk)
-  q = jnp.pad(q, ((0, 0), (0, blocks * chunk - n), (0, 0), (0, 0)))
-  q = jnp.moveaxis(q.reshape(b, blocks, chunk, h, hd), 1, 0)            # (blocks, B, chunk, h, hd)
+  size = math.ceil(n / blocks)
+  q = jnp.pad(q, ((0, 0), (0, blocks * size - n), (0, 0), (0, 0)))
+  q = jnp.moveaxis(q.reshape(b, blocks, size, h, hd), 1, 0)             # (blocks, B, size, h, hd)
   # prevent_cse=False: the loop already keeps XLA from merging the recomputation with the forward.
   block = jax.checkpoint(lambda qb: reference_attention(qb, k, v), prevent_cse=False)
-  out = jax.lax.map(block, q)                                           # (blocks, B, chunk, h, hd)
-  return jnp.moveaxis(out, 0, 1).reshape(b, blocks * chunk, h, hd)[:, :n]
+  out = jax.lax.map(block, q)                                           # (blocks, B, size, h, hd)
+  return jnp.moveaxis(out, 0, 1).reshape(b, blocks * size, h, hd)[:, :n]
 
 
 def _tpu_flash_attention():
