@@ -66,6 +66,11 @@ def get_config(arg: str = "demo"):
   c.optim2d = dict(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01, clip_norm=1.0)
   c.optim3d = dict(learning_rate=1e-3, warmup_steps=20, weight_decay=0.01, clip_norm=1.0)
   c.ema_decay = 0.99
+  # Device mesh ("data", "fsdp"), data = devices / fsdp: parameters, optimiser state (and EMA
+  # teachers) sharded over fsdp devices, the batch over all (jaxrecon.train.sharding); 1 = pure
+  # data parallelism. fsdp must divide the device count and pipeline.batch_size (per process) be
+  # a multiple of this process's devices.
+  c.mesh = dict(fsdp=1)
   c.steps = 400
   c.log_every = 25
   c.checkpoint_every = 100

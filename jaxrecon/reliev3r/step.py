@@ -1,12 +1,14 @@
 """Reliev3R train state and the module-level, jit-compiled train step.
 
     graphdef, state = create_state(model, tx)
-    state = replicate(state, mesh)                       # jaxrecon.train.sharding
+    state = place_state(state, mesh)                     # jaxrecon.train.sharding
     state, metrics = train_step(state, shard_batch(batch, mesh), graphdef=graphdef, tx=tx,
-                                config=objective_config)
+                                config=objective_config, mesh=mesh)
 
 The step is pure: (state, batch) -> (state, metrics). The state's buffers are donated: the old
-state is invalid after a step. Batch layout: `jaxrecon.reliev3r.pipeline`.
+state is invalid after a step. With `mesh`, the gradients and the new state are pinned to the
+layout `place_state` gives (fsdp-sharded parameters stay sharded, donation reuses the buffers);
+without it, XLA picks the output layout. Batch layout: `jaxrecon.reliev3r.pipeline`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import optax
 from flax import nnx
 
 from jaxrecon.reliev3r.objective import ObjectiveConfig, objective
+from jaxrecon.train.sharding import constrain_state
 
 
 class TrainState(NamedTuple):
@@ -43,15 +46,21 @@ def loss_and_metrics(params, rest, graphdef, batch, config: ObjectiveConfig):
   return objective(outputs, batch, config)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "config"), donate_argnums=(0,))
-def train_step(state: TrainState, batch, *, graphdef, tx, config: ObjectiveConfig):
+@functools.partial(jax.jit, static_argnames=("graphdef", "tx", "config", "mesh"),
+                   donate_argnums=(0,))
+def train_step(state: TrainState, batch, *, graphdef, tx, config: ObjectiveConfig, mesh=None):
   """One optimiser step. Returns the new state and scalar metrics (every loss term, "loss",
   "grad_norm" and "grads_finite", which the engine checks to name a non-finite term)."""
   grad_fn = jax.value_and_grad(loss_and_metrics, has_aux=True)
   (loss, metrics), grads = grad_fn(state.params, state.rest, graphdef, batch, config)
+  if mesh is not None:  # reduce-scattered to the parameters' layout, not all-reduced
+    grads = constrain_state(grads, mesh)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                  grads_finite=jnp.all(jnp.asarray(
                      [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])))
-  return TrainState(state.step + 1, params, state.rest, opt_state), metrics
+  new_state = TrainState(state.step + 1, params, state.rest, opt_state)
+  if mesh is not None:
+    new_state = constrain_state(new_state, mesh)
+  return new_state, metrics

@@ -1,11 +1,14 @@
 """Rewis3d train state and the module-level, jit-compiled step of the two mean-teacher branches.
 
     graphdefs, state = create_seg_state({"2d": segformer, "3d": point_net}, {"2d": tx2, "3d": tx3})
-    state, metrics = seg_train_step(state, batch, graphdefs=graphdefs, txs=txs, config=cfg)
+    state = place_state(state, mesh)                     # jaxrecon.train.sharding
+    state, metrics = seg_train_step(state, shard_batch(batch, mesh), graphdefs=graphdefs, txs=txs,
+                                    config=cfg, mesh=mesh)
 
 Each branch (a `Branch`: student parameters, other variables, optimiser state) has its own
 optimiser; its teacher is the `ema_teacher` inside that optimiser state, so it is sharded and
-checkpointed with it. The EMA baseline is a state with the "2d" branch only.
+checkpointed with it. The EMA baseline is a state with the "2d" branch only. With `mesh`, the
+gradients and the new state (teachers included) are pinned to the layout `place_state` gives.
 
 Losses (DESIGN.md, Rewis3d): per branch L_ST = 0.5 CE(student, sparse labels) + 0.5 w_t KL(teacher
 || student); with both branches, L_2D = L_ST_2D + lambda(step) L_C_2D and L_3D = L_ST_3D +
@@ -33,6 +36,7 @@ from flax import nnx
 
 from jaxrecon.losses.segmentation import cmc_loss, student_teacher_loss
 from jaxrecon.optim.ema import teacher_params
+from jaxrecon.train.sharding import constrain_state
 
 IGNORE_LABEL = 255
 CONFIDENCE = ("dual", "prediction", "reconstruction", "none")
@@ -150,8 +154,10 @@ def seg_losses(params, state: SegState, batch, *, graphdefs, config: SegObjectiv
   return total, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("graphdefs", "txs", "config"), donate_argnums=(0,))
-def seg_train_step(state: SegState, batch, *, graphdefs, txs, config: SegObjectiveConfig):
+@functools.partial(jax.jit, static_argnames=("graphdefs", "txs", "config", "mesh"),
+                   donate_argnums=(0,))
+def seg_train_step(state: SegState, batch, *, graphdefs, txs, config: SegObjectiveConfig,
+                   mesh=None):
   """One step of every branch (each with its own optimiser). graphdefs and txs: tuples of
   (name, value) pairs (hashable). Returns the new state and scalar metrics, with "loss",
   "grad_norm_<branch>" and "grads_finite" for the engine's finiteness check."""
@@ -159,6 +165,8 @@ def seg_train_step(state: SegState, batch, *, graphdefs, txs, config: SegObjecti
   params = {k: b.params for k, b in state.branches.items()}
   grad_fn = jax.value_and_grad(seg_losses, has_aux=True)
   (loss, metrics), grads = grad_fn(params, state, batch, graphdefs=graphdefs, config=config)
+  if mesh is not None:  # reduce-scattered to the parameters' layout, not all-reduced
+    grads = constrain_state(grads, mesh)
   branches = {}
   finite = []
   for name, branch in state.branches.items():
@@ -167,7 +175,10 @@ def seg_train_step(state: SegState, batch, *, graphdefs, txs, config: SegObjecti
     metrics[f"grad_norm_{name}"] = optax.tree.norm(grads[name])
     finite += [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads[name])]
   metrics.update(loss=loss, grads_finite=jnp.all(jnp.asarray(finite)))
-  return SegState(state.step + 1, branches), metrics
+  new_state = SegState(state.step + 1, branches)
+  if mesh is not None:
+    new_state = constrain_state(new_state, mesh)
+  return new_state, metrics
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

@@ -3,7 +3,9 @@
 A config error found after a two-minute cache build (or after a checkpoint was overwritten) costs
 the user that time; found here, it costs one line naming the key. `check_loop` checks what the
 engine reads (steps and cadences, every optimiser's warm-up against steps, the data cache, the
-run to start from); `check_sections` builds a task's dataclass configs once so that their own
+run to start from, the mesh's fsdp size); `check_mesh` checks the mesh and the batch size against
+the devices of this run (call it where the devices are known, before the mesh is made);
+`check_sections` builds a task's dataclass configs once so that their own
 checks (e.g. PipelineConfig.__post_init__) run now and name the config section; `require_folder`
 is for the data paths of a task's prepare settings. All raise `jaxrecon.errors.UserError`.
 """
@@ -53,10 +55,48 @@ def check_cache(cache: str, num_eval_scenes: int) -> None:
                     f"{num_eval_scenes + 1} are needed")
 
 
+def mesh_fsdp(config) -> int:
+  """config.mesh.fsdp, an integer >= 1 (1 when the config has no mesh section: data parallel)."""
+  mesh = config.get("mesh")
+  if mesh is None:
+    return 1
+  if not hasattr(mesh, "get"):
+    raise UserError(f"config.mesh: expected a section like {{'fsdp': 1}}, got {mesh!r}")
+  fsdp = mesh.get("fsdp", 1)
+  if isinstance(fsdp, bool) or not isinstance(fsdp, int) or fsdp < 1:
+    raise UserError(f"config.mesh.fsdp: expected an integer >= 1, got {fsdp!r}")
+  return fsdp
+
+
+def check_mesh(config, device_count: int | None = None,
+               local_device_count: int | None = None) -> None:
+  """config.mesh.fsdp divides the device count, and config.pipeline.batch_size (per process)
+  is divisible by this process's device count (the batch is split over every device). Default
+  counts: jax.device_count() and jax.local_device_count()."""
+  if device_count is None or local_device_count is None:
+    import jax  # only here: the other checks run without initialising a backend
+    device_count = jax.device_count() if device_count is None else device_count
+    local_device_count = (jax.local_device_count() if local_device_count is None
+                          else local_device_count)
+  fsdp = mesh_fsdp(config)
+  if device_count % fsdp:
+    divisors = [d for d in range(1, device_count + 1) if device_count % d == 0]
+    raise UserError(f"config.mesh.fsdp={fsdp} does not divide the {device_count} devices; use "
+                    f"one of {divisors} (1 = pure data parallelism)")
+  batch = config.get("pipeline", {}).get("batch_size")
+  if batch is not None and batch % local_device_count:
+    raise UserError(f"config.pipeline.batch_size={batch} (per process) is not divisible by the "
+                    f"{local_device_count} devices of this process; use a multiple of "
+                    f"{local_device_count} (e.g. --config.pipeline.batch_size="
+                    f"{local_device_count * max(batch // local_device_count, 1)})")
+
+
 def check_loop(config) -> None:
   """What the engine reads: steps, log_every, checkpoint_every, keep_checkpoints (>= 1),
-  eval_every (>= 0), every `optim*` section against steps, data.cache, init_from."""
+  eval_every (>= 0), every `optim*` section against steps, data.cache, init_from, mesh.fsdp
+  (>= 1; against the devices: `check_mesh`)."""
   steps = _int_at_least(config, "steps", 1)
+  mesh_fsdp(config)
   for key in ("log_every", "checkpoint_every", "keep_checkpoints"):
     _int_at_least(config, key, 1)
   _int_at_least(config, "eval_every", 0)

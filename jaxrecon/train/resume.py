@@ -19,7 +19,7 @@ from jaxrecon.errors import UserError
 # `steps` also stretches the learning-rate schedule from the restored step on (the optimiser
 # state has the same shapes); the others change no number the checkpoint holds.
 SAFE_ON_RESUME = ("steps", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                  "init_from", "methods", "pipeline.worker_count")
+                  "init_from", "methods", "pipeline.worker_count", "mesh")  # mesh: layout only
 # Also free when only evaluating a trained run: which data it is evaluated on.
 SAFE_ON_EVAL = SAFE_ON_RESUME + ("data", "pipeline", "objective", "optim", "optim2d", "optim3d",
                                  "seed")
