@@ -47,8 +47,8 @@ class ModelConfig:
     attention: attention kernel, one of "auto", "xla", "chunked", "cudnn", "pallas"
       (`models.attention_kernels`); "auto" picks by backend: cuDNN on GPU for bf16, the Pallas
       flash kernel on TPU, the query-chunked kernel elsewhere. Changes memory and speed only.
-    attention_chunk: query block of the "chunked" kernel (its temporaries are
-      heads x attention_chunk x tokens per block).
+    attention_chunk: most queries per block of the "chunked" kernel (its temporaries are
+      heads x block x tokens logits per block; blocks are balanced, each <= attention_chunk).
   """
   patch_size: int = 8
   embed_dim: int = 128

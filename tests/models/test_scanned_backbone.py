@@ -92,8 +92,8 @@ def test_unstacked_checkpoint_is_refused_in_one_line(model, tmp_path):
   """A train state saved with the former layout (backbone.layers.0 .. 2*depth-1, one entry per
   transformer layer) does not restore into the scanned model: one line (its cause in brackets is
   Orbax's first line, which names the mismatch and is not asserted)."""
-  init = lambda: nnx.state(Reliev3R(CFG, rngs=nnx.Rngs(0)), nnx.Param).to_pure_dict()
-  old = nnx.state(model, nnx.Param).to_pure_dict()
+  init = lambda: nnx.to_pure_dict(nnx.state(Reliev3R(CFG, rngs=nnx.Rngs(0)), nnx.Param))
+  old = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   blocks = old["backbone"].pop("blocks")
   old["backbone"]["layers"] = {
       str(2 * i + j): jax.tree.map(lambda a, i=i: a[i], blocks[name])
