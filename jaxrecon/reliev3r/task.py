@@ -128,8 +128,9 @@ class Reliev3RTask:
     return make_dataset(NpzSource(self.train_paths), self.pipeline,
                         process_index=jax.process_index(), process_count=jax.process_count())
 
-  def step(self, state, batch):
-    return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.objective)
+  def step(self, state, batch, mesh):
+    return train_step(state, batch, graphdef=self.graphdef, tx=self.tx, config=self.objective,
+                      mesh=mesh)
 
   def describe(self) -> str:
     return (f"{len(self.train_paths)} train / {len(self.eval_paths)} held-out scenes; "

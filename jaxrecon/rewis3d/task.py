@@ -126,9 +126,9 @@ class Rewis3dTask:
     return make_seg_dataset(SegNpzSource(self.train_paths), self.pipeline,
                             process_index=jax.process_index(), process_count=jax.process_count())
 
-  def step(self, state, batch):
+  def step(self, state, batch, mesh):
     return seg_train_step(state, batch, graphdefs=self.graphdefs, txs=self.txs,
-                          config=self.objective)
+                          config=self.objective, mesh=mesh)
 
   def describe(self) -> str:
     return (f"{len(self.train_paths)} train / {len(self.eval_paths)} held-out scenes "

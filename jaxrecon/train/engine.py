@@ -3,7 +3,8 @@
     final = run(task, config, workdir)
 
 `run`: the task's batch source -> restore (the run's own checkpoint -> config.init_from -> fresh)
--> replicated state on a 1-D "data" mesh -> batch-sharded steps, console progress, metrics.jsonl,
+-> the state placed on a ("data", "fsdp") mesh (config.mesh.fsdp; `jaxrecon.train.sharding`)
+-> steps on batches split over every device, console progress, metrics.jsonl,
 held-out evaluation every config.eval_every steps and Orbax checkpoints of {state, data iterator}
 every config.checkpoint_every steps -> the task's final evaluation. The host waits for the device
 only every config.log_every steps (and before a checkpoint or an evaluation): every step's
@@ -34,12 +35,12 @@ import numpy as np
 import optax
 
 from jaxrecon.errors import UserError
-from jaxrecon.train import resume, workdir as run_files
+from jaxrecon.train import config_check, resume, workdir as run_files
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
 from jaxrecon.train.compiles import CompileCounter
 from jaxrecon.train.progress import MetricsLog, Progress, log, timed
 from jaxrecon.train.runs import stored_config
-from jaxrecon.train.sharding import make_mesh, replicate, shard_batch
+from jaxrecon.train.sharding import make_mesh, place_state, shard_batch
 
 
 class Task(Protocol):
@@ -49,8 +50,8 @@ class Task(Protocol):
   init_state(): a fresh train state (a pytree of arrays; also traced under jax.eval_shape as the
     restore target, so it must be deterministic in its shapes).
   dataset(): the endless, checkpointable grain dataset of this process's training batches.
-  step(state, batch): (new state, dict of scalar metrics with "grads_finite"); jitted, donating
-    the state.
+  step(state, batch, mesh): (new state, dict of scalar metrics with "grads_finite"); jitted,
+    donating the state, which it returns in the layout `sharding.place_state` gives on `mesh`.
   describe(): what the run trains on, for the start line ("N train / M held-out scenes").
   evaluate(state): (scalar metrics, text) on the held-out data, every eval_every steps.
   finish(state, *, ran_last_step, metrics_log): the final evaluation and result of the run;
@@ -63,7 +64,7 @@ class Task(Protocol):
 
   def dataset(self) -> grain.IterDataset: ...
 
-  def step(self, state, batch) -> tuple[Any, Mapping]: ...
+  def step(self, state, batch, mesh) -> tuple[Any, Mapping]: ...
 
   def describe(self) -> str: ...
 
@@ -74,8 +75,10 @@ class Task(Protocol):
 
 def open_workdir(config, workdir, *, safe: Iterable[str] = resume.SAFE_ON_RESUME) -> None:
   """Checks that `config` may continue the run in `workdir` (UserError naming the differing
-  fields when its checkpoints were trained with another config), then removes the temporary files
-  of writes an earlier run did not finish. Writes nothing else; call before building anything."""
+  fields when its checkpoints were trained with another config) and fits the devices (mesh and
+  batch size), then removes the temporary files of writes an earlier run did not finish. Writes
+  nothing else; call before building anything."""
+  config_check.check_mesh(config)
   workdir = pathlib.Path(workdir)
   if run_files.checkpoint_folders(workdir):
     stored = stored_config(workdir)
@@ -175,7 +178,7 @@ def _loop(task: Task, config, state, start_step: int, data_iter, mesh, checkpoin
       log(f"{task.label}compiling the train step (first batch) ...")
       began = time.perf_counter()
     state, metrics = watched("train step", step, task.step, state,
-                             shard_batch(next(data_iter), mesh))
+                             shard_batch(next(data_iter), mesh), mesh)
     pending.append((step, metrics))
     log_now = step % config.log_every == 0 or step == config.steps
     save_now = step % config.checkpoint_every == 0 or step == config.steps
@@ -212,8 +215,8 @@ def run(task: Task, config, workdir: pathlib.Path, *,
       state, origin = restore_or_init(checkpointer, task.init_state, data_iterator=data_iter,
                                       init_from=config.init_from or None)
     write_records(records or {})
-    mesh = make_mesh()
-    state = replicate(state, mesh)
+    mesh = make_mesh(fsdp=config_check.mesh_fsdp(config))
+    state = place_state(state, mesh)
     start_step = int(state.step)
     log(f"{task.label}run {workdir}: {origin}, step {start_step} of {config.steps}, "
         f"{task.describe()}, {jax.device_count()} devices")

@@ -48,7 +48,7 @@ class ToyTask:
     return batched_dataset(self.values, _sample, seed=0, shuffle=True, batch_size=8,
                            worker_count=0)
 
-  def step(self, state, batch):
+  def step(self, state, batch, mesh):
     return _toy_step(state, batch)
 
   def describe(self):
@@ -205,7 +205,7 @@ class ProbedTask(ToyTask):
     super().__init__(**kwargs)
     self.dispatched, self.reads = [], []
 
-  def step(self, state, batch):
+  def step(self, state, batch, mesh):
     state, metrics = _toy_step(state, batch)
     self.dispatched.append(int(state.step))
     return state, dict(metrics, probe=ReadProbe(len(self.dispatched), self.dispatched, self.reads))
@@ -234,7 +234,7 @@ def test_a_non_finite_step_is_found_late_but_never_checkpointed(tmp_path):
 class ReshapingTask(ToyTask):
   """From step 4 on, feeds the step a batch of another shape (its jit compiles again)."""
 
-  def step(self, state, batch):
+  def step(self, state, batch, mesh):
     if int(state.step) >= 3:
       batch = {"x": jnp.stack([batch["x"], batch["x"]])}
     return _toy_step(state, batch)
