@@ -83,6 +83,9 @@ def get_config(arg: str = "demo"):
                       worker_count=8)
     c.objective.update(alpha=1.0, reg_weight=0.5)
     c.optim = dict(learning_rate=1e-4, warmup_steps=2000, weight_decay=0.05, clip_norm=1.0)
+    # 8 x 8 on 64 devices: 0.85x the per-device peak of data parallelism; 1 x 64 is 1.8x
+    # (experiments/bench_sharding_memory.md). On fewer than 8 devices: --config.mesh.fsdp=1.
+    c.mesh.fsdp = 8
     c.steps = 100_000
     c.log_every = 50
     c.checkpoint_every = 2000
