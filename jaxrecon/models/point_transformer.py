@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrecon.models import serialization as ser
+from jaxrecon.models.remat import remat_call
 from jaxrecon.models.point_layers import (Block, Level, Proj, apply_block, pool_ids, segment_reduce,
                                           serialise, take)
 
@@ -229,10 +230,13 @@ class PointTransformer(nnx.Module):
 
   def _run_blocks(self, blocks, x, lvl: Level):
     cfg = self.config
-    call = nnx.remat(apply_block, static_argnums=(6,)) if cfg.remat else apply_block
+    def call(blk, x, coords, valid, perm, inverse):
+      return apply_block(blk, x, coords, valid, perm, inverse, cfg.patch_size)
+
     for blk in blocks:
       perm, inverse = lvl.perms[blk.order]
-      x = call(blk, x, lvl.coords, lvl.valid, perm, inverse, cfg.patch_size)
+      args = (blk, x, lvl.coords, lvl.valid, perm, inverse)
+      x = remat_call(call, *args) if cfg.remat else call(*args)
     return x
 
   def __call__(self, xyz, rgb, valid):

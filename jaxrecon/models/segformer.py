@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrecon.models.backbone import normalize_images
+from jaxrecon.models.remat import remat_call
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -231,9 +232,8 @@ class MiTStage(nnx.Module):
   def __call__(self, x):
     """x: (b, h, w, in_dim) -> (b, h / stride, w / stride, dim)."""
     x = self.embed(x)
-    call = nnx.remat(_apply_block) if self.remat else _apply_block
     for block in self.blocks:
-      x = call(block, x)
+      x = remat_call(_apply_block, block, x) if self.remat else _apply_block(block, x)
     return self.norm(x)
 
 

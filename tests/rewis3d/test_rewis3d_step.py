@@ -24,12 +24,12 @@ K = 4
 B, H, W, N = 8, 32, 32, 128
 
 
-def _models():
+def _models(remat=False):
   rngs = nnx.Rngs(0)
-  seg = SegFormer(SegFormerConfig.tiny(K), rngs=rngs)
+  seg = SegFormer(SegFormerConfig.tiny(K, remat=remat), rngs=rngs)
   pts = PointTransformer(PointTransformerConfig.tiny(
       K, enc_dims=(8, 16), enc_depths=(1, 1), enc_heads=(1, 2), dec_dims=(8,), dec_depths=(1,),
-      dec_heads=(1,), cpe_window=1, grid_size=0.2), rngs=rngs)
+      dec_heads=(1,), cpe_window=1, grid_size=0.2, remat=remat), rngs=rngs)
   return {"2d": seg, "3d": pts}
 
 
@@ -97,6 +97,21 @@ def test_no_gradient_crosses_branches(batch):
   assert float(metrics["lambda"]) == pytest.approx(0.1)
   assert float(metrics["cmc_2d"]) > 0 and float(metrics["cmc_3d"]) > 0
   assert int(metrics["links"]) == int(np.sum(batch["points_valid"] & (batch["points_pixel"] >= 0)))
+
+
+def test_remat_gives_the_same_gradients_inside_the_step(batch):
+  """Both students recompute their blocks in the backward pass (the paper configs' remat=True)
+  while their mean teachers run inside the same jax.grad: nnx.remat failed there ("Cannot mutate
+  Param from a different trace level"); models.remat.remat_call must give the plain gradients."""
+  config = SegObjectiveConfig(base_steps=0, ramp_steps=0)
+  grads = []
+  for remat in (False, True):
+    graphdefs, state = create_seg_state(_models(remat), _txs(["2d", "3d"]))
+    params = {k: b.params for k, b in state.branches.items()}
+    grads.append(jax.jit(jax.grad(lambda p: seg_losses(p, state, batch, graphdefs=graphdefs,
+                                                       config=config)[0]))(params))
+  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
 def test_confidence_modes_change_the_cross_modal_weighting(batch):
