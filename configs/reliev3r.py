@@ -67,7 +67,7 @@ def get_config(arg: str = "demo"):
   c.optim = dict(learning_rate=1e-3, warmup_steps=50, weight_decay=0.01, clip_norm=1.0)
   # Device mesh ("data", "fsdp"), data = devices / fsdp: parameters, optimiser state (and EMA
   # teachers) sharded over fsdp devices, the batch over all (jaxrecon.train.sharding); 1 = pure
-  # data parallelism. fsdp must divide the device count and pipeline.batch_size (per process) be
+  # data parallelism, 0 = auto (config_check.mesh_fsdp). fsdp must divide the device count and pipeline.batch_size (per process) be
   # a multiple of this process's devices.
   c.mesh = dict(fsdp=1)
   c.steps = 600
@@ -83,9 +83,10 @@ def get_config(arg: str = "demo"):
                       worker_count=8)
     c.objective.update(alpha=1.0, reg_weight=0.5)
     c.optim = dict(learning_rate=1e-4, warmup_steps=2000, weight_decay=0.05, clip_norm=1.0)
-    # 8 x 8 on 64 devices: 0.85x the per-device peak of data parallelism; 1 x 64 is 1.8x
-    # (experiments/bench_sharding_memory.md). On fewer than 8 devices: --config.mesh.fsdp=1.
-    c.mesh.fsdp = 8
+    # Auto: fsdp = the largest of 1, 2, 4, 8 dividing one host's devices (8 x 8 on 64 devices:
+    # 0.85x the per-device peak of data parallelism; 1 x 64 is 1.8x,
+    # experiments/bench_sharding_memory.md), so the same command runs on 1 GPU or a pod.
+    c.mesh.fsdp = 0
     c.steps = 100_000
     c.log_every = 50
     c.checkpoint_every = 2000

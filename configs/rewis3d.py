@@ -68,7 +68,7 @@ def get_config(arg: str = "demo"):
   c.ema_decay = 0.99
   # Device mesh ("data", "fsdp"), data = devices / fsdp: parameters, optimiser state (and EMA
   # teachers) sharded over fsdp devices, the batch over all (jaxrecon.train.sharding); 1 = pure
-  # data parallelism. fsdp must divide the device count and pipeline.batch_size (per process) be
+  # data parallelism, 0 = auto (config_check.mesh_fsdp). fsdp must divide the device count and pipeline.batch_size (per process) be
   # a multiple of this process's devices.
   c.mesh = dict(fsdp=1)
   c.steps = 400

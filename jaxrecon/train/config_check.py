@@ -11,6 +11,7 @@ is for the data paths of a task's prepare settings. All raise `jaxrecon.errors.U
 """
 from __future__ import annotations
 
+import math
 import pathlib
 from typing import Mapping
 
@@ -55,16 +56,26 @@ def check_cache(cache: str, num_eval_scenes: int) -> None:
                     f"{num_eval_scenes + 1} are needed")
 
 
-def mesh_fsdp(config) -> int:
-  """config.mesh.fsdp, an integer >= 1 (1 when the config has no mesh section: data parallel)."""
+AUTO_FSDP_MAX = 8
+
+
+def mesh_fsdp(config, local_device_count: int | None = None) -> int:
+  """config.mesh.fsdp, an integer >= 1 (1 when the config has no mesh section: data parallel).
+
+  0 means "auto": the largest of 1, 2, 4, 8 that divides the devices of one process, so a config
+  runs unchanged on 1 GPU, an 8-GPU node or a pod, and every fsdp group (whose all-gathers run
+  every layer) stays within one host's fast links. Resolving it needs `local_device_count`;
+  without it (config checks before any backend starts) 0 is returned as is."""
   mesh = config.get("mesh")
   if mesh is None:
     return 1
   if not hasattr(mesh, "get"):
     raise UserError(f"config.mesh: expected a section like {{'fsdp': 1}}, got {mesh!r}")
   fsdp = mesh.get("fsdp", 1)
-  if isinstance(fsdp, bool) or not isinstance(fsdp, int) or fsdp < 1:
-    raise UserError(f"config.mesh.fsdp: expected an integer >= 1, got {fsdp!r}")
+  if isinstance(fsdp, bool) or not isinstance(fsdp, int) or fsdp < 0:
+    raise UserError(f"config.mesh.fsdp: expected an integer >= 1, or 0 for auto, got {fsdp!r}")
+  if fsdp == 0 and local_device_count is not None:
+    return math.gcd(AUTO_FSDP_MAX, local_device_count)
   return fsdp
 
 
@@ -78,7 +89,7 @@ def check_mesh(config, device_count: int | None = None,
     device_count = jax.device_count() if device_count is None else device_count
     local_device_count = (jax.local_device_count() if local_device_count is None
                           else local_device_count)
-  fsdp = mesh_fsdp(config)
+  fsdp = mesh_fsdp(config, local_device_count)
   if device_count % fsdp:
     divisors = [d for d in range(1, device_count + 1) if device_count % d == 0]
     raise UserError(f"config.mesh.fsdp={fsdp} does not divide the {device_count} devices; use "

@@ -215,7 +215,7 @@ def run(task: Task, config, workdir: pathlib.Path, *,
       state, origin = restore_or_init(checkpointer, task.init_state, data_iterator=data_iter,
                                       init_from=config.init_from or None)
     write_records(records or {})
-    mesh = make_mesh(fsdp=config_check.mesh_fsdp(config))
+    mesh = make_mesh(fsdp=config_check.mesh_fsdp(config, jax.local_device_count()))
     state = place_state(state, mesh)
     start_step = int(state.step)
     log(f"{task.label}run {workdir}: {origin}, step {start_step} of {config.steps}, "

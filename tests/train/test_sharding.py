@@ -19,7 +19,7 @@ from jaxrecon.reliev3r.objective import ObjectiveConfig
 from jaxrecon.reliev3r.step import create_state, train_step
 from jaxrecon.rewis3d.step import SegObjectiveConfig, create_seg_state, seg_train_step
 from jaxrecon.errors import UserError
-from jaxrecon.train.config_check import check_loop, check_mesh
+from jaxrecon.train.config_check import check_loop, check_mesh, mesh_fsdp
 from jaxrecon.train.engine import make_optimizer
 from jaxrecon.train.sharding import (FSDP_AXIS, make_mesh, param_spec, place_state, shard_batch,
                                      state_shardings)
@@ -87,8 +87,13 @@ def test_mesh_config_errors_are_one_line():
   with pytest.raises(UserError, match=r"^config.pipeline.batch_size=4 \(per process\) is not "
                                       r"divisible by the 8 devices of this process"):
     check_mesh(_with(config, mesh=dict(fsdp=1)), device_count=8, local_device_count=8)
-  with pytest.raises(UserError, match=r"^config.mesh.fsdp: expected an integer >= 1, got 0$"):
-    check_loop(_with(rewis3d_config.get_config("demo"), mesh=dict(fsdp=0)))
+  with pytest.raises(UserError, match=r"^config.mesh.fsdp: expected an integer >= 1, or 0 for "
+                                      r"auto, got -1$"):
+    check_loop(_with(rewis3d_config.get_config("demo"), mesh=dict(fsdp=-1)))
+  # Auto (the paper Reliev3R config): the largest of 1, 2, 4, 8 dividing one process's devices.
+  auto = _with(config, mesh=dict(fsdp=0))
+  assert [mesh_fsdp(auto, n) for n in (1, 2, 4, 6, 8, 16)] == [1, 2, 4, 2, 8, 8]
+  check_mesh(auto, device_count=1, local_device_count=1)
 
 
 def _run(state, host_batch, fsdp, step, devices=None):
