@@ -13,9 +13,6 @@ with, before anything is built or written; a mistake ends in one line on stderr 
 top of it, e.g. another data.cache) and refuses a workdir without a checkpoint unless
 --allow_untrained.
 """
-import os
-
-import jax
 from absl import flags, logging
 from ml_collections import config_flags
 
@@ -23,7 +20,7 @@ from jaxrecon import cli
 from jaxrecon.errors import UserError
 from jaxrecon.reliev3r import task as reliev3r
 from jaxrecon.rewis3d import task as rewis3d
-from jaxrecon.train import resume
+from jaxrecon.train import multihost, resume
 from jaxrecon.train.runs import stored_config
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -34,7 +31,7 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"], "train (and resume
 _ALLOW_UNTRAINED = flags.DEFINE_bool("allow_untrained", False,
                                      "--mode=eval: evaluate the untrained model of a workdir "
                                      "that has no checkpoint")
-_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "call jax.distributed.initialize()")
+_MULTIHOST = multihost.define_flags()
 flags.mark_flags_as_required(["workdir"])
 
 # config.task -> (train, evaluate) of (config, workdir); a new method is one folder and one line.
@@ -92,8 +89,7 @@ def main(argv):
   task = config.get("task", "reliev3r")
   if task not in TASKS:
     raise UserError(f"config.task: expected one of {sorted(TASKS)}, got {task!r}")
-  if _DISTRIBUTED.value or os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()
+  multihost.initialize_from_flags(_MULTIHOST)
   train, evaluate = TASKS[task]
   if _MODE.value == "train":
     train(config, _WORKDIR.value)
