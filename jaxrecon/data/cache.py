@@ -11,6 +11,14 @@ or a missing file (bad input, named by the message), with a short traceback othe
 `SkipScene` is skipped with a warning and not counted as failed. `out_dir/provenance.json`
 records which experts with which settings and package versions produced the files; a re-run with
 different provenance refuses to mix the two in one folder.
+
+Several processes (hosts) fill one cache folder together: each is given the same job list and
+its process_index / process_count, and runs only every process_count-th job from its index, so
+no two write the same file. Process 0 alone removes the leftovers of killed runs and writes
+provenance.json; every process checks an existing provenance.json against its settings, then
+calls `synchronize` (a barrier across the processes), so no scene is written before process 0's
+clean-up. The caller waits for all processes before reading the folder
+(`jaxrecon.train.datasplit`, `jaxrecon.prepare`).
 """
 from __future__ import annotations
 
@@ -106,7 +114,9 @@ def write_npz_atomic(path, arrays: Mapping[str, np.ndarray]) -> None:
     raise
 
 
-def _check_provenance(out_dir: pathlib.Path, provenance: dict) -> None:
+def _check_provenance(out_dir: pathlib.Path, provenance: dict, *, write: bool = True) -> None:
+  """UserError when out_dir's provenance.json records other settings; writes it when missing
+  and `write` (process 0 of several: the others only check)."""
   path = out_dir / PROVENANCE
   if path.exists():
     try:
@@ -116,7 +126,7 @@ def _check_provenance(out_dir: pathlib.Path, provenance: dict) -> None:
     if old.get("settings") != provenance:
       raise UserError(f"{out_dir}: holds scenes made with other settings ({path}); use another "
                        f"folder or delete it")
-  else:
+  elif write:
     record = {"settings": provenance, "versions": versions(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=tmp_prefix(path.name), suffix=".tmp")
@@ -137,7 +147,9 @@ def _progress(done, total, start, name, stream):
 
 
 def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]]]], out_dir, *,
-                 provenance: dict, progress: bool = True, stream=None) -> CacheReport:
+                 provenance: dict, progress: bool = True, stream=None,
+                 process_index: int = 0, process_count: int = 1,
+                 synchronize: Callable[[], None] = lambda: None) -> CacheReport:
   """Runs the jobs not yet cached and writes one .npz per scene.
 
   Args:
@@ -146,9 +158,16 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
     out_dir: the cache folder (created if missing).
     provenance: JSON-serialisable description of the experts and their settings.
     progress: show a progress bar on `stream` (default stderr).
+    process_index, process_count: this process's share of the jobs when several fill the folder
+      (jobs[process_index::process_count]; see the module docstring).
+    synchronize: called by every process once the folder is set up, before its first job: a
+      barrier across the processes when there are several.
   Returns:
-    CacheReport. Failed scenes are listed with their error; their files are not written.
+    CacheReport of this process's jobs. Failed scenes are listed with their error; their files
+    are not written.
   """
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   jobs = list(jobs)
@@ -160,11 +179,15 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
       raise UserError(f"jobs: {name!r} is not usable as a file name")
   provenance = json.loads(json.dumps(provenance, sort_keys=True, default=str))
   stream = sys.stderr if stream is None else stream
-  # (the legacy patterns: temporary names of versions before the writer's pid was in them)
-  stray = remove_stray(out_dir, legacy=(".*.npz.tmp", "provenance.json.tmp"))
-  if stray:
-    stream.write(f"removed leftovers of an interrupted run in {out_dir}: {', '.join(stray)}\n")
-  _check_provenance(out_dir, provenance)
+  if process_index == 0:
+    # (the legacy patterns: temporary names of versions before the writer's pid was in them)
+    # Only process 0: another host's writer in progress looks like a dead pid from here.
+    stray = remove_stray(out_dir, legacy=(".*.npz.tmp", "provenance.json.tmp"))
+    if stray:
+      stream.write(f"removed leftovers of an interrupted run in {out_dir}: {', '.join(stray)}\n")
+  _check_provenance(out_dir, provenance, write=process_index == 0)
+  synchronize()
+  jobs = jobs[process_index::process_count]
   report = CacheReport()
   start = time.perf_counter()
   for i, (name, job) in enumerate(jobs):
@@ -190,6 +213,7 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
   if progress:
     stream.write("\n")
   left_out = f", {len(report.left_out)} skipped as unusable" if report.left_out else ""
-  stream.write(f"cache {out_dir}: {len(report.written)} written, {len(report.skipped)} already "
-               f"there{left_out}, {len(report.failed)} failed\n")
+  who = f"process {process_index} of {process_count}: " if process_count > 1 else ""
+  stream.write(f"{who}cache {out_dir}: {len(report.written)} written, {len(report.skipped)} "
+               f"already there{left_out}, {len(report.failed)} failed\n")
   return report

@@ -4,6 +4,11 @@ training and held-out scenes.
     train_files, held_out_files = cached_split(config, workdir, build_jobs)
 
 Config fields read: data.cache, data.prepare, data.num_eval_scenes.
+
+With several processes a cache built in the workdir is split between them: each builds every
+process_count-th scene (`jaxrecon.data.cache`), after process 0 has removed what killed runs left
+(`engine.open_workdir`, and the cache's own leftovers), and none reads the folder before all have
+finished; a scene failing in any process fails the run in every process.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import jax
 
 from jaxrecon.data.cache import cache_scenes
 from jaxrecon.errors import UserError
+from jaxrecon.train import multihost
 from jaxrecon.train.progress import timed
 
 
@@ -27,11 +33,20 @@ def cached_split(config, workdir: pathlib.Path, build_jobs: Callable) -> tuple[l
     folder = workdir / "cache"
     settings = config.data.prepare.to_dict()
     with timed(f"pseudo-label cache {folder}"):
+      # The barrier: process 0's clean-ups (open_workdir's, then the cache's own) are over
+      # before any process writes a scene.
       report = cache_scenes(build_jobs(settings), folder, provenance=settings,
-                            progress=jax.process_index() == 0)
+                            progress=jax.process_index() == 0,
+                            process_index=jax.process_index(), process_count=jax.process_count(),
+                            synchronize=lambda: multihost.barrier("cache folder set up"))
+    # Also waits for every process's scenes: nobody lists the folder before they are written.
+    failed = multihost.total(len(report.failed), "cache failures")
     if report.failed:
       raise UserError(f"{folder}: {len(report.failed)} scene(s) failed: " + "; ".join(
           f"{name}: {error}" for name, error in list(report.failed.items())[:3]))
+    if failed:
+      raise UserError(f"{folder}: {failed} scene(s) failed in other processes (see their "
+                      f"error output)")
   paths = sorted(folder.glob("*.npz"))
   held_out = config.data.num_eval_scenes
   if len(paths) <= held_out:
