@@ -3,8 +3,14 @@
 One checkpoint per saved step holds both items, written asynchronously (training goes on while the
 arrays are written) and atomically by Orbax (a killed save leaves no half checkpoint behind), so a
 run killed at any moment restarts from its last complete checkpoint and continues with exactly the
-batches it would have seen. Multi-host: every process calls `save`; Orbax writes one checkpoint
-for all of them (arrays sharded across hosts are written by their owners).
+batches it would have seen.
+
+Several processes: every process calls `save` and `restore` with the same step; Orbax writes one
+checkpoint folder per step for all of them (each array shard once, by the process holding its
+first replica; metadata by process 0), and its data/ item holds one grain iterator position per
+process, data/process_<i>-of-<n>.json, written and read back by process i (grain's handler). A run
+therefore resumes with the number of processes it was saved with; another number is refused in one
+line (`check_data_positions`) rather than starting some process's data from the wrong place.
 
 Resume order (`restore_or_init`): the run's own workdir if it holds a checkpoint, else
 `init_from` (another run's checkpoint folder or a step folder inside it; only the train state is
@@ -17,6 +23,7 @@ from typing import Any, Callable, Optional
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxrecon.errors import UserError
@@ -58,18 +65,21 @@ class Checkpointer:
               step: Optional[int] = None) -> Any:
     """The state at `step` (default latest); moves `data_iterator` to its saved position.
 
-    abstract_state: pytree of jax.ShapeDtypeStruct (with shardings) describing the state.
+    abstract_state: pytree of jax.ShapeDtypeStruct describing the state; leaves without a
+      sharding are restored whole on this process's first device (`restore_target`).
     """
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"{self.directory}: no checkpoint to restore")
-    items = {"state": ocp.args.StandardRestore(abstract_state)}
+    items = {"state": ocp.args.StandardRestore(restore_target(abstract_state))}
     if data_iterator is not None:
+      check_data_positions(self.directory / str(step))
       items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     try:
-      return self._manager.restore(step, args=ocp.args.Composite(**items)).state
+      state = self._manager.restore(step, args=ocp.args.Composite(**items)).state
     except (ValueError, KeyError, TypeError) as e:
       raise mismatch_error(self.directory / str(step), e) from e
+    return host_local(state, abstract_state)
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -77,6 +87,51 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def restore_target(abstract_state: Any) -> Any:
+  """`abstract_state` with this process's first device as the sharding of every leaf that has
+  none (jax.eval_shape gives none): where a fresh state is created. Without it Orbax would
+  rebuild the saved shardings, which name the devices of the run that wrote the checkpoint and
+  fail ("Topology mismatch") for a checkpoint written by another number of processes or
+  devices, e.g. a multi-host run evaluated on one machine."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def target(leaf):
+    if getattr(leaf, "sharding", None) is not None:
+      return leaf
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device,
+                                weak_type=leaf.weak_type)
+  return jax.tree.map(target, abstract_state)
+
+
+def host_local(state: Any, abstract_state: Any) -> Any:
+  """With several processes, the leaves restored by `restore_target` (committed to this
+  process's first device) as numpy arrays: jax places a host value on a mesh spanning all
+  processes (the same value in each), but refuses to move a committed device array to devices of
+  other processes. One process: `state` as it is."""
+  if jax.process_count() == 1:
+    return state
+  return jax.tree.map(lambda leaf, spec: leaf if getattr(spec, "sharding", None) is not None
+                      else np.asarray(leaf), state, abstract_state)
+
+
+def data_position_file(step_dir: pathlib.Path, process_index: int,
+                       process_count: int) -> pathlib.Path:
+  """Where grain's checkpoint handler keeps process `process_index`'s iterator position."""
+  return step_dir / "data" / f"process_{process_index}-of-{process_count}.json"
+
+
+def check_data_positions(step_dir: pathlib.Path) -> None:
+  """UserError when the step folder's data positions were written by another number of
+  processes than this run has (grain would fail with "File ... does not exist")."""
+  mine = data_position_file(step_dir, jax.process_index(), jax.process_count())
+  written = sorted((step_dir / "data").glob("process_*-of-*.json"))
+  if written and not mine.exists():
+    saved_count = written[0].stem.rpartition("-of-")[2]
+    raise UserError(f"{step_dir}: saved by {saved_count} process(es) (one data position each), "
+                    f"this run has {jax.process_count()}; resume it with --num_processes="
+                    f"{saved_count}")
 
 
 def mismatch_error(where: pathlib.Path, error: Exception) -> UserError:
@@ -102,7 +157,8 @@ def _state_only(path: pathlib.Path, abstract_state: Any) -> Any:
     step_dir = path / str(steps[0])
   with ocp.StandardCheckpointer() as ckpt:
     try:
-      return ckpt.restore(step_dir / "state", abstract_state)
+      return host_local(ckpt.restore(step_dir / "state", restore_target(abstract_state)),
+                        abstract_state)
     except (ValueError, KeyError, TypeError) as e:
       raise mismatch_error(step_dir, e) from e
 
