@@ -218,8 +218,9 @@ def make_dataset(source, config: PipelineConfig, *, process_index: int = 0,
   Args:
     source: a random-access source of records (a list of dicts, or `NpzSource`).
     config: PipelineConfig.
-    process_index, process_count: each process reads its own shard of the records (multi-host);
-      the shards are disjoint and together cover the records.
+    process_index, process_count: each process yields its own `batch_size` rows of every global
+      batch (`jaxrecon.data.batching.ProcessRows`), so N processes feed the batches one process
+      with N x batch_size would, and each sample is made by one process only.
   """
   if isinstance(source, NpzSource):
     source.check_views(config.num_views)

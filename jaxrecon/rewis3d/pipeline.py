@@ -322,8 +322,9 @@ def make_seg_dataset(source, config: SegPipelineConfig, *, process_index: int = 
     source: `SegNpzSource` (or any random-access source of elements {"record", "cloud",
       "target_view"}); its min_confidence_percentile must equal the config's.
     config: SegPipelineConfig.
-    process_index, process_count: each process reads its own shard of the (scene, view) pairs
-      (multi-host); the shards are disjoint and together cover the pairs.
+    process_index, process_count: each process yields its own `batch_size` rows of every global
+      batch of (scene, view) samples (`jaxrecon.data.batching.ProcessRows`), so N processes feed
+      the batches one process with N x batch_size would.
   """
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index: expected 0 <= process_index < process_count = "

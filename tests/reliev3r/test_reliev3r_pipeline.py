@@ -119,14 +119,21 @@ def test_worker_count_does_not_change_batches(source):
   assert all(_equal(x, y) for x, y in zip(a, b))
 
 
-def test_processes_read_disjoint_shards(source):
-  def scene_ids(process_index):
-    cfg = PipelineConfig(**{**CONFIG.__dict__, "batch_size": 1, "shuffle": False,
-                            "view_selection": "window", "num_views": V, "zoom": (1.0, 1.0)})
-    batches, _ = _batches(make_dataset(source, cfg, process_index=process_index,
-                                       process_count=2), 3)
-    return {float(b["mono_depth"][0, 0, 0, 0]) for b in batches}
-  assert not scene_ids(0) & scene_ids(1)
+def test_two_processes_feed_the_one_process_batch(source):
+  """Process p's rows of every batch are rows [p * b, (p + 1) * b) of the batch one process with
+  2 x b makes (same shuffle, same per-sample randomness), so the run's samples do not depend on
+  the process count; and no sample is made by both processes."""
+  def stream(batch_size, process_index=0, process_count=1):
+    cfg = PipelineConfig(**{**CONFIG.__dict__, "batch_size": batch_size})
+    return _batches(make_dataset(source, cfg, process_index=process_index,
+                                 process_count=process_count), 3)[0]
+  one = stream(2)
+  halves = [stream(1, p, 2) for p in (0, 1)]
+  for k, batch in enumerate(one):
+    for key, value in batch.items():
+      joined = np.concatenate([halves[0][k][key], halves[1][k][key]])
+      np.testing.assert_array_equal(joined, value, err_msg=f"batch {k}, {key}")
+    assert not np.array_equal(halves[0][k]["images"], halves[1][k]["images"])
 
 
 def test_random_view_selection_prefers_overlap(source):
