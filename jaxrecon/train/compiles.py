@@ -8,9 +8,11 @@
 
 A recompiled train step costs as much as the first step (tens of seconds at paper size) and
 usually means a shape, dtype, weak type or sharding of the state or batch changed between steps.
-The counter listens to jax's backend-compile event (one per XLA compilation, cache misses only)
-and counts only compilations on the thread that entered it: Orbax saves checkpoints on its own
-threads, and their work is not the loop's.
+The counter listens to jax's backend-compile event (one per program the in-memory jit caches
+missed: jax records it for an XLA compilation and for a program loaded from the persistent
+compile cache alike, so a run with JAX_COMPILATION_CACHE_DIR set is still told) and counts only
+events on the thread that entered it: Orbax saves checkpoints on its own threads, and their work
+is not the loop's.
 """
 from __future__ import annotations
 

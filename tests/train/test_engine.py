@@ -247,3 +247,42 @@ def test_a_step_that_compiles_again_is_reported_with_its_number(tmp_path, capsys
   out = capsys.readouterr().out
   assert "warning: the train step compiled again at step 4" in out
   assert "compiled again after the first step: train step at step 4" in out
+
+
+def test_compile_counter_counts_programs_loaded_from_the_persistent_cache(tmp_path):
+  """A step whose in-memory jit cache missed counts once, whether XLA compiled it or the
+  persistent cache (JAX_COMPILATION_CACHE_DIR) supplied it: a cache hit still means the step was
+  traced and lowered again, and a run without the cache would have compiled."""
+  from jax.experimental.compilation_cache import compilation_cache
+  from jaxrecon.train.compiles import CompileCounter
+  hits = []
+
+  def on_hit(event, **kwargs):
+    if event == "/jax/compilation_cache/cache_hits":
+      hits.append(event)
+
+  def f(x):
+    return jnp.sin(x) * 3.0 + 0.25
+
+  x = jnp.arange(7.0, dtype=jnp.float32)
+  old = (jax.config.jax_compilation_cache_dir,
+         jax.config.jax_persistent_cache_min_compile_time_secs)
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path / "cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  compilation_cache.reset_cache()
+  jax.monitoring.register_event_listener(on_hit)
+  try:
+    counts = []
+    for _ in range(2):
+      jax.clear_caches()          # the in-memory caches only; the second call reads the disk
+      with CompileCounter() as counter:
+        jax.block_until_ready(jax.jit(f)(x))
+        jax.block_until_ready(jax.jit(f)(x))   # in memory now: not counted
+      counts.append(counter.count)
+  finally:
+    jax.monitoring.unregister_event_listener(on_hit)
+    jax.config.update("jax_compilation_cache_dir", old[0])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", old[1])
+    compilation_cache.reset_cache()
+  assert counts == [1, 1]
+  assert len(hits) == 1, "the second pass was not served by the persistent cache"

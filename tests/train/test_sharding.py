@@ -156,12 +156,12 @@ def test_reliev3r_fsdp_equals_data_parallel(batch, assert_same_updates):
   _compare(fresh, runs, assert_same_updates)
 
 
-def test_rewis3d_fsdp_equals_data_parallel(assert_same_updates):
-  """Both branches, shipped optimisers + EMA teachers; fsdp 4 on 8 devices (2 x 4, both mesh
-  axes in use) against one unsharded device. Data parallelism over 8 devices against one device
-  is tests/rewis3d/test_rewis3d_step.py's 1-vs-8 test, so it is not compiled again here (each
-  8-device compile of this step costs ~1 min on 2 cores); the fully sharded 1 x 8 case is
-  covered by the Reliev3R test, the rule being model-independent."""
+def test_rewis3d_one_device_data_parallel_and_fsdp_agree(assert_same_updates):
+  """Both branches with the shipped optimisers (clip + AdamW, the demo config's settings without
+  warm-up) and EMA teachers (#11): one device, pure data parallelism over 8 (8 x 1, the Rewis3d
+  configs' layout) and fsdp 4 (2 x 4, both mesh axes in use) give the same losses and parameter
+  updates. The fully sharded 1 x 8 case is covered by the Reliev3R test, the rule being
+  model-independent (each 8-device compile of this step costs ~1 min on 2 cores)."""
   k, b, h, w, n = 4, 8, 32, 32, 128
   rng = np.random.default_rng(0)
   weak = rng.normal(size=(b, n, 3)).astype(np.float32)
@@ -198,7 +198,7 @@ def test_rewis3d_fsdp_equals_data_parallel(assert_same_updates):
                           txs=tuple(txs.items()), config=config, mesh=mesh)
 
   runs = []
-  for fsdp, devices in ((1, jax.devices()[:1]), (4, None)):
+  for fsdp, devices in ((1, jax.devices()[:1]), (1, None), (4, None)):
     _, state = create_seg_state(models(), txs)
     losses, state = _run(state, seg_batch, fsdp, step, devices)
     params = {m: br.params for m, br in state.branches.items()}
