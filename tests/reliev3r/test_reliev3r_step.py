@@ -1,5 +1,5 @@
-"""The Reliev3R sharded train step: same updates on 1 and 8 devices (shipped AdamW), loss goes
-down."""
+"""The Reliev3R train step: the loss goes down, no float64 leaks. One device against 8 (data
+parallel and fsdp, shipped AdamW) is tests/train/test_sharding.py's Reliev3R test."""
 import pathlib
 import sys
 
@@ -58,22 +58,6 @@ def _run(batch, devices, steps=1, tx=None):
     check_finite(int(state.step), jax.device_get(metrics))
     history.append(float(metrics["loss"]))
   return state, history
-
-
-def test_one_and_eight_devices_give_the_same_updates(batch, assert_same_updates):
-  """With the shipped AdamW (#11). Before the 7-DOF gauge fix, the camera head's translation bias
-  (a pure global translation, gradient = rounding noise) moved by +-lr with device-dependent signs:
-  its update differed by 33% of lr between 1 and 8 devices."""
-  assert jax.device_count() >= 8
-  tx = shipped_optimizer()
-  one, _ = _run(batch, jax.devices()[:1], tx=tx)
-  eight, _ = _run(batch, jax.devices()[:8], tx=tx)
-  assert int(eight.step) == 1
-  _, fresh = create_state(Reliev3R(MODEL, rngs=nnx.Rngs(0)), tx)
-  moved = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-              for a, b in zip(jax.tree.leaves(fresh.params), jax.tree.leaves(one.params)))
-  assert moved > 1e-4  # the step really changed the parameters
-  assert_same_updates(fresh.params, one.params, eight.params)
 
 
 def test_loss_decreases_over_a_few_steps(batch):

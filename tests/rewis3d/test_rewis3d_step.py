@@ -70,43 +70,42 @@ def test_bad_objective_configs():
     create_seg_state({"3d": _models()["3d"]}, _txs(["3d"]))
 
 
-def test_no_gradient_crosses_branches(batch):
+def _grad_fn(state, batch, graphdefs, config):
+  """jit(params -> (gradient, metrics)) of the Rewis3d losses at `state`'s teachers."""
+  return jax.jit(jax.grad(lambda p: seg_losses(p, state, batch, graphdefs=graphdefs,
+                                               config=config), has_aux=True))
+
+
+def test_no_gradient_crosses_branches_and_remat_keeps_the_gradients(batch):
   """The 2D student's gradient does not depend on the 3D student's parameters (and vice versa),
-  while the cross-modal terms are on: teachers are the only bridge."""
-  models = _models()
-  graphdefs, state = create_seg_state(models, _txs(["2d", "3d"]))
+  while the cross-modal terms are on: teachers are the only bridge.
+
+  Both students recomputing their blocks in the backward pass (the paper configs' remat=True)
+  while their mean teachers run inside the same jax.grad give the same gradients: nnx.remat
+  failed there ("Cannot mutate Param from a different trace level"); models.remat.remat_call
+  must give the plain gradients."""
   config = SegObjectiveConfig(base_steps=0, ramp_steps=0)  # lambda = cmc_weight from step 0
+  graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"]))
   params = {k: b.params for k, b in state.branches.items()}
-  grad = jax.jit(jax.grad(lambda p: seg_losses(p, state, batch, graphdefs=graphdefs,
-                                               config=config)[0]))
-  g = grad(params)
+  grad = _grad_fn(state, batch, graphdefs, config)
+  g, metrics = grad(params)
   shaken = {"2d": jax.tree.map(lambda x: x + 0.3, params["2d"]),
             "3d": jax.tree.map(lambda x: x + 0.3, params["3d"])}
-  g_other3d = grad({"2d": params["2d"], "3d": shaken["3d"]})
-  g_other2d = grad({"2d": shaken["2d"], "3d": params["3d"]})
+  g_other3d, _ = grad({"2d": params["2d"], "3d": shaken["3d"]})
+  g_other2d, _ = grad({"2d": shaken["2d"], "3d": params["3d"]})
   for a, b in zip(jax.tree.leaves(g["2d"]), jax.tree.leaves(g_other3d["2d"])):
     np.testing.assert_array_equal(a, b)
   for a, b in zip(jax.tree.leaves(g["3d"]), jax.tree.leaves(g_other2d["3d"])):
     np.testing.assert_array_equal(a, b)
   # ... and the cross-modal terms do reach each student (through the other branch's teacher).
-  _, metrics = seg_losses(params, state, batch, graphdefs=graphdefs, config=config)
   assert float(metrics["lambda"]) == pytest.approx(0.1)
   assert float(metrics["cmc_2d"]) > 0 and float(metrics["cmc_3d"]) > 0
   assert int(metrics["links"]) == int(np.sum(batch["points_valid"] & (batch["points_pixel"] >= 0)))
 
-
-def test_remat_gives_the_same_gradients_inside_the_step(batch):
-  """Both students recompute their blocks in the backward pass (the paper configs' remat=True)
-  while their mean teachers run inside the same jax.grad: nnx.remat failed there ("Cannot mutate
-  Param from a different trace level"); models.remat.remat_call must give the plain gradients."""
-  config = SegObjectiveConfig(base_steps=0, ramp_steps=0)
-  grads = []
-  for remat in (False, True):
-    graphdefs, state = create_seg_state(_models(remat), _txs(["2d", "3d"]))
-    params = {k: b.params for k, b in state.branches.items()}
-    grads.append(jax.jit(jax.grad(lambda p: seg_losses(p, state, batch, graphdefs=graphdefs,
-                                                       config=config)[0]))(params))
-  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+  graphdefs, state = create_seg_state(_models(remat=True), _txs(["2d", "3d"]))
+  g_remat, _ = _grad_fn(state, batch, graphdefs, config)(
+      {k: b.params for k, b in state.branches.items()})
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_remat)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
