@@ -92,9 +92,11 @@ def test_similarity_invariance(seed, scale):
   a = float(_loss(pix, vis, depth, pose, intr, form="l2_3d")[0])
   b = float(_loss(pix, vis, depth2, pose2, intr, form="l2_3d")[0])
   # l2_3d is not scale invariant (its residual is in world units; callers normalise the scene):
-  # for inlier residuals (Cauchy ~ r^2 / 2) it grows with the square of the scene size.
+  # it moves with the scene size, as scale^e with 0 < e <= 2 (e = 2 for inlier residuals, where
+  # Cauchy ~ r^2 / 2, less as residuals reach its saturating tail). On this scene e is 0.25-0.77
+  # over the tested scales 0.05-20 (measured): a fixed change of the loss would not hold near 1.
   if abs(np.log(scale)) > 0.1:
-    assert abs(np.log(b / a)) > 0.05
+    assert 0.15 < np.log(b / a) / np.log(scale) <= 2.0, (scale, a, b)
 
 
 @pytest.mark.parametrize("form", FORMS)
