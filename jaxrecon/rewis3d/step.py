@@ -122,6 +122,21 @@ def _forward3d(graphdef, params, rest, batch, points):
   return nnx.merge(graphdef, params, rest)(points, batch["points_rgb"], batch["points_valid"])
 
 
+def cross_modal_terms(s2, t2, s3, t3, batch, config: SegObjectiveConfig):
+  """(cmc_2d, cmc_3d, cmc_2d diagnostics): each student against the other branch's teacher.
+
+  s2, t2: (b, h * w, k) 2D student / teacher logits; s3, t3: (b, n, k) 3D ones. A point links
+  to its pixel batch["points_pixel"] (-1: none) when batch["points_valid"]; config.confidence
+  picks which of q (teacher prediction) and c (batch["points_confidence"]) weight the terms."""
+  linked = batch["points_valid"] & (batch["points_pixel"] >= 0)
+  flags = dict(use_prediction_confidence=config.confidence in ("dual", "prediction"),
+               use_reconstruction_confidence=config.confidence in ("dual", "reconstruction"))
+  conf = batch["points_confidence"]
+  cmc2, c2 = cmc_loss(_gather(s2, batch["points_pixel"]), t3, conf, linked, **flags)
+  cmc3, _ = cmc_loss(s3, _gather(t2, batch["points_pixel"]), conf, linked, **flags)
+  return cmc2, cmc3, c2
+
+
 def seg_losses(params, state: SegState, batch, *, graphdefs, config: SegObjectiveConfig):
   """(total loss, metrics) for student params {name: nnx.State}; teachers from state."""
   branches = state.branches
@@ -140,12 +155,7 @@ def seg_losses(params, state: SegState, batch, *, graphdefs, config: SegObjectiv
     t3 = jax.lax.stop_gradient(_forward3d(g3, teacher["3d"], rest3, batch, batch["points_weak"]))
     loss3, diag3 = student_teacher_loss(s3, t3, batch["points_label"], tau=config.tau,
                                         valid=valid)
-    linked = valid & (batch["points_pixel"] >= 0)
-    flags = dict(use_prediction_confidence=config.confidence in ("dual", "prediction"),
-                 use_reconstruction_confidence=config.confidence in ("dual", "reconstruction"))
-    conf = batch["points_confidence"]
-    cmc2, c2 = cmc_loss(_gather(s2, batch["points_pixel"]), t3, conf, linked, **flags)
-    cmc3, c3 = cmc_loss(s3, _gather(t2, batch["points_pixel"]), conf, linked, **flags)
+    cmc2, cmc3, c2 = cross_modal_terms(s2, t2, s3, t3, batch, config)
     lam = config.cmc_lambda(state.step)
     total = total + loss3 + lam * (cmc2 + cmc3)
     metrics.update({"st_3d": loss3, "ce_3d": diag3["ce"], "kl_3d": diag3["kl"],

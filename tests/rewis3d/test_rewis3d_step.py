@@ -12,8 +12,9 @@ from flax import nnx
 from jaxrecon.models.point_transformer import PointTransformer, PointTransformerConfig
 from jaxrecon.models.segformer import SegFormer, SegFormerConfig
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
-from jaxrecon.rewis3d.step import (SegObjectiveConfig, create_seg_state, seg_losses,
-                                   seg_train_step)
+from jaxrecon.losses.segmentation import cmc_loss
+from jaxrecon.rewis3d.step import (SegObjectiveConfig, _flat, _gather, create_seg_state,
+                                   cross_modal_terms, seg_losses, seg_train_step)
 
 
 K = 4
@@ -76,6 +77,7 @@ def _grad_fn(state, batch, graphdefs, config):
                                                config=config), has_aux=True))
 
 
+@pytest.mark.slow
 def test_no_gradient_crosses_branches_and_remat_keeps_the_gradients(batch):
   """The 2D student's gradient does not depend on the 3D student's parameters (and vice versa),
   while the cross-modal terms are on: teachers are the only bridge.
@@ -110,17 +112,30 @@ def test_no_gradient_crosses_branches_and_remat_keeps_the_gradients(batch):
 
 
 def test_confidence_modes_change_the_cross_modal_weighting(batch):
-  models = _models()
-  graphdefs, state = create_seg_state(models, _txs(["2d", "3d"]))
-  params = {k: b.params for k, b in state.branches.items()}
+  """config.confidence picks the weights of both cross-modal terms: "dual" q * c, "prediction" q,
+  "reconstruction" c, "none" 1; the four give four different losses on the same logits.
+  (seg_losses reaching these terms is test_no_gradient_crosses_branches...'s cmc metrics.)"""
+  rng = np.random.default_rng(2)
+  s2, t2 = (jnp.asarray(rng.normal(size=(B, H * W, K)), jnp.float32) for _ in range(2))
+  s3, t3 = (jnp.asarray(rng.normal(size=(B, N, K)), jnp.float32) for _ in range(2))
+  linked = batch["points_valid"] & (batch["points_pixel"] >= 0)
+  conf = batch["points_confidence"]
+  flags = {"dual": (True, True), "prediction": (True, False), "reconstruction": (False, True),
+           "none": (False, False)}
   values = {}
-  for mode in ("dual", "prediction", "reconstruction", "none"):
-    config = SegObjectiveConfig(base_steps=0, ramp_steps=0, confidence=mode)
-    _, m = seg_losses(params, state, batch, graphdefs=graphdefs, config=config)
-    values[mode] = float(m["cmc_2d"])
-  assert len({round(v, 6) for v in values.values()}) == 4, values
+  for mode, (q, c) in flags.items():
+    cmc2, cmc3, _ = cross_modal_terms(s2, t2, s3, t3, batch,
+                                      SegObjectiveConfig(confidence=mode))
+    kw = dict(use_prediction_confidence=q, use_reconstruction_confidence=c)
+    want2, _ = cmc_loss(_gather(s2, batch["points_pixel"]), t3, conf, linked, **kw)
+    want3, _ = cmc_loss(s3, _gather(t2, batch["points_pixel"]), conf, linked, **kw)
+    np.testing.assert_allclose([cmc2, cmc3], [want2, want3], rtol=1e-6)
+    values[mode] = (float(cmc2), float(cmc3))
+  for i in range(2):
+    assert len({round(v[i], 6) for v in values.values()}) == 4, values
 
 
+@pytest.mark.slow
 def test_step_updates_students_and_ema_teachers(batch):
   graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"]))
   before = jax.tree.map(np.asarray, state)
@@ -140,12 +155,16 @@ def test_step_updates_students_and_ema_teachers(batch):
 
 
 def test_ema_baseline_has_the_2d_branch_only(batch):
+  """The step of the EMA baseline (a 2D branch alone) has no 3D or cross-modal terms. Traced
+  only: the baseline's steps run (and are checked finite) in tests/rewis3d/test_rewis3d_task.py."""
   models = _models()
   graphdefs, state = create_seg_state({"2d": models["2d"]}, _txs(["2d"]))
-  state, metrics = seg_train_step(state, batch, graphdefs=tuple(graphdefs.items()),
-                                  txs=tuple(_txs(["2d"]).items()), config=SegObjectiveConfig())
-  assert set(state.branches) == {"2d"} and "cmc_2d" not in metrics
-  assert np.isfinite(float(metrics["loss"]))
+  state, metrics = jax.eval_shape(lambda s, b: seg_train_step(
+      s, b, graphdefs=tuple(graphdefs.items()), txs=tuple(_txs(["2d"]).items()),
+      config=SegObjectiveConfig()), state, batch)
+  assert set(state.branches) == {"2d"}
+  assert {"st_2d", "ce_2d", "kl_2d", "loss"} <= set(metrics)
+  assert not any(k.endswith("_3d") or k.startswith("cmc") for k in metrics), sorted(metrics)
 
 
 def test_train_step_makes_no_float64(batch):
@@ -164,7 +183,6 @@ def test_train_step_makes_no_float64(batch):
 
 def test_gathered_pixels_match_the_flat_image(batch):
   """The 2D logits the cross-modal term reads for a point are those of its pixel."""
-  from jaxrecon.rewis3d.step import _flat, _gather
   logits = jnp.asarray(np.random.default_rng(1).normal(size=(B, H, W, K)), jnp.float32)
   got = np.asarray(_gather(_flat(logits), jnp.asarray(batch["points_pixel"])))
   for b in range(B):
