@@ -38,6 +38,13 @@ if not flags.FLAGS.is_parsed():
 SHARED_DATA = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+  """The slow tests (minutes each) run first, in their collection order: under `-n 2 --dist
+  worksteal` one worker starts on them while the other runs the short tests and then steals from
+  the end of the first one's queue, so no long test starts last and leaves a worker idle."""
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def shared_data():
   """Path to ../shared/data; skips the test with a message when it is absent."""

@@ -186,6 +186,7 @@ def fitted(shared_data, tmp_path_factory):
   return out, cameras, result.stderr
 
 
+@pytest.mark.slow
 def test_fit_cli_outputs(fitted):
   out, cameras, stderr = fitted
   assert "replaced the earlier outputs" in stderr and "[8/8]" in stderr
@@ -229,6 +230,7 @@ def test_fit_cli_outputs(fitted):
   assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no staging left
 
 
+@pytest.mark.slow
 def test_fit_cli_colmap_model_and_ply_agree(fitted):
   out, cameras, _ = fitted
   model, image_dir = out / "colmap" / "sparse" / "0", out / "colmap" / "images"
@@ -267,6 +269,7 @@ def test_fit_cli_colmap_model_and_ply_agree(fitted):
   np.testing.assert_array_equal(cloud["confidence"], [len(points3d[i].track) for i in ids])
 
 
+@pytest.mark.slow
 def test_fit_cli_model_runs_in_colmaps_bundle_adjuster(fitted):
   pycolmap = pytest.importorskip("pycolmap", reason="pycolmap is not installed (optional check)")
   out, _, _ = fitted
@@ -293,6 +296,7 @@ def test_fit_cli_model_runs_in_colmaps_bundle_adjuster(fitted):
     assert np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))) < 0.2
 
 
+@pytest.mark.slow
 def test_fit_cli_dense_depth_agrees_with_the_sparse_model(fitted):
   """--dense: each registered view's plane-sweep depth, where confident, matches the depth of the
   fit's own triangulated points (an independent estimate from the tracks) at their pixels, and

@@ -276,6 +276,7 @@ def test_rope_relative_and_register_identity():
   assert abs(float(logit((0, 0), (1, 2)) - logit((0, 0), (2, 1)))) > 1e-4
 
 
+@pytest.mark.slow
 def test_bfloat16_model_tracks_float32_over_a_few_steps():
   """#11: with a float32 residual stream (norms and LayerScale too) and attention / MLP in
   bfloat16, a bf16 model trained for 5 Adam steps tracks the float32 one from the same weights.

@@ -135,6 +135,7 @@ def _compare(fresh, runs, assert_same_updates):
     assert_same_updates(fresh, params_dp, params, rtol=UPDATE_RTOL)
 
 
+@pytest.mark.slow
 def test_reliev3r_one_device_data_parallel_and_fsdp_agree(batch, assert_same_updates):
   """One device, fsdp 1 (8 x 1), 2 (4 x 2) and 8 (1 x 8): same losses and updates with the
   shipped AdamW (#11; the tiny model, batch of 8 samples and optimiser of
@@ -162,6 +163,7 @@ def test_reliev3r_one_device_data_parallel_and_fsdp_agree(batch, assert_same_upd
   _compare(fresh, runs, assert_same_updates)
 
 
+@pytest.mark.slow
 def test_rewis3d_one_device_data_parallel_and_fsdp_agree(assert_same_updates):
   """Both branches with the shipped optimisers (clip + AdamW, the demo config's settings without
   warm-up) and EMA teachers (#11): one device, pure data parallelism over 8 (8 x 1, the Rewis3d
