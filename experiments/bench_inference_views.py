@@ -17,12 +17,12 @@ import json
 import os
 import pathlib
 import sys
-import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from bench_attention_memory import GIB, HERE, load_average, run_isolated  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 VIEWS = (8, 16, 32, 64, 128, 200)
 REFERENCE_MAX_VIEWS = 64
@@ -42,7 +42,6 @@ turning quadratic (global attention FLOPs ~ v^2) at large v for both kernels.
 def demo_rows() -> list[dict]:
   """Executed on CPU: the tiny model, one scene of v views of 64^2, per kernel."""
   import jax
-  import numpy as np
   from flax import nnx
   from jaxrecon.models import ModelConfig, Reliev3R
 
@@ -60,13 +59,9 @@ def demo_rows() -> list[dict]:
       compiled = forward.lower(state, images).compile()
       compiled(state, images).block_until_ready()            # warm-up
       repeats = 5 if v <= 32 else 2
-      times = []
-      for _ in range(repeats):
-        t0 = time.perf_counter()
-        compiled(state, images).block_until_ready()
-        times.append(time.perf_counter() - t0)
+      seconds = median_seconds(lambda: compiled(state, images).block_until_ready(), repeats)
       mem = compiled.memory_analysis()
-      rows.append(dict(table="demo", attention=attention, views=v, seconds=float(np.median(times)),
+      rows.append(dict(table="demo", attention=attention, views=v, seconds=seconds,
                        temp_bytes=int(mem.temp_size_in_bytes)))
       print(rows[-1], flush=True)
   return rows

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 # One thread everywhere, set before the libraries start their pools.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -31,6 +30,7 @@ import numpy as np  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from jaxrecon.geometry.triangulation import triangulate  # noqa: E402
+from timing import median_seconds  # noqa: E402  (experiments/, the script's folder)
 
 try:
   import kornia.geometry.epipolar as kepi
@@ -67,13 +67,7 @@ def reproj_error(proj, pixels, points):
 
 
 def timeit(fn, repeats):
-  fn()  # compile / warm up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+  return median_seconds(fn, repeats, warmup=True)  # the warm-up call compiles
 
 
 def jax_fns(proj, pixels, dtype=jnp.float32):

@@ -54,16 +54,7 @@ from jaxrecon.reliev3r.step import train_step  # noqa: E402
 from jaxrecon.reliev3r.task import build, predict  # noqa: E402
 from jaxrecon.rewis3d.step import SegObjectiveConfig, seg_train_step  # noqa: E402
 from jaxrecon.rewis3d.task import build_seg  # noqa: E402
-
-
-def timed_median(fn, repeats: int) -> float:
-  """Median wall time of fn() (which must block until its result is ready)."""
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+from timing import median_seconds  # noqa: E402  (experiments/, the script's folder)
 
 
 def matmul_peak(dtype, n: int) -> float:
@@ -72,7 +63,7 @@ def matmul_peak(dtype, n: int) -> float:
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
   f = jax.jit(lambda x, y: x @ y)
   f(a, b).block_until_ready()
-  best = min(timed_median(lambda: f(a, b).block_until_ready(), 3) for _ in range(3))
+  best = min(median_seconds(lambda: f(a, b).block_until_ready(), 3) for _ in range(3))
   return 2 * n**3 / best
 
 
@@ -142,7 +133,7 @@ def reliev3r_row(args, paths, peaks) -> tuple[dict, dict]:
     cfg = dataclasses.replace(objective_config, registration=form)
     grad = jax.jit(jax.grad(lambda o, b, cfg=cfg: objective(o, b, cfg)[0]))
     jax.block_until_ready(grad(outputs, batch))
-    t = timed_median(lambda: jax.block_until_ready(grad(outputs, batch)), 5)
+    t = median_seconds(lambda: jax.block_until_ready(grad(outputs, batch)), 5)
     losses[f"Reliev3R objective, registration={form}"] = t / seconds
   return row, losses
 
@@ -202,7 +193,7 @@ def rewis3d_row(args, peaks) -> tuple[dict, dict]:
 
   grad = jax.jit(jax.grad(losses_fn, argnums=(0, 1)))
   jax.block_until_ready(grad(s2, s3))
-  t = timed_median(lambda: jax.block_until_ready(grad(s2, s3)), 5)
+  t = median_seconds(lambda: jax.block_until_ready(grad(s2, s3)), 5)
   return row, {"Rewis3d student-teacher 2D + 3D + both cross-modal terms": t / seconds}
 
 

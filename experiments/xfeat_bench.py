@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from timing import median_seconds  # noqa: E402
 from xfeat_parity import DATA, load_rgb  # noqa: E402  (same image loading as the parity run)
 
 TIMING_IMAGES = [f"templeRing/templeR00{n}.png" for n in range(13, 21)]  # 8 views, 640x480
@@ -37,12 +38,7 @@ REPEATS = 5
 
 
 def _median_time(fn, repeats=REPEATS):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  return median_seconds(fn, repeats)
 
 
 def torch_stage(out: str) -> None:

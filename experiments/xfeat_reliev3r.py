@@ -142,7 +142,7 @@ def main():
 
 def write_table(rows: list, md: pathlib.Path, out: pathlib.Path) -> None:
   cmd = "python experiments/xfeat_reliev3r.py " + " ".join(sys.argv[1:])
-  lines = [f"# The Reliev3R demo trained on SIFT vs XFeat tracks\n",
+  lines = ["# The Reliev3R demo trained on SIFT vs XFeat tracks\n",
            f"Produced by `{cmd}` ({platform.node()}, {os.cpu_count()} CPU cores; jax devices: "
            f"{_devices()}). Mean +- std over seeds {sorted({r['seed'] for r in rows})}; held-out "
            "scenes of the cache (the same rendered scenes for both trackers).\n",
