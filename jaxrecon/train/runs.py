@@ -34,9 +34,10 @@ def restore_latest(checkpoints: pathlib.Path, init_state):
   """(state, step) of the latest checkpoint in `checkpoints`; init_state builds a fresh state
   (only traced, under jax.eval_shape, for the restore target)."""
   manager = Checkpointer(checkpoints, async_save=False)
-  step = manager.latest_step()
-  if step is None:
-    raise FileNotFoundError(f"{checkpoints}: no checkpoint to restore")
-  state = manager.restore(jax.eval_shape(init_state), step=step)
-  manager.close()
-  return state, step
+  try:
+    step = manager.latest_step()
+    if step is None:
+      raise FileNotFoundError(f"{checkpoints}: no checkpoint to restore")
+    return manager.restore(jax.eval_shape(init_state), step=step), step
+  finally:
+    manager.close()   # also on "no checkpoint"

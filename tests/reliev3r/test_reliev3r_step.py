@@ -46,8 +46,8 @@ def shipped_optimizer():
   return make_optimizer(optim, steps=10)
 
 
-def _run(batch, devices, steps=1, tx=None):
-  tx = optax.adam(1e-3) if tx is None else tx
+def _run(batch, devices, steps=1):
+  tx = optax.adam(1e-3)
   graphdef, state = create_state(Reliev3R(MODEL, rngs=nnx.Rngs(0)), tx)
   mesh = make_mesh(devices)
   state = replicate(state, mesh)
