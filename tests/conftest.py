@@ -2,6 +2,7 @@
 
 The environment must be set before jax is imported anywhere, so this runs first.
 """
+import contextlib
 import os
 import pathlib
 
@@ -23,9 +24,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402
 
-# float64 is needed for the reference computations and check_grads; every library function is
-# tested in float32 explicitly where float32 accuracy is the claim.
-jax.config.update("jax_enable_x64", True)
 # In this process only small programs are left out of the cache again (the environment's 0 above
 # is for the launched commands): keying and writing every tiny eager program made the in-process
 # tests slower (CI: fit cases 24 -> 28-32 s, point-transformer tests 26 -> 35 s).
@@ -36,6 +34,31 @@ if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+# float64 is off, as for a user, so that a float64 leak in the library shows as a float64 array
+# or a dtype error; a test whose reference (or check_grads) needs jax in float64 is marked x64 and
+# runs its set-up, body and tear-down with float64 on (numpy references need no marker).
+def _x64(item):
+  return jax.enable_x64(True) if item.get_closest_marker("x64") else contextlib.nullcontext()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+  with _x64(item):
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+  with _x64(item):
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item):
+  with _x64(item):
+    return (yield)
 
 
 def pytest_collection_modifyitems(config, items):

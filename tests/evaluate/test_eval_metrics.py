@@ -203,12 +203,13 @@ def test_rra_rta_percentages():
 # ------------------------------------------------------------------------------------ alignment
 
 
+@pytest.mark.x64  # the jax umeyama as a float64 reference at 1e-12
 def test_camera_sim3_is_geometry_umeyama_of_the_centres():
   rng = _rng(5)
   gt = np.stack([_pose(_rot_deg(rng.normal(size=3), 20.0), rng.normal(size=3)) for _ in range(9)])
   pred = np.stack([_pose(_rot_deg(rng.normal(size=3), 20.0), rng.normal(size=3)) for _ in range(9)])
   s, R, t = M.camera_sim3(pred, gt)
-  s2, R2, t2 = umeyama(M.camera_centers_np(pred), M.camera_centers_np(gt))  # x64 in the tests
+  s2, R2, t2 = umeyama(M.camera_centers_np(pred), M.camera_centers_np(gt))
   assert isinstance(s, float) and R.dtype == np.float64
   np.testing.assert_allclose(s, np.asarray(s2), rtol=1e-12)
   np.testing.assert_allclose(R, np.asarray(R2), atol=1e-12)

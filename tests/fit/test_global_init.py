@@ -105,6 +105,7 @@ def test_positions_from_rays_are_exact_and_sign_safe():
   np.testing.assert_allclose(scale * (pos.points - pos.centres[0]), points - true_c[0], atol=1e-6)
 
 
+@pytest.mark.x64  # float64 central differences at 1e-9
 def test_bundle_jacobians_match_finite_differences():
   rng = np.random.default_rng(5)
   rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
@@ -132,6 +133,7 @@ def test_bundle_jacobians_match_finite_differences():
   np.testing.assert_allclose(jp[0], num_p, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.x64  # float64 central differences at 1e-9
 def test_bundle_focal_jacobian_matches_finite_differences():
   """The log-focal-scale column of the Jacobian (refine_focal) against a float64 numpy
   reference that rebuilds the observed ray from its pixel with the scaled focal."""

@@ -11,6 +11,8 @@ from scipy.spatial.transform import Rotation
 from jaxrecon.geometry.alignment import apply_similarity, umeyama, weighted_mad, weighted_median
 from jaxrecon.geometry.rotations import rotation_angle
 
+pytestmark = pytest.mark.x64  # float64 references (numpy, scipy) and check_grads
+
 SETTINGS = settings(max_examples=25, deadline=None)
 
 

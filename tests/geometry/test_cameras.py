@@ -13,6 +13,8 @@ from scipy.spatial.transform import Rotation
 from jaxrecon.geometry import cameras as cam
 from jaxrecon.geometry.sampling import sample_bilinear
 
+pytestmark = pytest.mark.x64  # float64 references (OpenCV, scipy) and check_grads
+
 SETTINGS = settings(max_examples=25, deadline=None)
 
 

@@ -11,6 +11,8 @@ from scipy.spatial.transform import Rotation
 
 from jaxrecon.geometry import rotations as rot
 
+pytestmark = pytest.mark.x64  # float64 references (scipy, OpenCV) at 1e-10 and check_grads
+
 SETTINGS = settings(max_examples=25, deadline=None)
 
 

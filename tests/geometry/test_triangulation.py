@@ -10,6 +10,8 @@ from jax.test_util import check_grads
 
 from jaxrecon.geometry.triangulation import triangulate, triangulate_with_info
 
+pytestmark = pytest.mark.x64  # a float64 reference and check_grads
+
 _jit_triangulate = jax.jit(triangulate)
 K = np.array([[520.0, 0.0, 320.0], [0.0, 510.0, 240.0], [0.0, 0.0, 1.0]])
 

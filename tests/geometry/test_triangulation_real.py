@@ -210,7 +210,7 @@ def test_three_view_tracks_reproject_below_threshold_float32(temple):
 # --- two views against OpenCV -------------------------------------------------------------------
 
 
-DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64")]
+DTYPES = [pytest.param(np.float32, id="float32"), pytest.param(np.float64, id="float64", marks=pytest.mark.x64)]
 SOLVERS = ["ray", "svd"]
 
 

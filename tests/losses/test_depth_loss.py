@@ -10,6 +10,9 @@ from jax.test_util import check_grads
 
 from jaxrecon.losses.depth import median_mad_normalize, relative_depth_loss, ssi_depth_loss
 
+# float64 numpy references and check_grads; the float32 test compares with a float64 run.
+pytestmark = pytest.mark.x64
+
 SETTINGS = settings(max_examples=25, deadline=None)
 B, V, H, W = 2, 3, 6, 7
 

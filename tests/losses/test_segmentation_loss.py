@@ -13,6 +13,8 @@ from jax.test_util import check_grads
 from jaxrecon.losses.segmentation import (cmc_loss, consistency_kl, masked_cross_entropy,
                                           student_teacher_loss)
 
+pytestmark = pytest.mark.x64  # float64 numpy references at 1e-12 and check_grads
+
 IGNORE = 255
 
 

@@ -10,6 +10,8 @@ from scipy.spatial.transform import Rotation
 
 from jaxrecon.losses.supervised import supervised_loss
 
+pytestmark = pytest.mark.x64  # a float64 numpy reference, invariances at 1e-6 and check_grads
+
 SETTINGS = settings(max_examples=25, deadline=None)
 B, V, H, W = 2, 3, 4, 5
 

@@ -9,6 +9,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
 
+pytestmark = pytest.mark.x64  # float64 numpy references at 1e-12
+
 _A = {"w": np.array([1.0, 3.0, 0.5]), "b": np.array([[2.0, 1.0], [0.2, 4.0]])}
 _C = {"w": np.array([1.0, -2.0, 0.3]), "b": np.array([[0.5, 0.0], [-1.0, 2.0]])}
 
