@@ -31,9 +31,19 @@ def override(config, overrides: Mapping[str, object]):
 
 def report(rows: list, descriptions: Mapping[str, str], columns: Sequence[tuple],
            panels: Sequence[tuple], folder: pathlib.Path, highlight: Mapping[str, str],
-           unit: str = "scenes") -> None:
-  """Prints the table, writes <folder>/ablation.png and the README block."""
+           unit: str = "scenes", pairs: Sequence[tuple] = (), metrics: Sequence[tuple] = (),
+           footer: str = "") -> None:
+  """Prints the tables, writes <folder>/ablation.png and the README block: the per-variant table
+  and, for `pairs` ((variant, reference)) over `metrics` ((key, header, format,
+  higher_is_better)), the paired differences with their intervals and verdicts; then `footer`."""
   table = markdown(rows, descriptions, columns, unit)
+  if pairs:
+    table += ("\n\nPaired by seed: the difference of the two rows' values for each seed, its mean "
+              "and its 95 % Student-t interval over the seeds; a difference is resolved (better / "
+              "worse) only when the interval excludes 0, otherwise \"not resolved\".\n\n"
+              + comparisons(rows, pairs, metrics))
+  if footer:
+    table += "\n\n" + footer
   print(table)
   bar_plot(rows, list(descriptions), panels, folder / "ablation.png", highlight)
   write_block(folder / "README.md", table)
@@ -62,15 +72,64 @@ def run_missing(results_path: pathlib.Path, only: str, descriptions: Mapping[str
 
 
 def mean_rows(rows: list, variants: Sequence[str], keys: Sequence[str]) -> dict:
-  """variant -> (mean of each key over seeds, number of seeds), in `variants` order. A seed whose
-  value is nan (or missing) makes the mean nan: never silently dropped."""
+  """variant -> ({key: mean over seeds}, number of seeds, {key: sample standard deviation over
+  seeds (nan below 2 seeds)}), in `variants` order. A seed whose value is nan (or missing) makes
+  the mean nan: never silently dropped."""
   table = {}
   for name in variants:
     mine = [r for r in rows if r["variant"] == name]
     if mine:
-      table[name] = ({k: float(np.mean([r.get(k, np.nan) for r in mine])) for k in keys},
-                     len(mine))
+      values = {k: np.array([r.get(k, np.nan) for r in mine], float) for k in keys}
+      table[name] = ({k: float(np.mean(v)) for k, v in values.items()}, len(mine),
+                     {k: float(np.std(v, ddof=1)) if len(v) > 1 else np.nan
+                      for k, v in values.items()})
   return table
+
+
+def paired_difference(rows: list, variant: str, reference: str, key: str,
+                      level: float = 0.95) -> dict:
+  """`variant` minus `reference` on `key`, paired by seed over the seeds both have (a seed fixes
+  the initialisation, the batches and the held-out data, so the per-seed difference removes what
+  the two runs share). Returns {"mean", "lo", "hi", "n"}: the mean difference and its Student-t
+  interval at `level` (lo = hi = nan below 2 paired seeds)."""
+  def by_seed(name):
+    return {r["seed"]: r.get(key, np.nan) for r in rows if r["variant"] == name}
+  a, b = by_seed(variant), by_seed(reference)
+  seeds = sorted(set(a) & set(b))
+  d = np.array([a[s] - b[s] for s in seeds], float)
+  out = {"mean": float(np.mean(d)) if len(d) else np.nan, "lo": np.nan, "hi": np.nan,
+         "n": len(d)}
+  if len(d) >= 2 and np.all(np.isfinite(d)):
+    from scipy import stats
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * np.std(d, ddof=1) / np.sqrt(len(d))
+    out.update(lo=out["mean"] - half, hi=out["mean"] + half)
+  return out
+
+
+def verdict(diff: dict, higher_is_better: bool) -> str:
+  """"better" / "worse" when the interval excludes 0, else "not resolved" (also below 2 seeds)."""
+  if not (np.isfinite(diff["lo"]) and np.isfinite(diff["hi"])) or diff["lo"] <= 0 <= diff["hi"]:
+    return "not resolved"
+  return "better" if (diff["mean"] > 0) == higher_is_better else "worse"
+
+
+def comparisons(rows: list, pairs: Sequence[tuple], metrics: Sequence[tuple],
+                level: float = 0.95) -> str:
+  """A markdown table of paired differences: pairs are (variant, reference); metrics are
+  (key, header, format, higher_is_better)."""
+  lines = ["| variant | vs | " + " | ".join(f"{m[1]}: difference [{level:.0%} interval]"
+                                              for m in metrics) + " | seeds |",
+           "|---|---|" + "---|" * (len(metrics) + 1)]
+  for variant, reference in pairs:
+    cells, n = [], 0
+    for key, _, fmt, higher in metrics:
+      d = paired_difference(rows, variant, reference, key, level)
+      n = d["n"]
+      interval = (f"[{format(d['lo'], fmt)}, {format(d['hi'], fmt)}]"
+                  if np.isfinite(d["lo"]) else "[-]")
+      cells.append(f"{format(d['mean'], '+' + fmt)} {interval} {verdict(d, higher)}")
+    lines.append(f"| {variant} | {reference} | {' | '.join(cells)} | {n} |")
+  return "\n".join(lines)
 
 
 def valid_counts(rows: list, name: str, key: str):
@@ -86,16 +145,17 @@ def valid_counts(rows: list, name: str, key: str):
 
 def markdown(rows: list, variants: Mapping[str, str], columns: Sequence[tuple],
              unit: str = "scenes") -> str:
-  """columns: (key, header, format) triples; variants: name -> description. A cell whose per-seed
-  means skipped nan `unit`s is marked (n/N): n valid of N, fewest over seeds."""
+  """columns: (key, header, format) triples; variants: name -> description. Cells are the mean
+  over seeds +- their sample standard deviation (2+ seeds). A cell whose per-seed means skipped
+  nan `unit`s is marked (n/N): n valid of N, fewest over seeds."""
   table = mean_rows(rows, list(variants), [c[0] for c in columns])
   lines = ["| variant | what | seeds | " + " | ".join(c[1] for c in columns) + " |",
            "|---|---|---|" + "---|" * len(columns)]
   marked = False
-  for name, (m, seeds) in table.items():
+  for name, (m, seeds, sd) in table.items():
     cells = []
     for key, _, fmt in columns:
-      cell = format(m[key], fmt)
+      cell = format(m[key], fmt) + (f" ± {format(sd[key], fmt)}" if seeds > 1 else "")
       counts = valid_counts(rows, name, key)
       if counts:
         cell += f" ({counts[0]}/{counts[1]})"
@@ -119,7 +179,9 @@ def bar_plot(rows: list, variants: Sequence[str], panels: Sequence[tuple], path:
   fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
   for ax, (key, title) in zip(axes[0], panels):
     colours = [(highlight or {}).get(n, "tab:orange") for n in names]
-    ax.bar(range(len(names)), [table[n][0][key] for n in names], color=colours)
+    spread = [table[n][2][key] for n in names]
+    ax.bar(range(len(names)), [table[n][0][key] for n in names], color=colours,
+           yerr=[0.0 if np.isnan(e) else e for e in spread], capsize=3)
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)

@@ -1,7 +1,7 @@
 """Reliev3R ablation on the synthetic world: which loss terms and weights matter, same budget each.
 
 Usage:
-  python experiments/reliev3r_ablation/run.py [--out runs/ablation] [--steps 400] [--seeds 0]
+  python experiments/reliev3r_ablation/run.py [--out runs/ablation] [--steps 300] [--seeds 0,1,2]
       [--only full,depth_only] [--report-only]
 
 Every variant is `configs/reliev3r.py:demo` with a few fields overridden (listed in VARIANTS), trained
@@ -18,6 +18,8 @@ import json
 import pathlib
 import sys
 import time
+
+import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -92,10 +94,19 @@ def run_variant(name, args, cache) -> dict:
   num_valid = json.loads((workdir / "eval" / "metrics.json").read_text())
   return {"variant": name, "seed": args.seed, "steps": 0 if name == "untrained" else args.steps,
           "seconds": seconds, **{k: metrics[k] for k in metrics if k in METRICS},
+          **{f"{k}_scene_sem": scene_sem(num_valid["scenes"], k) for k in METRICS},
           **{f"{k}_valid": num_valid["num_valid"][k] for k in METRICS
              if k in num_valid["num_valid"]},
           **{f"{k}_total": num_valid["num_scenes"] for k in METRICS
              if k in num_valid["num_valid"]}}
+
+
+def scene_sem(scenes: dict, key: str) -> float:
+  """Standard error of the mean of `key` over the held-out scenes (its finite values): how far the
+  held-out mean could move with another draw of scenes of the same kind."""
+  v = np.array([m.get(key) for m in scenes.values() if m.get(key) is not None], float)
+  v = v[np.isfinite(v)]
+  return float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
 COLUMNS = (("depth_rel", "depth rel", ".3f"), ("depth_tau", "depth tau@1.03 (%)", ".1f"),
@@ -104,21 +115,37 @@ COLUMNS = (("depth_rel", "depth rel", ".3f"), ("depth_tau", "depth tau@1.03 (%)"
            ("ate", "ATE", ".3f"), ("seconds", "time (s)", ".0f"))
 
 
+# (variant, reference) pairs compared seed by seed, and on which metrics.
+PAIRS = [(name, "full") for name in VARIANTS if name != "full"]
+PAIR_METRICS = (("depth_rel", "depth rel", ".3f", False), ("points_rel", "points rel", ".3f", False),
+                ("auc30", "AUC@30", ".1f", True))
+
+
 def report(rows: list) -> None:
   descriptions = {name: what for name, (_, what) in VARIANTS.items()}
-  ablation_table.report(rows, descriptions, COLUMNS, (("depth_rel", "depth rel (lower is better)"), ("auc30", "pose AUC@30 (higher is better)")), HERE,
-                        {"untrained": "0.6", "supervised": "tab:green", "full": "tab:blue"})
+  full = [r for r in rows if r["variant"] == "full" and "depth_rel_scene_sem" in r]
+  footer = ""
+  if full:
+    sem = {k: np.mean([r[f"{k}_scene_sem"] for r in full]) for k in ("depth_rel", "auc30")}
+    footer = (f"Held-out scenes: {full[0].get('depth_rel_total', '?')} per seed. Standard error "
+              f"of the mean over them (the full row, mean over {len(full)} seeds): depth rel "
+              f"{sem['depth_rel']:.3f}, AUC@30 {sem['auc30']:.1f}; the per-seed means above move "
+              f"by about this much with another draw of scenes.")
+  ablation_table.report(rows, descriptions, COLUMNS, (("depth_rel", "depth rel (lower is better)"),
+                                                      ("auc30", "pose AUC@30 (higher is better)")),
+                        HERE, {"untrained": "0.6", "supervised": "tab:green", "full": "tab:blue"},
+                        pairs=PAIRS, metrics=PAIR_METRICS, footer=footer)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
   parser.add_argument("--steps", type=int, default=300)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, run in turn")
   parser.add_argument("--scenes", type=int, default=168, help="synthetic scenes in the cache")
   parser.add_argument("--cache", default="", help="an existing cache of the demo's settings "
                       "(e.g. <demo workdir>/cache) instead of building <out>/cache")
-  parser.add_argument("--eval-scenes", type=int, default=8, help="of them held out")
+  parser.add_argument("--eval-scenes", type=int, default=16, help="of them held out")
   parser.add_argument("--only", default="", help="comma-separated variant names")
   parser.add_argument("--report-only", action="store_true")
   args = parser.parse_args()
@@ -133,12 +160,14 @@ def main():
       cache["path"] = args.cache or build_cache(out, args.scenes)
     return run_variant(name, args, cache["path"])
 
-  rows = ablation_table.run_missing(out / "results.json", args.only, descriptions, run,
-                                    seed=args.seed,
-                                    steps_of=lambda name: 0 if name == "untrained" else args.steps,
-                                    report_only=args.report_only)
-  (HERE / "results.json").write_text(json.dumps(rows, indent=1))
-  report(rows)
+  for seed in [int(s) for s in args.seeds.split(",")]:
+    args.seed = seed
+    rows = ablation_table.run_missing(out / "results.json", args.only, descriptions, run,
+                                      seed=seed,
+                                      steps_of=lambda name: 0 if name == "untrained" else args.steps,
+                                      report_only=args.report_only)
+    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
+    report(rows)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Rewis3d ablation on the synthetic world: the paper's ablations, same budget and batches each.
 
 Usage:
-  python experiments/rewis3d_ablation/run.py [--out runs/seg_ablation] [--steps 400] [--seed 0]
+  python experiments/rewis3d_ablation/run.py [--out runs/seg_ablation] [--steps 400] [--seeds 0,1,2]
       [--only ema,dual] [--report-only]
 
 Every variant is `configs/rewis3d.py:demo` trained for one method ("ema" = the 2D mean teacher
@@ -97,18 +97,28 @@ def run_variant(name: str, args) -> dict:
           "miou_total": len(final["student"]["iou"])}
 
 
+# (variant, reference) pairs compared seed by seed: each method against its label kind's EMA
+# baseline, each confidence filter against none, the sampling / cloud / geometry rows against dual.
+PAIRS = [("cmc_none", "ema"), ("cmc_prediction", "ema"), ("cmc_reconstruction", "ema"),
+         ("dual", "ema"), ("cmc_prediction", "cmc_none"), ("cmc_reconstruction", "cmc_none"),
+         ("dual", "cmc_none"), ("random_sampling", "dual"), ("target_view_cloud", "dual"),
+         ("gt_3d", "dual"), ("points_dual", "points_ema"), ("coarse_dual", "coarse_ema")]
+PAIR_METRICS = (("miou", "mIoU student", ".2f", True), ("teacher_miou", "mIoU teacher", ".2f", True))
+
+
 def report(rows: list) -> None:
   descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
-  ablation_table.report(rows, descriptions, COLUMNS, (("miou", "held-out mIoU of the 2D student (%)"),), HERE,
+  ablation_table.report(rows, descriptions, COLUMNS,
+                        (("miou", "held-out mIoU of the 2D student (%)"),), HERE,
                         {"ema": "0.6", "points_ema": "0.6", "coarse_ema": "0.6", "dual": "tab:blue"},
-                        unit="classes")
+                        unit="classes", pairs=PAIRS, metrics=PAIR_METRICS)
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default=str(ROOT / "runs" / "seg_ablation"))
   parser.add_argument("--steps", type=int, default=400)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, run in turn")
   parser.add_argument("--only", default="", help="comma-separated variant names")
   parser.add_argument("--report-only", action="store_true")
   args = parser.parse_args()
@@ -116,12 +126,14 @@ def main():
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
-  rows = ablation_table.run_missing(out / "results.json", args.only, descriptions,
-                                    lambda name: run_variant(name, args), seed=args.seed,
-                                    steps_of=lambda name: args.steps,
-                                    report_only=args.report_only)
-  (HERE / "results.json").write_text(json.dumps(rows, indent=1))
-  report(rows)
+  for seed in [int(s) for s in args.seeds.split(",")]:
+    args.seed = seed
+    rows = ablation_table.run_missing(out / "results.json", args.only, descriptions,
+                                      lambda name: run_variant(name, args), seed=seed,
+                                      steps_of=lambda name: args.steps,
+                                      report_only=args.report_only)
+    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
+    report(rows)
 
 
 if __name__ == "__main__":

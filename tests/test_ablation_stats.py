@@ -1,0 +1,69 @@
+"""The statistics behind the ablation tables (experiments/ablation_table.py): seed spread, paired
+differences with a Student-t interval, and the verdict that says a difference is resolved only when
+its interval excludes zero."""
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+from scipy import stats
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "experiments"))
+import ablation_table as T  # noqa: E402
+
+
+def _rows(values: dict) -> list:
+  """values: variant -> {seed: value of "m"}."""
+  return [{"variant": v, "seed": s, "steps": 1, "m": x}
+          for v, by_seed in values.items() for s, x in by_seed.items()]
+
+
+def test_paired_difference_matches_scipy_ttest_rel_interval():
+  rng = np.random.default_rng(0)
+  a, b = rng.normal(1.0, 0.3, 5), rng.normal(0.4, 0.3, 5)
+  rows = _rows({"a": dict(enumerate(a)), "b": dict(enumerate(b))})
+  d = T.paired_difference(rows, "a", "b", "m", level=0.9)
+  ci = stats.ttest_rel(a, b).confidence_interval(0.9)
+  assert d["n"] == 5
+  np.testing.assert_allclose(d["mean"], np.mean(a - b), rtol=1e-12)
+  np.testing.assert_allclose([d["lo"], d["hi"]], [ci.low, ci.high], rtol=1e-10)
+
+
+def test_pairs_only_the_seeds_both_rows_have():
+  rows = _rows({"a": {0: 3.0, 1: 5.0, 7: 100.0}, "b": {0: 1.0, 1: 2.0, 2: -50.0}})
+  d = T.paired_difference(rows, "a", "b", "m")
+  assert d["n"] == 2 and d["mean"] == pytest.approx(2.5)
+
+
+@pytest.mark.parametrize("higher, expected", [(True, "better"), (False, "worse")])
+def test_verdict_of_a_clear_shift_follows_the_metric_direction(higher, expected):
+  rows = _rows({"a": {0: 2.0, 1: 2.1, 2: 1.9}, "b": {0: 1.0, 1: 1.05, 2: 0.95}})
+  assert T.verdict(T.paired_difference(rows, "a", "b", "m"), higher) == expected
+  assert T.verdict(T.paired_difference(rows, "b", "a", "m"), higher) == \
+      {"better": "worse", "worse": "better"}[expected]
+
+
+def test_a_difference_inside_the_seed_noise_is_not_resolved():
+  # Mean difference +0.1 while the per-seed differences spread from -0.5 to +0.6.
+  rows = _rows({"a": {0: 1.6, 1: 0.5, 2: 1.2}, "b": {0: 1.0, 1: 1.0, 2: 1.0}})
+  d = T.paired_difference(rows, "a", "b", "m")
+  assert d["lo"] < 0 < d["hi"]
+  assert T.verdict(d, True) == "not resolved"
+
+
+@pytest.mark.parametrize("values", [{"a": {0: 2.0}, "b": {0: 1.0}},          # one seed
+                                    {"a": {0: 2.0, 1: np.nan}, "b": {0: 1.0, 1: 1.0}},
+                                    {"a": {0: 2.0, 1: 3.0}, "b": {5: 1.0, 6: 1.0}}])
+def test_too_few_or_nan_seeds_are_never_resolved(values):
+  d = T.paired_difference(_rows(values), "a", "b", "m")
+  assert np.isnan(d["lo"]) and np.isnan(d["hi"])
+  assert T.verdict(d, True) == "not resolved"
+
+
+def test_table_cells_show_mean_and_sample_sd_and_the_comparison_row():
+  rows = _rows({"a": {0: 1.0, 1: 2.0, 2: 3.0}, "b": {0: 5.0}})
+  table = T.markdown(rows, {"a": "first", "b": "second"}, (("m", "metric", ".2f"),))
+  assert "| a | first | 3 | 2.00 ± 1.00 |" in table
+  assert "| b | second | 1 | 5.00 |" in table      # one seed: no spread claimed
+  cmp = T.comparisons(rows, [("a", "b")], (("m", "metric", ".2f", True),))
+  assert "| a | b | -4.00 [-] not resolved | 1 |" in cmp
