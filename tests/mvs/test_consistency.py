@@ -11,7 +11,7 @@ H, W = 30, 40
 def _plane_depth(k, cams, plane_z=0.0):
   """Exact depth of the ground plane world z = plane_z in every view (ray-plane intersection)."""
   world_from_cam = np.linalg.inv(cams)
-  grid = np.asarray(geometry.pixel_grid(H, W, jnp.float64))
+  grid = np.asarray(geometry.pixel_grid(H, W), np.float64)  # integer centres: exact
   rays = np.concatenate([grid, np.ones((H, W, 1))], -1) @ np.linalg.inv(k[0]).T  # z = 1 rays
   rays_w = np.einsum("vij,hwj->vhwi", world_from_cam[:, :3, :3], rays)
   centres = world_from_cam[:, :3, 3]
