@@ -48,6 +48,10 @@ def _prepare_demo():
                  folder=dict(root=""), depth_dir="mono_depth", disparity=False, png_scale=0.001)
   prepare["matcher"]["window"] = 3
   prepare["tracks"]["max_tracks"] = 512
+  # At 96x96 a few drawn scenes (3 of the 168 at seed 0) leave no image pair with the matcher's
+  # 15 verified inliers, so they have no track; training cannot use a scene without tracks, so
+  # the demo leaves such scenes out with a warning instead of failing the whole run.
+  prepare["on_bad_scene"] = "skip"
   return prepare
 
 

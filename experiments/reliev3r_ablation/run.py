@@ -90,7 +90,7 @@ def run_variant(name, args, cache) -> dict:
   seconds = time.perf_counter() - start
   # evaluate_run writes eval/metrics.json, which also says over how many held-out scenes each
   # mean is (a scene whose metric is nan is left out of it).
-  metrics = evaluate_run(config, workdir)
+  metrics = evaluate_run(config, workdir, allow_untrained=name == "untrained")
   num_valid = json.loads((workdir / "eval" / "metrics.json").read_text())
   return {"variant": name, "seed": args.seed, "steps": 0 if name == "untrained" else args.steps,
           "seconds": seconds, **{k: metrics[k] for k in metrics if k in METRICS},
