@@ -51,9 +51,10 @@ def report(rows: list, descriptions: Mapping[str, str], columns: Sequence[tuple]
 
 def run_missing(results_path: pathlib.Path, only: str, descriptions: Mapping[str, str],
                 run_variant: Callable[[str], dict], *, seed: int, steps_of: Callable[[str], int],
-                report_only: bool = False) -> list:
+                report_only: bool = False, on_row: Callable[[list], None] | None = None) -> list:
   """Runs the variants (all, or the comma-separated `only`) not yet in results.json for this seed
-  and budget, appending each row as it finishes; returns all rows."""
+  and budget, appending each row as it finishes and then calling `on_row(all rows)` (e.g. to
+  regenerate the published table, so a run stopped mid-seed loses nothing); returns all rows."""
   rows = load_rows(results_path)
   if report_only:
     return rows
@@ -68,6 +69,8 @@ def run_missing(results_path: pathlib.Path, only: str, descriptions: Mapping[str
     print(f"=== {name}: {descriptions[name]}", flush=True)
     rows.append(run_variant(name))
     results_path.write_text(json.dumps(rows, indent=1))
+    if on_row is not None:
+      on_row(rows)
   return rows
 
 

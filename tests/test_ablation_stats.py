@@ -67,3 +67,27 @@ def test_table_cells_show_mean_and_sample_sd_and_the_comparison_row():
   assert "| b | second | 1 | 5.00 |" in table      # one seed: no spread claimed
   cmp = T.comparisons(rows, [("a", "b")], (("m", "metric", ".2f", True),))
   assert "| a | b | -4.00 [-] not resolved | 1 |" in cmp
+
+
+def test_run_missing_publishes_every_row_and_skips_finished_ones(tmp_path):
+  results = tmp_path / "results.json"
+  published, ran = [], []
+
+  def run(name):
+    ran.append(name)
+    if name == "c":
+      raise KeyboardInterrupt   # a run stopped in the middle of the seed
+    return {"variant": name, "seed": 0, "steps": 5, "m": 1.0}
+
+  descriptions = {"a": "", "b": "", "c": ""}
+  with pytest.raises(KeyboardInterrupt):
+    T.run_missing(results, "", descriptions, run, seed=0, steps_of=lambda n: 5,
+                  on_row=lambda rows: published.append([r["variant"] for r in rows]))
+  # The rows finished before the stop are on disk and were published one by one.
+  assert published == [["a"], ["a", "b"]]
+  assert [r["variant"] for r in T.load_rows(results)] == ["a", "b"]
+  ran.clear()
+  rows = T.run_missing(results, "a,b", descriptions, run, seed=0, steps_of=lambda n: 5)
+  assert ran == [] and len(rows) == 2
+  T.run_missing(results, "a", descriptions, run, seed=1, steps_of=lambda n: 5)
+  assert ran == ["a"]

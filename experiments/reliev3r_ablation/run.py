@@ -160,14 +160,17 @@ def main():
       cache["path"] = args.cache or build_cache(out, args.scenes)
     return run_variant(name, args, cache["path"])
 
+  def publish(rows):
+    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
+    report(rows)
+
   for seed in [int(s) for s in args.seeds.split(",")]:
     args.seed = seed
     rows = ablation_table.run_missing(out / "results.json", args.only, descriptions, run,
                                       seed=seed,
                                       steps_of=lambda name: 0 if name == "untrained" else args.steps,
-                                      report_only=args.report_only)
-    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
-    report(rows)
+                                      report_only=args.report_only, on_row=publish)
+    publish(rows)
 
 
 if __name__ == "__main__":

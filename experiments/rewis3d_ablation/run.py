@@ -126,14 +126,17 @@ def main():
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
+  def publish(rows):
+    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
+    report(rows)
+
   for seed in [int(s) for s in args.seeds.split(",")]:
     args.seed = seed
     rows = ablation_table.run_missing(out / "results.json", args.only, descriptions,
                                       lambda name: run_variant(name, args), seed=seed,
                                       steps_of=lambda name: args.steps,
-                                      report_only=args.report_only)
-    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
-    report(rows)
+                                      report_only=args.report_only, on_row=publish)
+    publish(rows)
 
 
 if __name__ == "__main__":
