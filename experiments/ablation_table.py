@@ -193,9 +193,12 @@ def bar_plot(rows: list, variants: Sequence[str], panels: Sequence[tuple], path:
   plt.close(fig)
 
 
-def write_block(readme: pathlib.Path, table: str) -> None:
-  """Replaces the text between <!-- RESULTS START --> and <!-- RESULTS END --> by `table`."""
+def write_block(readme: pathlib.Path, table: str, marker: str = "RESULTS") -> None:
+  """Replaces the text between <!-- {marker} START --> and <!-- {marker} END --> by `table`."""
   text = readme.read_text()
-  block = f"<!-- RESULTS START -->\n{table}\n<!-- RESULTS END -->"
-  readme.write_text(re.sub(r"<!-- RESULTS START -->.*<!-- RESULTS END -->", lambda _: block, text,
+  start, end = f"<!-- {marker} START -->", f"<!-- {marker} END -->"
+  if start not in text or end not in text:
+    raise ValueError(f"{readme}: no {start} ... {end} block to write the table into")
+  block = f"{start}\n{table}\n{end}"
+  readme.write_text(re.sub(f"{re.escape(start)}.*{re.escape(end)}", lambda _: block, text,
                            flags=re.S))

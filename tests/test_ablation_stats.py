@@ -91,3 +91,15 @@ def test_run_missing_publishes_every_row_and_skips_finished_ones(tmp_path):
   assert ran == [] and len(rows) == 2
   T.run_missing(results, "a", descriptions, run, seed=1, steps_of=lambda n: 5)
   assert ran == ["a"]
+
+
+def test_write_block_replaces_only_its_own_block(tmp_path):
+  readme = tmp_path / "README.md"
+  readme.write_text("a\n<!-- RESULTS START -->\nold\n<!-- RESULTS END -->\nb\n"
+                    "<!-- DENSITY START -->\nx\n<!-- DENSITY END -->\n")
+  T.write_block(readme, "new $1 \\1", "DENSITY")   # replacement text taken literally
+  T.write_block(readme, "table")
+  assert readme.read_text() == ("a\n<!-- RESULTS START -->\ntable\n<!-- RESULTS END -->\nb\n"
+                                "<!-- DENSITY START -->\nnew $1 \\1\n<!-- DENSITY END -->\n")
+  with pytest.raises(ValueError, match="no <!-- OTHER START -->"):
+    T.write_block(readme, "t", "OTHER")

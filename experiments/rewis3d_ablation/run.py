@@ -59,8 +59,8 @@ COLUMNS = (("miou", "mIoU student (%)", ".2f"), ("teacher_miou", "mIoU teacher (
            ("pixel_accuracy", "pixel acc (%)", ".2f"), ("seconds", "time (s)", ".0f"))
 
 
-def make_config(name: str, *, steps: int, seed: int):
-  method, overrides, _ = VARIANTS[name]
+def make_config(method: str, overrides: dict, *, steps: int, seed: int):
+  """`configs/rewis3d.py:demo` training one method ("ema" / "rewis3d") with dotted overrides."""
   config = rewis3d.get_config("demo")
   with config.unlocked():
     config.steps = steps
@@ -81,13 +81,16 @@ def ensure_cache(config, out: pathlib.Path) -> None:
   config.data.cache = str(folder)
 
 
-def run_variant(name: str, args) -> dict:
-  config = make_config(name, steps=args.steps, seed=args.seed)
-  ensure_cache(config, pathlib.Path(args.out))
+def run_segmentation(name: str, method: str, overrides: dict, *, out: pathlib.Path, steps: int,
+                     seed: int) -> dict:
+  """Trains one row in <out>/<name>-s<seed> and returns its results.json row (mIoU in percent of
+  the 2D student and its EMA teacher on the run's held-out views)."""
+  config = make_config(method, overrides, steps=steps, seed=seed)
+  ensure_cache(config, out)
   start = time.perf_counter()
-  report = train_segmentation(config, pathlib.Path(args.out) / f"{name}-s{args.seed}")
+  report = train_segmentation(config, out / f"{name}-s{seed}")
   final = report[config.methods]
-  return {"variant": name, "seed": args.seed, "steps": args.steps,
+  return {"variant": name, "seed": seed, "steps": steps,
           "seconds": time.perf_counter() - start,
           "miou": 100 * final["student"]["miou"], "teacher_miou": 100 * final["teacher"]["miou"],
           "pixel_accuracy": 100 * final["student"]["pixel_accuracy"],
@@ -95,6 +98,12 @@ def run_variant(name: str, args) -> dict:
           # mIoU is the mean over the classes present in the held-out views (IoU not nan)
           "miou_valid": int(sum(np.isfinite(v) for v in final["student"]["iou"].values())),
           "miou_total": len(final["student"]["iou"])}
+
+
+def run_variant(name: str, args) -> dict:
+  method, overrides, _ = VARIANTS[name]
+  return run_segmentation(name, method, overrides, out=pathlib.Path(args.out), steps=args.steps,
+                          seed=args.seed)
 
 
 # (variant, reference) pairs compared seed by seed: each method against its label kind's EMA
