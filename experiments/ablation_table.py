@@ -2,6 +2,7 @@
 in a README (between RESULTS markers) and a bar plot."""
 from __future__ import annotations
 
+import argparse
 import json
 import pathlib
 import re
@@ -72,6 +73,38 @@ def run_missing(results_path: pathlib.Path, only: str, descriptions: Mapping[str
     if on_row is not None:
       on_row(rows)
   return rows
+
+
+def arguments(doc: str, out: pathlib.Path, steps: int) -> argparse.ArgumentParser:
+  """The command line every ablation script shares (a script may add its own options)."""
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+  parser.add_argument("--out", default=str(out), help="where the runs and results.json go")
+  parser.add_argument("--steps", type=int, default=steps)
+  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, run in turn")
+  parser.add_argument("--only", default="", help="comma-separated variant names")
+  parser.add_argument("--report-only", action="store_true")
+  return parser
+
+
+def run_seeds(args, descriptions: Mapping[str, str], run_variant: Callable[[str], dict],
+              publish: Callable[[list], None], *, folder: pathlib.Path,
+              steps_of: Callable[[str], int] | None = None) -> None:
+  """For each seed of args.seeds in turn (set as args.seed), the missing rows (`run_missing` on
+  <args.out>/results.json), then `publish(all rows)` (also after every row); the published
+  results.json goes to `folder`."""
+  out = pathlib.Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+
+  def both(rows):
+    (folder / "results.json").write_text(json.dumps(rows, indent=1))
+    publish(rows)
+
+  for seed in [int(s) for s in args.seeds.split(",")]:
+    args.seed = seed
+    rows = run_missing(out / "results.json", args.only, descriptions, run_variant, seed=seed,
+                       steps_of=steps_of or (lambda name: args.steps),
+                       report_only=args.report_only, on_row=both)
+    both(rows)
 
 
 def mean_rows(rows: list, variants: Sequence[str], keys: Sequence[str]) -> dict:

@@ -103,3 +103,20 @@ def test_write_block_replaces_only_its_own_block(tmp_path):
                                 "<!-- DENSITY START -->\nnew $1 \\1\n<!-- DENSITY END -->\n")
   with pytest.raises(ValueError, match="no <!-- OTHER START -->"):
     T.write_block(readme, "t", "OTHER")
+
+
+def test_run_seeds_runs_each_seed_and_publishes_into_the_folder(tmp_path):
+  args = T.arguments("doc", tmp_path / "runs", 7).parse_args(["--seeds", "3,4"])
+  calls, published = [], []
+
+  def run(name):
+    calls.append((name, args.seed))
+    return {"variant": name, "seed": args.seed, "steps": args.steps, "m": float(args.seed)}
+
+  T.run_seeds(args, {"a": "", "b": ""}, run, lambda rows: published.append(len(rows)),
+              folder=tmp_path)
+  assert calls == [("a", 3), ("b", 3), ("a", 4), ("b", 4)]
+  # After every row, then once per seed.
+  assert published == [1, 2, 2, 3, 4, 4]
+  assert T.load_rows(tmp_path / "results.json") == T.load_rows(tmp_path / "runs" / "results.json")
+  assert len(T.load_rows(tmp_path / "results.json")) == 4

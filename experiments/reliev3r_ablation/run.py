@@ -13,7 +13,6 @@ README.md (between the RESULTS markers) and ablation.png.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pathlib
 import sys
@@ -138,39 +137,22 @@ def report(rows: list) -> None:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default=str(ROOT / "runs" / "ablation"))
-  parser.add_argument("--steps", type=int, default=300)
-  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, run in turn")
+  parser = ablation_table.arguments(__doc__, ROOT / "runs" / "ablation", 300)
   parser.add_argument("--scenes", type=int, default=168, help="synthetic scenes in the cache")
   parser.add_argument("--cache", default="", help="an existing cache of the demo's settings "
                       "(e.g. <demo workdir>/cache) instead of building <out>/cache")
   parser.add_argument("--eval-scenes", type=int, default=16, help="of them held out")
-  parser.add_argument("--only", default="", help="comma-separated variant names")
-  parser.add_argument("--report-only", action="store_true")
   args = parser.parse_args()
-
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
   descriptions = {name: what for name, (_, what) in VARIANTS.items()}
   cache = {}
 
   def run(name):
     if "path" not in cache:  # built (or found) once, only when something has to run
-      cache["path"] = args.cache or build_cache(out, args.scenes)
+      cache["path"] = args.cache or build_cache(pathlib.Path(args.out), args.scenes)
     return run_variant(name, args, cache["path"])
 
-  def publish(rows):
-    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
-    report(rows)
-
-  for seed in [int(s) for s in args.seeds.split(",")]:
-    args.seed = seed
-    rows = ablation_table.run_missing(out / "results.json", args.only, descriptions, run,
-                                      seed=seed,
-                                      steps_of=lambda name: 0 if name == "untrained" else args.steps,
-                                      report_only=args.report_only, on_row=publish)
-    publish(rows)
+  ablation_table.run_seeds(args, descriptions, run, report, folder=HERE,
+                           steps_of=lambda name: 0 if name == "untrained" else args.steps)
 
 
 if __name__ == "__main__":

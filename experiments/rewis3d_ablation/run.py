@@ -15,8 +15,6 @@ results.json and ablation.png next to this script are regenerated.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 import sys
 import time
@@ -124,28 +122,10 @@ def report(rows: list) -> None:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default=str(ROOT / "runs" / "seg_ablation"))
-  parser.add_argument("--steps", type=int, default=400)
-  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, run in turn")
-  parser.add_argument("--only", default="", help="comma-separated variant names")
-  parser.add_argument("--report-only", action="store_true")
-  args = parser.parse_args()
-
-  out = pathlib.Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
+  args = ablation_table.arguments(__doc__, ROOT / "runs" / "seg_ablation", 400).parse_args()
   descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
-  def publish(rows):
-    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
-    report(rows)
-
-  for seed in [int(s) for s in args.seeds.split(",")]:
-    args.seed = seed
-    rows = ablation_table.run_missing(out / "results.json", args.only, descriptions,
-                                      lambda name: run_variant(name, args), seed=seed,
-                                      steps_of=lambda name: args.steps,
-                                      report_only=args.report_only, on_row=publish)
-    publish(rows)
+  ablation_table.run_seeds(args, descriptions, lambda name: run_variant(name, args), report,
+                           folder=HERE)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ pixels of a 2D crop, labelled points of a 3D sample), from the same pipeline the
 """
 from __future__ import annotations
 
-import argparse
-import json
 import pathlib
 import sys
 
@@ -98,14 +96,7 @@ def label_density(out: pathlib.Path, samples: int = 64) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--out", default=str(ROOT / "runs" / "seg_labels"))
-  parser.add_argument("--steps", type=int, default=400)
-  parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, run in turn")
-  parser.add_argument("--only", default="", help="comma-separated variant names")
-  parser.add_argument("--report-only", action="store_true")
-  args = parser.parse_args()
-
+  args = ablation_table.arguments(__doc__, ROOT / "runs" / "seg_labels", 400).parse_args()
   out = pathlib.Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   descriptions = {name: what for name, (_, _, what) in VARIANTS.items()}
@@ -115,7 +106,6 @@ def main():
     ablation_table.write_block(HERE / "README.md", density, marker="DENSITY")
 
   def publish(rows):
-    (HERE / "results.json").write_text(json.dumps(rows, indent=1))
     ablation_table.report(rows, descriptions, COLUMNS,
                           (("miou", "validation mIoU of the 2D student (%)"),), HERE,
                           {"points_ema": "0.6", "coarse_ema": "0.6"}, unit="classes",
@@ -126,12 +116,7 @@ def main():
     return run_segmentation(name, method, {**VALIDATION, **overrides}, out=out,
                             steps=args.steps, seed=args.seed)
 
-  for seed in [int(s) for s in args.seeds.split(",")]:
-    args.seed = seed
-    rows = ablation_table.run_missing(out / "results.json", args.only, descriptions, run,
-                                      seed=seed, steps_of=lambda name: args.steps,
-                                      report_only=args.report_only, on_row=publish)
-    publish(rows)
+  ablation_table.run_seeds(args, descriptions, run, publish, folder=HERE)
 
 
 if __name__ == "__main__":
