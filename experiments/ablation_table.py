@@ -204,6 +204,22 @@ def markdown(rows: list, variants: Mapping[str, str], columns: Sequence[tuple],
   return "\n".join(lines)
 
 
+def class_table(rows: list, variants: Sequence[str], key: str = "iou", scale: float = 100.0) -> str:
+  """Markdown table of a per-class metric (rows store {class: value} under `key`): one line per
+  class, one column per variant that has rows, the mean over seeds times `scale` (nan: the class
+  is absent from the evaluated views in some seed)."""
+  present = [v for v in variants if any(r["variant"] == v and key in r for r in rows)]
+  if not present:
+    return ""
+  classes = list(next(r[key] for r in rows if r["variant"] == present[0] and key in r))
+  lines = ["| class | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+  for c in classes:
+    cells = [np.mean([scale * r[key].get(c, np.nan) for r in rows
+                      if r["variant"] == v and key in r]) for v in present]
+    lines.append(f"| {c} | " + " | ".join(f"{x:.1f}" for x in cells) + " |")
+  return "\n".join(lines)
+
+
 def bar_plot(rows: list, variants: Sequence[str], panels: Sequence[tuple], path: pathlib.Path,
              highlight: Mapping[str, str] = None) -> None:
   """One bar panel per (key, title) of `panels`; bars coloured by `highlight` (name -> colour)."""

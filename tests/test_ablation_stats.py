@@ -120,3 +120,14 @@ def test_run_seeds_runs_each_seed_and_publishes_into_the_folder(tmp_path):
   assert published == [1, 2, 2, 3, 4, 4]
   assert T.load_rows(tmp_path / "results.json") == T.load_rows(tmp_path / "runs" / "results.json")
   assert len(T.load_rows(tmp_path / "results.json")) == 4
+
+
+def test_class_table_averages_each_class_over_seeds():
+  rows = [{"variant": "a", "seed": 0, "iou": {"sky": 0.5, "box": 0.1}},
+          {"variant": "a", "seed": 1, "iou": {"sky": 0.7, "box": float("nan")}},
+          {"variant": "b", "seed": 0, "iou": {"sky": 0.2, "box": 0.4}}]
+  table = T.class_table(rows, ["a", "c", "b"]).splitlines()
+  assert table[0] == "| class | a | b |"
+  assert table[2] == "| sky | 60.0 | 20.0 |"
+  assert table[3] == "| box | nan | 40.0 |"
+  assert T.class_table(rows, ["c"]) == ""

@@ -118,7 +118,9 @@ def report(rows: list) -> None:
   ablation_table.report(rows, descriptions, COLUMNS,
                         (("miou", "held-out mIoU of the 2D student (%)"),), HERE,
                         {"ema": "0.6", "points_ema": "0.6", "coarse_ema": "0.6", "dual": "tab:blue"},
-                        unit="classes", pairs=PAIRS, metrics=PAIR_METRICS)
+                        unit="classes", pairs=PAIRS, metrics=PAIR_METRICS,
+                        footer="Per-class IoU of the 2D student (%, mean over seeds):\n\n"
+                        + ablation_table.class_table(rows, list(VARIANTS)))
 
 
 def main():

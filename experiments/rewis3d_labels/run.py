@@ -34,6 +34,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 VALIDATION = {"data.prepare.synthetic.num_scenes": 16, "data.num_eval_scenes": 4}
 POINTS = {"data.prepare.label_kind": "points"}
 COARSE = {"data.prepare.label_kind": "coarse"}
+KINDS = ("scribbles", "points", "coarse")
 
 # name -> (method, overrides of the demo config, the question the row answers)
 VARIANTS = {
@@ -64,15 +65,18 @@ PAIR_METRICS = (("miou", "mIoU student", ".2f", True),)
 
 
 def label_density(out: pathlib.Path, samples: int = 64) -> str:
-  """Markdown table: per label kind, labelled pixels per 64x64 crop and labelled points per
-  sample of the 3D branch (mean over `samples` training samples of the validation split)."""
+  """Two markdown tables over `samples` training samples of the validation split: per label kind,
+  labelled pixels per 64x64 crop and labelled points per sample of the 3D branch; then per class,
+  its share of the labelled pixels of each kind beside its share of all pixels (dense truth)."""
   from jaxrecon.evaluate.segmentation import IGNORE_LABEL
   from jaxrecon.rewis3d.pipeline import SegNpzSource, SegPipelineConfig, make_seg_sample
   from jaxrecon.rewis3d.records import build_seg_jobs
   from jaxrecon.train.datasplit import cached_split
+  names = list(make_config("ema", {}, steps=1, seed=0).class_names)
+  shares, dense = {}, []
   lines = ["| labels | labelled pixels per crop | of the crop (%) | labelled points per 3D "
            "sample | of the valid points (%) |", "|---|---|---|---|---|"]
-  for kind in ("scribbles", "points", "coarse"):
+  for kind in KINDS:
     config = ablation_table.override(make_config("ema", {}, steps=1, seed=0),
                                      {**VALIDATION, "data.prepare.label_kind": kind})
     ensure_cache(config, out)
@@ -81,7 +85,7 @@ def label_density(out: pathlib.Path, samples: int = 64) -> str:
     source = SegNpzSource([str(p) for p in train],
                           min_confidence_percentile=pipeline.min_confidence_percentile)
     rng = np.random.default_rng(0)
-    pix, pts, valid = [], [], []
+    pix, pts, valid, classes = [], [], [], []
     for i in rng.choice(len(source), samples, replace=False):
       element = source[int(i)]
       s = make_seg_sample(element["record"], element["cloud"], element["target_view"], rng,
@@ -89,9 +93,20 @@ def label_density(out: pathlib.Path, samples: int = 64) -> str:
       pix.append(np.sum(s["labels"] != IGNORE_LABEL))
       pts.append(np.sum(s["points_valid"] & (s["points_label"] != IGNORE_LABEL)))
       valid.append(np.sum(s["points_valid"]))
+      classes.append(s["labels"][s["labels"] != IGNORE_LABEL])
+      if kind == "scribbles":  # the dense truth of the first kind's draws
+        dense.append(s["dense_labels"][s["dense_labels"] != IGNORE_LABEL])
     crop = pipeline.height * pipeline.width
     lines.append(f"| {kind} | {np.mean(pix):.0f} | {100 * np.mean(pix) / crop:.1f} | "
                  f"{np.mean(pts):.0f} | {100 * np.sum(pts) / np.sum(valid):.1f} |")
+    shares[kind] = np.bincount(np.concatenate(classes), minlength=len(names))[:len(names)]
+  shares["all pixels"] = np.bincount(np.concatenate(dense), minlength=len(names))[:len(names)]
+  lines += ["", "| class | " + " | ".join(f"{k} (% of labelled)" for k in shares if k in KINDS)
+            + " | all pixels (% of them) |",
+            "|---" * (len(shares) + 1) + "|"]
+  for c, name in enumerate(names):
+    lines.append(f"| {name} | " + " | ".join(f"{100 * v[c] / max(v.sum(), 1):.1f}"
+                                             for v in shares.values()) + " |")
   return "\n".join(lines)
 
 
@@ -109,7 +124,9 @@ def main():
     ablation_table.report(rows, descriptions, COLUMNS,
                           (("miou", "validation mIoU of the 2D student (%)"),), HERE,
                           {"points_ema": "0.6", "coarse_ema": "0.6"}, unit="classes",
-                          pairs=PAIRS, metrics=PAIR_METRICS)
+                          pairs=PAIRS, metrics=PAIR_METRICS,
+                          footer="Per-class IoU of the 2D student (%, mean over seeds):\n\n"
+                          + ablation_table.class_table(rows, list(VARIANTS)))
 
   def run(name):
     method, overrides, _ = VARIANTS[name]
