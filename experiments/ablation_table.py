@@ -152,7 +152,7 @@ def verdict(diff: dict, higher_is_better: bool) -> str:
 def comparisons(rows: list, pairs: Sequence[tuple], metrics: Sequence[tuple],
                 level: float = 0.95) -> str:
   """A markdown table of paired differences: pairs are (variant, reference); metrics are
-  (key, header, format, higher_is_better)."""
+  (key, header, format, higher_is_better). Pairs without a common seed yet are left out."""
   lines = ["| variant | vs | " + " | ".join(f"{m[1]}: difference [{level:.0%} interval]"
                                               for m in metrics) + " | seeds |",
            "|---|---|" + "---|" * (len(metrics) + 1)]
@@ -164,6 +164,8 @@ def comparisons(rows: list, pairs: Sequence[tuple], metrics: Sequence[tuple],
       interval = (f"[{format(d['lo'], fmt)}, {format(d['hi'], fmt)}]"
                   if np.isfinite(d["lo"]) else "[-]")
       cells.append(f"{format(d['mean'], '+' + fmt)} {interval} {verdict(d, higher)}")
+    if n == 0:
+      continue
     lines.append(f"| {variant} | {reference} | {' | '.join(cells)} | {n} |")
   return "\n".join(lines)
 

@@ -65,8 +65,9 @@ def test_table_cells_show_mean_and_sample_sd_and_the_comparison_row():
   table = T.markdown(rows, {"a": "first", "b": "second"}, (("m", "metric", ".2f"),))
   assert "| a | first | 3 | 2.00 ± 1.00 |" in table
   assert "| b | second | 1 | 5.00 |" in table      # one seed: no spread claimed
-  cmp = T.comparisons(rows, [("a", "b")], (("m", "metric", ".2f", True),))
+  cmp = T.comparisons(rows, [("a", "b"), ("a", "c")], (("m", "metric", ".2f", True),))
   assert "| a | b | -4.00 [-] not resolved | 1 |" in cmp
+  assert "| a | c |" not in cmp                       # no common seed (c not run): left out
 
 
 def test_run_missing_publishes_every_row_and_skips_finished_ones(tmp_path):
