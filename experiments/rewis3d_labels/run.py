@@ -52,13 +52,16 @@ VARIANTS = {
     "coarse_dual": ("rewis3d", COARSE, "Rewis3d (demo recipe), coarse labels"),
     "coarse_lambda0.03": ("rewis3d", {**COARSE, "objective.cmc_weight": 0.03},
                           "lambda 0.03, coarse labels"),
+    "coarse_gt3d": ("rewis3d", {**COARSE, "data.prepare.recon": "gt"},
+                    "ground-truth geometry, coarse labels"),
 }
 PAIRS = [("points_dual", "points_ema"), ("points_base250", "points_ema"),
          ("points_lambda0.03", "points_ema"), ("points_4096pts", "points_ema"),
          ("points_gt3d", "points_ema"), ("points_4096pts", "points_dual"),
          ("points_base250", "points_dual"), ("points_lambda0.03", "points_dual"),
          ("points_gt3d", "points_dual"), ("coarse_dual", "coarse_ema"),
-         ("coarse_lambda0.03", "coarse_ema"), ("coarse_lambda0.03", "coarse_dual")]
+         ("coarse_lambda0.03", "coarse_ema"), ("coarse_gt3d", "coarse_ema"),
+         ("coarse_lambda0.03", "coarse_dual"), ("coarse_gt3d", "coarse_dual")]
 COLUMNS = (("miou", "mIoU student (%)", ".2f"), ("teacher_miou", "mIoU teacher (%)", ".2f"),
            ("pixel_accuracy", "pixel acc (%)", ".2f"), ("seconds", "time (s)", ".0f"))
 PAIR_METRICS = (("miou", "mIoU student", ".2f", True),)
