@@ -38,7 +38,6 @@ from jaxrecon.losses.segmentation import cmc_loss, student_teacher_loss
 from jaxrecon.optim.ema import teacher_params
 from jaxrecon.train.sharding import constrain_state
 
-IGNORE_LABEL = 255
 CONFIDENCE = ("dual", "prediction", "reconstruction", "none")
 
 
