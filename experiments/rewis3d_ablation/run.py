@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 import ablation_table  # noqa: E402
 from configs import rewis3d  # noqa: E402
 from jaxrecon.data.cache import cache_scenes  # noqa: E402
-from jaxrecon.rewis3d.records import build_seg_jobs  # noqa: E402
+from jaxrecon.rewis3d.records import build_seg_jobs, seg_provenance  # noqa: E402
 from jaxrecon.rewis3d.task import train_segmentation  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -70,10 +70,14 @@ def make_config(method: str, overrides: dict, *, steps: int, seed: int):
 
 
 def ensure_cache(config, out: pathlib.Path) -> None:
-  """Points config.data.cache at the shared cache of its (reconstruction, label kind)."""
+  """Points config.data.cache at the shared cache of its (reconstruction, label kind, label options
+  other than the rule's defaults)."""
   settings = config.data.prepare.to_dict()
-  folder = out / f"cache-{settings['recon']}-{settings['label_kind']}"
-  report = cache_scenes(build_seg_jobs(settings), folder, provenance=settings, progress=True)
+  provenance = seg_provenance(settings)
+  changed = provenance.get("label_options", {}).get(settings["label_kind"], {})
+  folder = out / "-".join([f"cache-{settings['recon']}-{settings['label_kind']}",
+                           *(f"{k}{v}" for k, v in sorted(changed.items()))])
+  report = cache_scenes(build_seg_jobs(settings), folder, provenance=provenance, progress=True)
   if report.failed:
     raise RuntimeError(f"{folder}: scenes failed: {report.failed}")
   config.data.cache = str(folder)

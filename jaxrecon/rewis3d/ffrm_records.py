@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from jaxrecon.data.scene import Scene
-from jaxrecon.rewis3d.records import camvid_scene, seg_record
+from jaxrecon.rewis3d.records import camvid_scene, label_options, seg_record
 from jaxrecon.data.synthetic import make_scene
 from jaxrecon.data.transforms import resize, resize_images
 from jaxrecon.export.views import resize_maps
@@ -71,7 +71,8 @@ def _ffrm_record(scene_fn: Callable[[], Scene], settings: Mapping) -> dict:
   return seg_record(scene, label_kind=settings["label_kind"], label_seed=settings["label_seed"],
                     recon_depth=depth, recon_confidence=confidence,
                     recon_world_from_cam=world_from_cam,
-                    up=np.asarray(up_from_cameras(world_from_cam), np.float64))
+                    up=np.asarray(up_from_cameras(world_from_cam), np.float64),
+                    **label_options(settings))
 
 
 def build_ffrm_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:

@@ -19,7 +19,8 @@ the way a feed-forward reconstruction model errs, with a correlated confidence) 
 feed-forward model, run by the trainer, not here).
 
 `build_seg_jobs(settings)` turns a plain settings dict (`default_seg_settings()`) into
-(name, function) jobs for `cache.cache_scenes`. Host-side numpy; randomness comes only from
+(name, function) jobs for `cache.cache_scenes`; `seg_provenance(settings)` is what a cache of them
+records (the settings, with the label rule's options only where they differ from its defaults). Host-side numpy; randomness comes only from
 seeded numpy Generators.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 
 from jaxrecon.data.formats.camvid import read_camvid
 from jaxrecon.data.scene import Scene
+from jaxrecon.data import sparse_labels
 from jaxrecon.data.sparse_labels import KINDS, make_sparse
 from jaxrecon.data.synthetic import MIRROR, intrinsics_from_fov, make_scene
 
@@ -307,9 +309,45 @@ def camvid_scene(root, *, intrinsics_fov_deg: float) -> Scene:
   return dataclasses.replace(scene, intrinsics=np.tile(k, (scene.num_views, 1, 1)))
 
 
-_SIMULATED_DEFAULTS = {k: p.default for k, p in
-                       inspect.signature(simulated_reconstruction).parameters.items()
-                       if p.kind == inspect.Parameter.KEYWORD_ONLY}
+def _keyword_defaults(fn, skip=()) -> dict:
+  """{name: default} of fn's keyword-only parameters (tuples as lists: JSON / ConfigDict safe)."""
+  return {k: (list(p.default) if isinstance(p.default, tuple) else p.default)
+          for k, p in inspect.signature(fn).parameters.items()
+          if p.kind == inspect.Parameter.KEYWORD_ONLY and k not in skip}
+
+
+_SIMULATED_DEFAULTS = _keyword_defaults(simulated_reconstruction)
+# The options of each label rule a config may set (void_label is the source's business: the
+# records' dense labels already mark unknown pixels 255).
+LABEL_OPTION_DEFAULTS = {kind: _keyword_defaults(getattr(sparse_labels, kind), skip=("void_label",))
+                         for kind in ("points", "scribbles", "coarse")}
+
+
+def label_options(settings: Mapping) -> dict:
+  """The keyword options of settings["label_kind"]'s `sparse_labels` rule: its defaults updated by
+  settings["label_options"][kind] (absent: the defaults). ValueError on an option the rule does not
+  take."""
+  kind = settings["label_kind"]
+  given = dict((settings.get("label_options") or {}).get(kind) or {})
+  defaults = LABEL_OPTION_DEFAULTS.get(kind, {})
+  unknown = sorted(set(given) - set(defaults))
+  if unknown:
+    raise ValueError(f"label_options.{kind}: unknown option(s) {unknown}; the {kind!r} rule takes "
+                     f"{sorted(defaults) or 'none'}")
+  return {**defaults, **given}
+
+
+def seg_provenance(settings: Mapping) -> dict:
+  """What a cache of `build_seg_jobs(settings)` records as its provenance: the settings without
+  "label_options", plus the chosen rule's options only where they differ from its defaults (so a
+  cache made before the options were configurable keeps matching its settings)."""
+  out = {k: v for k, v in settings.items() if k != "label_options"}
+  options = label_options(settings)
+  changed = {k: v for k, v in options.items()
+             if v != LABEL_OPTION_DEFAULTS.get(settings["label_kind"], {}).get(k)}
+  if changed:
+    out["label_options"] = {settings["label_kind"]: changed}
+  return out
 
 
 def _synthetic_seg_record(seed: int, settings: Mapping) -> dict:
@@ -325,7 +363,8 @@ def _synthetic_seg_record(seed: int, settings: Mapping) -> dict:
         scene, np.random.default_rng([int(recon_seed), int(seed)]), **options)
   return seg_record(scene, label_kind=settings["label_kind"],
                     label_seed=[int(settings["label_seed"]), int(seed)], recon_depth=depth,
-                    recon_confidence=confidence, recon_world_from_cam=world_from_cam)
+                    recon_confidence=confidence, recon_world_from_cam=world_from_cam,
+                    **label_options(settings))
 
 
 def build_seg_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
@@ -333,8 +372,9 @@ def build_seg_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
 
   settings: a plain dict like `default_seg_settings()`: source ("synthetic" | "camvid"),
   synthetic (num_scenes, seed, num_views, height, width, path), camvid (root,
-  intrinsics_fov_deg), label_kind, label_seed, recon ("gt" | "simulated"; "ffrm" is made by the
-  trainer) and simulated (seed plus `simulated_reconstruction` options). Scene s of the synthetic
+  intrinsics_fov_deg), label_kind, label_seed, label_options ({kind: options of that
+  `sparse_labels` rule}; only label_kind's are used), recon ("gt" | "simulated"; "ffrm" is made by
+  the trainer) and simulated (seed plus `simulated_reconstruction` options). Scene s of the synthetic
   source is `make_scene(s)`, named synthetic-<path>-<s:05d>; its labels are seeded by
   (label_seed, s) and its simulated reconstruction by (simulated.seed, s).
   """
@@ -346,6 +386,7 @@ def build_seg_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
     raise ValueError(f"recon: expected one of {RECONS}, got {recon!r}")
   if kind not in KINDS:
     raise ValueError(f"label_kind: expected one of {KINDS}, got {kind!r}")
+  label_options(settings)  # an unknown option fails here, before any scene is made
   if source == "synthetic":
     synth = settings["synthetic"]
     seeds = range(synth["seed"], synth["seed"] + synth["num_scenes"])
@@ -366,8 +407,10 @@ def default_seg_settings() -> dict:
                         "width": 128, "path": "orbit"},
           "camvid": {"root": "", "intrinsics_fov_deg": 60.0, "height": 96, "width": 128,
                      "held_out_frames": 6},
-          "label_kind": "scribbles", "label_seed": 0, "recon": "simulated",
+          "label_kind": "scribbles", "label_seed": 0,
+          # options of each label rule (jaxrecon.data.sparse_labels), e.g. coarse.margin in pixels
+          "label_options": {k: dict(v) for k, v in LABEL_OPTION_DEFAULTS.items()},
+          "recon": "simulated",
           "ffrm": {"checkpoint": ""},      # a Reliev3R run, for recon "ffrm" (jaxrecon.train)
-          "simulated": {"seed": 0, **{k: (list(v) if isinstance(v, tuple) else v)
-                                      for k, v in _SIMULATED_DEFAULTS.items()}}}
+          "simulated": {"seed": 0, **_SIMULATED_DEFAULTS}}
 

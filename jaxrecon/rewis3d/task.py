@@ -26,7 +26,8 @@ from jaxrecon.models.segformer import SegFormer, SegFormerConfig
 from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
 from jaxrecon.rewis3d.pipeline import (SegNpzSource, SegPipelineConfig, make_seg_dataset,
                                        seg_eval_samples)
-from jaxrecon.rewis3d.records import RECONS, SOURCES, build_seg_jobs
+from jaxrecon.rewis3d.records import (RECONS, SOURCES, build_seg_jobs, label_options,
+                                      seg_provenance)
 from jaxrecon.rewis3d.step import (SegObjectiveConfig, SegState, create_seg_state, predict_2d,
                                    seg_train_step)
 from jaxrecon.train import engine
@@ -56,7 +57,7 @@ def _seg_jobs(settings):
 
 def seg_scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
   """(train, held-out) segmentation records of a run (see `datasplit.cached_split`)."""
-  return datasplit.cached_split(config, workdir, _seg_jobs)
+  return datasplit.cached_split(config, workdir, _seg_jobs, seg_provenance)
 
 
 def build_seg(config, method: str):
@@ -248,6 +249,10 @@ def check_config(config) -> None:
   if prepare.recon not in RECONS:
     raise UserError(f"config.data.prepare.recon: expected one of {RECONS}, got "
                     f"{prepare.recon!r}")
+  try:
+    label_options(prepare.to_dict())
+  except ValueError as e:
+    raise UserError(f"config.data.prepare.{e}") from e
   if prepare.source == "camvid":
     config_check.require_folder("data.prepare.camvid.root", prepare.camvid.root,
                                 "data.prepare.source='camvid'")

@@ -23,10 +23,12 @@ from jaxrecon.train import multihost
 from jaxrecon.train.progress import timed
 
 
-def cached_split(config, workdir: pathlib.Path, build_jobs: Callable) -> tuple[list, list]:
+def cached_split(config, workdir: pathlib.Path, build_jobs: Callable,
+                 provenance: Callable = dict) -> tuple[list, list]:
   """(train, held-out) .npz paths of a run: config.data.cache, or a cache built in
-  <workdir>/cache from config.data.prepare by build_jobs(settings) -> [(name, record fn)]; the
-  last config.data.num_eval_scenes files (sorted by name) are held out."""
+  <workdir>/cache from config.data.prepare by build_jobs(settings) -> [(name, record fn)] and
+  recorded as provenance(settings); the last config.data.num_eval_scenes files (sorted by name)
+  are held out."""
   if config.data.cache:
     folder = pathlib.Path(config.data.cache)
   else:
@@ -35,7 +37,7 @@ def cached_split(config, workdir: pathlib.Path, build_jobs: Callable) -> tuple[l
     with timed(f"pseudo-label cache {folder}"):
       # The barrier: process 0's clean-ups (open_workdir's, then the cache's own) are over
       # before any process writes a scene.
-      report = cache_scenes(build_jobs(settings), folder, provenance=settings,
+      report = cache_scenes(build_jobs(settings), folder, provenance=provenance(settings),
                             progress=jax.process_index() == 0,
                             process_index=jax.process_index(), process_count=jax.process_count(),
                             synchronize=lambda: multihost.barrier("cache folder set up"))

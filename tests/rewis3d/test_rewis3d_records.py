@@ -5,9 +5,10 @@ from scipy.stats import spearmanr
 
 from jaxrecon.data.cache import cache_scenes
 from jaxrecon.data.scene import IGNORE_LABEL
+from jaxrecon.data.sparse_labels import coarse
 from jaxrecon.rewis3d.records import (build_seg_jobs, check_seg_record, default_seg_settings,
-                                       gt_reconstruction, reconstruction_difficulty, seg_record,
-                                       simulated_reconstruction)
+                                       gt_reconstruction, reconstruction_difficulty, seg_provenance,
+                                       seg_record, simulated_reconstruction)
 from jaxrecon.data.synthetic import MIRROR, make_scene
 
 V, H, W = 3, 64, 64
@@ -136,3 +137,25 @@ def test_bad_settings():
     build_seg_jobs(_settings(source="kitti"))
   with pytest.raises(ValueError, match="label_kind"):
     build_seg_jobs(_settings(label_kind="boxes"))
+  with pytest.raises(ValueError, match=r"label_options.points: unknown option\(s\) \['margn'\]"):
+    build_seg_jobs(_settings(label_kind="points", label_options={"points": {"margn": 1.0}}))
+
+
+def test_label_options_reach_the_rule_and_the_provenance():
+  settings = _settings(label_kind="coarse")
+  settings["label_options"]["coarse"]["margin"] = 3.0
+  record = build_seg_jobs(settings)[0][1]()
+  for dense, sparse in zip(record["dense_labels"], record["sparse_labels"]):
+    np.testing.assert_array_equal(sparse, coarse(dense, margin=3.0))
+  default = build_seg_jobs(_settings(label_kind="coarse"))[0][1]()
+  assert (np.mean(record["sparse_labels"] != IGNORE_LABEL)
+          > np.mean(default["sparse_labels"] != IGNORE_LABEL))
+  # Only the chosen rule's changed options are recorded: a cache made before the options existed
+  # (settings without "label_options") keeps matching its default settings.
+  assert seg_provenance(settings)["label_options"] == {"coarse": {"margin": 3.0}}
+  unchanged = _settings(label_kind="coarse")
+  unchanged["label_options"]["points"]["margin"] = 1.0  # another rule's option: no effect
+  before = {k: v for k, v in unchanged.items() if k != "label_options"}
+  assert seg_provenance(unchanged) == before
+  np.testing.assert_array_equal(build_seg_jobs(unchanged)[0][1]()["sparse_labels"],
+                                default["sparse_labels"])

@@ -71,6 +71,9 @@ def test_a_folder_without_scenes_is_named(tmp_path):
     (dict(class_names=("a", "b")), r"config.class_names: 2 names, but config.model2d.num_classes"),
     (dict(pipeline__height=50), r"config.pipeline: height: expected a positive multiple of 32"),
     (dict(data__prepare__recon="ffrm"), r"config.data.prepare.ffrm.checkpoint is not set"),
+    (dict(data__prepare__label_kind="coarse",
+          data__prepare__label_options__coarse={"margin": 3.0, "width": 2}),
+     r"config.data.prepare.label_options.coarse: unknown option\(s\) \['width'\]"),
 ])
 def test_rewis3d_config_errors_name_the_key(fields, message):
   with pytest.raises(UserError, match=message):
