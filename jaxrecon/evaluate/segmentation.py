@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-IGNORE_LABEL = 255
+from jaxrecon.data.scene import IGNORE_LABEL  # the one definition (numpy only: stays light)
 
 
 def confusion_matrix(pred, target, num_classes: int, *, ignore_label: int = IGNORE_LABEL):
