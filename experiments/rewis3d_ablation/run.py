@@ -112,7 +112,8 @@ def run_variant(name: str, args) -> dict:
 # baseline, each confidence filter against none, the sampling / cloud / geometry rows against dual.
 PAIRS = [("cmc_none", "ema"), ("cmc_prediction", "ema"), ("cmc_reconstruction", "ema"),
          ("dual", "ema"), ("cmc_prediction", "cmc_none"), ("cmc_reconstruction", "cmc_none"),
-         ("dual", "cmc_none"), ("random_sampling", "dual"), ("target_view_cloud", "dual"),
+         ("dual", "cmc_none"), ("dual", "cmc_prediction"), ("dual", "cmc_reconstruction"),
+         ("random_sampling", "dual"), ("target_view_cloud", "dual"),
          ("gt_3d", "dual"), ("points_dual", "points_ema"), ("coarse_dual", "coarse_ema")]
 PAIR_METRICS = (("miou", "mIoU student", ".2f", True), ("teacher_miou", "mIoU teacher", ".2f", True))
 
