@@ -20,8 +20,8 @@ feed-forward model, run by the trainer, not here).
 
 `build_seg_jobs(settings)` turns a plain settings dict (`default_seg_settings()`) into
 (name, function) jobs for `cache.cache_scenes`; `seg_provenance(settings)` is what a cache of them
-records (the settings, with the label rule's options only where they differ from its defaults). Host-side numpy; randomness comes only from
-seeded numpy Generators.
+records (the settings, with the label rule's options only where they differ from its defaults).
+Host-side numpy; randomness comes only from seeded numpy Generators.
 """
 from __future__ import annotations
 
