@@ -36,11 +36,12 @@ def _labels(views, names):
 
 
 def fit_warnings(*, num_views, registered, components, duplicates, stages, errors, observed,
-                 inlier, rotation_only, settings, names=None, focal_scale=1.0):
+                 inlier, rotation_only, settings, names=None, rejected_focal=None):
   """The list of warnings a user must see about a fit (module docstring; strings, no newline).
 
   names: optional v view names (e.g. file names) printed after each view index.
-  focal_scale: the fitted focal scale (`FitSettings.refine_focal`; 1 when not refined)."""
+  rejected_focal: the focal scale a `FitSettings.refine_focal` fit reached outside [0.5, 2] (the
+    fit was then redone with the given focal), or None."""
   out = []
   lost = np.nonzero(~registered)[0]
   if len(lost):
@@ -67,9 +68,9 @@ def fit_warnings(*, num_views, registered, components, duplicates, stages, error
     if not stage["converged"] and not stage.get("warm_up", False):
       out.append(f"stage '{stage['name']}' did not converge after {stage['iterations']} "
                  f"iterations ({stage['message']})")
-  if not 0.5 <= focal_scale <= 2.0:
-    out.append(f"the fitted focal length is {focal_scale:.2f} times the given one: the given "
-               "intrinsics were far off, or the views do not make the focal observable")
+  if rejected_focal is not None:
+    out.append(f"the focal length is not observable from these views (refining it went to "
+               f"{rejected_focal:.3g} times the given one): the given focal length was kept")
   used = observed & registered[None, :]
   if used.any():
     fraction = float(inlier.sum() / used.sum())

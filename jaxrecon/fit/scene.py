@@ -13,6 +13,7 @@ Conventions of `jaxrecon.geometry`: OpenCV axes, pixel centres at integers, `cam
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Optional
 
@@ -334,7 +335,7 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
   start = time.perf_counter()
   nan_result = dict(cam_from_world=np.full((v, 4, 4), np.nan), points=np.full((t, 3), np.nan),
                     inlier=np.zeros((t, v), bool), track_depth=np.full((t, v), np.nan))
-  stages, focal_scale = [], 1.0
+  stages, focal_scale, rejected_focal = [], 1.0, None
   if settings.refine_focal and settings.refine != "bundle":
     raise UserError("refine_focal: only the bundle refiner fits the focal length")
   if active.any():
@@ -342,6 +343,15 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
     extra = () if settings.refine == "bundle" else (depth_maps,)
     rot, centres, points, errors, inlier, registered, stages, focal_scale = refine(
         init, tracks, visibility, intrinsics, active, settings, *extra)
+    if settings.refine_focal and not 0.5 <= focal_scale <= 2.0:
+      # The views do not pin the focal length down (forward motion with little turning: the
+      # reprojection error falls towards 0 as the focal goes to 0 or to infinity, and LM walks
+      # there; CamVid went to 1e-11 and to 1e8 times the given focal). Its answer is not a
+      # focal length: fit again with the given one, and say so.
+      rejected_focal = focal_scale
+      rot, centres, points, errors, inlier, registered, stages, focal_scale = refine(
+          init, tracks, visibility, intrinsics, active,
+          dataclasses.replace(settings, refine_focal=False), *extra)
   else:
     errors, inlier, registered = np.full((t, v), np.nan), np.zeros((t, v), bool), active
   if registered.any():
@@ -368,7 +378,7 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
       num_views=v, registered=registered, components=init.components, duplicates=duplicates,
       stages=stages, errors=errors, observed=visibility, inlier=inlier,
       rotation_only=init.rotation_only, settings=settings, names=view_names,
-      focal_scale=focal_scale)
+      rejected_focal=rejected_focal)
   report.issue_warnings(messages)
   return FitResult(
       registered=registered, num_observations=counts, view_residual_px=residual,

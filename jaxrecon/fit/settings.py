@@ -48,8 +48,10 @@ class FitSettings:
       adjuster also refines one focal scale shared by every view (each view's fx, fy times the
       same factor; principal points held), after the positions-only stage. The fitted
       intrinsics are `FitResult.intrinsics`. Needs views that turn or move enough to make the
-      focal observable; the refined scale is reported, not trusted blindly (a warning when it
-      moves by more than a factor 2).
+      focal observable; the refined scale is reported, not trusted blindly: when it leaves
+      [0.5, 2] (a forward-moving camera that hardly turns leaves the focal unobservable, and the
+      refinement drifts towards 0 or infinity) the fit is redone with the given focal and a
+      warning says so.
     max_iterations: LM iterations per stage at most; tolerance: a stage has converged when the
       relative cost decrease (or the relative step) falls below it.
     max_error_px: observations with a larger final error are outliers (COLMAP's default 4 px).
