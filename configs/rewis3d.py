@@ -6,8 +6,10 @@ Variants:
     tiny SegFormer + tiny point transformer; trains the EMA baseline (2D mean teacher alone) and
     Rewis3d with the same budget and data, and reports both mIoU on held-out scenes. CPU, minutes.
   camvid: ../shared/data/camvid_0001TP (24 frames, 11 classes) with generated scribbles; the point
-    cloud comes from a Reliev3R checkpoint (set data.prepare.ffrm.checkpoint, e.g. the workdir of
-    the Reliev3R demo run); CamVid has no intrinsics, so a horizontal field of view is assumed.
+    cloud is reconstructed from the frames (recon "mvs": XFeat tracks, per-scene fit with the focal
+    refined from an assumed 60-degree field of view, plane-sweep stereo; see
+    jaxrecon.rewis3d.mvs_records). A Reliev3R checkpoint can give it instead:
+    --config.data.prepare.recon=ffrm --config.data.prepare.ffrm.checkpoint=<its workdir>.
   paper: SegFormer-B4 + the paper-scale point transformer, for a GPU; data from a prepared cache
     (set data.cache). From the paper: 120k points, rho 0.6, EMA 0.99, tau 0.95, lambda 0.1 after
     a base stage (15 epochs) and a linear ramp (5 epochs; given here in steps). Not in the paper
@@ -78,7 +80,7 @@ def get_config(arg: str = "demo"):
   c.eval_every = 200
   if arg == "camvid":
     c.class_names = CAMVID_CLASSES
-    c.data.prepare.update(source="camvid", recon="ffrm")
+    c.data.prepare.update(source="camvid", recon="mvs")
     c.data.prepare.camvid.root = str(SHARED_DATA / "camvid_0001TP")
     c.data.num_eval_scenes = 1       # the last 6 frames, reconstructed as their own clip
     c.pipeline.update(height=64, width=96)

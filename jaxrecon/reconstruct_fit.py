@@ -36,11 +36,6 @@ from jaxrecon.errors import UserError
 from jaxrecon.export import report as report_lib
 from jaxrecon.io import colmap_sparse, ply, poses, staging
 
-# The plane-sweep settings chosen on the procedural world's validation scenes (never on a test or
-# real scene; experiments/mvs_synthetic.md): a looser geometric check than MVSSettings' default,
-# 0.90 % median relative error at 53 % coverage on the test scenes.
-DENSE_SETTINGS = dict(pixel_tolerance=3.0, depth_tolerance=0.03, min_consistent=1)
-
 UNITS = ("the fit's gauge: camera 0 is the world frame, the scale is set by the fit (not metric); "
          "compare to other poses after a similarity alignment")
 
@@ -187,7 +182,7 @@ def _write_dense(out: pathlib.Path, names, rgb, k, result, registered, progress)
     return 0
   points = result.points[np.all(np.isfinite(result.points), axis=1)]
   dense = mvs.reconstruct_dense(rgb[views], k[views], result.cam_from_world[views], points,
-                                settings=mvs.MVSSettings(**DENSE_SETTINGS))
+                                settings=mvs.MVSSettings(**mvs.VALIDATED))
   depth = np.where(dense.confidence > 0, dense.depth, np.nan)
   kept = [names[i] for i in views]
   export.views.write_maps(out / "depth", kept, depth, "turbo")

@@ -43,7 +43,7 @@ def test_rewis3d_variants(variant):
   assert methods_of(config) == ["ema", "rewis3d"] and config.task == "rewis3d"
   assert objective.confidence == "dual" and objective.tau == 0.95
   if variant == "camvid":
-    assert config.data.prepare.recon == "ffrm" and config.data.prepare.source == "camvid"
+    assert config.data.prepare.recon == "mvs" and config.data.prepare.source == "camvid"
   if variant == "paper":  # SegFormer-B4, PTv3-base, 120k points, rho 0.6, lambda 0.1, EMA 0.99
     assert seg.embed_dims == (64, 128, 320, 512) and seg.depths == (3, 8, 27, 3)
     assert points.enc_dims == (32, 64, 128, 256, 512)

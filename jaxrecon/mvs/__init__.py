@@ -6,6 +6,7 @@ integer coordinates, `cam_from_world` 4x4 extrinsics, K 3x3, depth = camera z in
 
   reconstruct_dense(images, K, cam_from_world, points=None, settings=MVSSettings())
       -> DenseResult(depth, confidence, ..., points, colors, point_confidence)
+  VALIDATED: the settings the commands use (`MVSSettings(**VALIDATED)`).
 
 The steps, each a pure jit-compiled function with its shapes in its docstring:
   `neighbours`: co-visibility x triangulation-angle view scores (`view_scores`,
@@ -26,5 +27,5 @@ from jaxrecon.mvs.cost import box_mean, sweep_cost, zncc
 from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
                                 winner_take_all)
 from jaxrecon.mvs.neighbours import depth_ranges, frustum_points, select_neighbours, view_scores
-from jaxrecon.mvs.reconstruct import (DenseResult, MVSSettings, grey_images, reconstruct_dense,
-                                      view_depth)
+from jaxrecon.mvs.reconstruct import (VALIDATED, DenseResult, MVSSettings, grey_images,
+                                      reconstruct_dense, view_depth)

@@ -4,7 +4,9 @@ a reconstructed point cloud.
 What is this method's alone, on the shared core and the one training engine:
 
   records       scene + sparse labels + a reconstruction (ground truth or simulated) -> record
-  ffrm_records  records whose reconstruction comes from a trained Reliev3R run (the "ffrm" source)
+  estimated     records of a reconstruction estimated from the images, and the CamVid clips
+  ffrm_records  ... from a trained Reliev3R run (the "ffrm" source)
+  mvs_records   ... from tracks, per-scene fitting and plane-sweep stereo (the "mvs" source)
   augment       weak / strong augmentation of images and point clouds, pixels kept linked
   pipeline      grain pipeline of (2D crop, sampled points, 2D-3D links) samples
                 (`SegPipelineConfig`, the config's `pipeline` schema)

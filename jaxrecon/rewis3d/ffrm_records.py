@@ -17,12 +17,10 @@ from typing import Callable, Mapping
 import numpy as np
 
 from jaxrecon.data.scene import Scene
-from jaxrecon.rewis3d.records import camvid_scene, label_options, seg_record
-from jaxrecon.data.synthetic import make_scene
-from jaxrecon.data.transforms import resize, resize_images
+from jaxrecon.data.transforms import resize_images
 from jaxrecon.export.views import resize_maps
-from jaxrecon.geometry.cameras import up_from_cameras
 from jaxrecon.reliev3r.task import build, predict
+from jaxrecon.rewis3d.estimated import Estimate, build_estimated_jobs
 from jaxrecon.train.runs import locate_run, restore_latest, stored_config
 
 
@@ -50,29 +48,10 @@ def ffrm_reconstruction(scene: Scene, checkpoint: str):
   return depth, confidence, np.asarray(pred["world_from_cam"][0], np.float64)
 
 
-def _camvid_scene(settings: Mapping, part: str) -> Scene:
-  """CamVid frames with intrinsics from an assumed field of view, resized to camvid.(height,
-  width) (the FFRM and the segmentation crops work at low resolution); part "train" is all but
-  the last camvid.held_out_frames frames, "held_out" those last frames (a separate clip: it is
-  reconstructed on its own, so no training geometry or label reaches it)."""
-  camvid = settings["camvid"]
-  scene = camvid_scene(camvid["root"], intrinsics_fov_deg=camvid["intrinsics_fov_deg"])
-  held_out = int(camvid["held_out_frames"])
-  if not 0 < held_out < scene.num_views - 1:
-    raise ValueError(f"camvid.held_out_frames: expected 1..{scene.num_views - 2}, got {held_out}")
-  split = scene.num_views - held_out
-  views = range(split) if part == "train" else range(split, scene.num_views)
-  return resize(scene.select(list(views)), (camvid["height"], camvid["width"]))
-
-
-def _ffrm_record(scene_fn: Callable[[], Scene], settings: Mapping) -> dict:
-  scene = scene_fn()
-  depth, confidence, world_from_cam = ffrm_reconstruction(scene, settings["ffrm"]["checkpoint"])
-  return seg_record(scene, label_kind=settings["label_kind"], label_seed=settings["label_seed"],
-                    recon_depth=depth, recon_confidence=confidence,
-                    recon_world_from_cam=world_from_cam,
-                    up=np.asarray(up_from_cameras(world_from_cam), np.float64),
-                    **label_options(settings))
+def ffrm_estimate(scene: Scene, checkpoint: str) -> Estimate:
+  """`ffrm_reconstruction` as an `Estimate` (every view placed, the focal as given)."""
+  depth, confidence, world_from_cam = ffrm_reconstruction(scene, checkpoint)
+  return Estimate(depth, confidence, world_from_cam, np.ones(len(depth), bool))
 
 
 def build_ffrm_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
@@ -83,18 +62,4 @@ def build_ffrm_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
                      "model reconstructs the scenes, e.g. the workdir of `python -m jaxrecon.main "
                      "--config=configs/reliev3r.py`")
   locate_run(checkpoint)  # fail before any scene is read
-  source = settings["source"]
-  if source == "camvid":
-    # Names sort train first: the trainer holds out the last scenes in sorted order.
-    return [(f"camvid-{i}-{part}", functools.partial(
-        _ffrm_record, functools.partial(_camvid_scene, settings, part), settings))
-        for i, part in enumerate(("train", "held_out"))]
-  if source == "synthetic":
-    synth = settings["synthetic"]
-    seeds = range(synth["seed"], synth["seed"] + synth["num_scenes"])
-    scene_fn = functools.partial(make_scene, num_views=synth["num_views"],
-                                 height=synth["height"], width=synth["width"], path=synth["path"])
-    return [(f"synthetic-{synth['path']}-{s:05d}",
-             functools.partial(_ffrm_record, functools.partial(scene_fn, s), settings))
-            for s in seeds]
-  raise ValueError(f"source: expected 'synthetic' or 'camvid', got {source!r}")
+  return build_estimated_jobs(settings, functools.partial(ffrm_estimate, checkpoint=checkpoint))

@@ -15,8 +15,9 @@ A *segmentation record* is one scene as a dict of numpy arrays (no pickle; writt
 dense_labels are for monitoring and evaluation only; training sees sparse_labels. The
 reconstruction is what the point cloud is lifted from: "gt" (`gt_reconstruction`: ground-truth
 depth and poses, the "real 3D" row), "simulated" (`simulated_reconstruction`: ground truth degraded
-the way a feed-forward reconstruction model errs, with a correlated confidence) or "ffrm" (a real
-feed-forward model, run by the trainer, not here).
+the way a feed-forward reconstruction model errs, with a correlated confidence), "ffrm" (a real
+feed-forward model, `ffrm_records`) or "mvs" (tracks, per-scene fit and multi-view stereo of the
+images alone, `mvs_records`); the last two are made by their modules, not here.
 
 `build_seg_jobs(settings)` turns a plain settings dict (`default_seg_settings()`) into
 (name, function) jobs for `cache.cache_scenes`; `seg_provenance(settings)` is what a cache of them
@@ -41,7 +42,9 @@ from jaxrecon.data.sparse_labels import KINDS, make_sparse
 from jaxrecon.data.synthetic import MIRROR, intrinsics_from_fov, make_scene
 
 SOURCES = ("synthetic", "camvid")
-RECONS = ("gt", "simulated", "ffrm")
+RECONS = ("gt", "simulated", "ffrm", "mvs")
+# Made outside `build_seg_jobs`: "ffrm" by `ffrm_records` (a Reliev3R run), "mvs" by `mvs_records`.
+ESTIMATED = ("ffrm", "mvs")
 KEYS = ("images", "dense_labels", "sparse_labels", "intrinsics", "recon_depth",
         "recon_confidence", "recon_world_from_cam", "name")
 
@@ -339,9 +342,13 @@ def label_options(settings: Mapping) -> dict:
 
 def seg_provenance(settings: Mapping) -> dict:
   """What a cache of `build_seg_jobs(settings)` records as its provenance: the settings without
-  "label_options", plus the chosen rule's options only where they differ from its defaults (so a
-  cache made before the options were configurable keeps matching its settings)."""
-  out = {k: v for k, v in settings.items() if k != "label_options"}
+  "label_options" (and "mvs" unless recon is "mvs"), plus the chosen rule's options only where they
+  differ from its defaults (so a cache made before the options were configurable keeps matching
+  its settings)."""
+  # Options of a reconstruction source that is not used are left out too (a cache made before
+  # the "mvs" source existed keeps matching).
+  out = {k: v for k, v in settings.items()
+         if k != "label_options" and not (k == "mvs" and settings.get("recon") != "mvs")}
   options = label_options(settings)
   changed = {k: v for k, v in options.items()
              if v != LABEL_OPTION_DEFAULTS.get(settings["label_kind"], {}).get(k)}
@@ -373,15 +380,15 @@ def build_seg_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
   settings: a plain dict like `default_seg_settings()`: source ("synthetic" | "camvid"),
   synthetic (num_scenes, seed, num_views, height, width, path), camvid (root,
   intrinsics_fov_deg), label_kind, label_seed, label_options ({kind: options of that
-  `sparse_labels` rule}; only label_kind's are used), recon ("gt" | "simulated"; "ffrm" is made by
-  the trainer) and simulated (seed plus `simulated_reconstruction` options). Scene s of the synthetic
+  `sparse_labels` rule}; only label_kind's are used), recon ("gt" | "simulated"; "ffrm" and "mvs"
+  are made by their modules) and simulated (seed plus `simulated_reconstruction` options). Scene s of the synthetic
   source is `make_scene(s)`, named synthetic-<path>-<s:05d>; its labels are seeded by
   (label_seed, s) and its simulated reconstruction by (simulated.seed, s).
   """
   source, recon, kind = settings["source"], settings["recon"], settings["label_kind"]
-  if recon == "ffrm":
-    raise ValueError("recon: 'ffrm' (a feed-forward reconstruction model) is run by the "
-                     "segmentation trainer, not by build_seg_jobs; use 'gt' or 'simulated' here")
+  if recon in ESTIMATED:
+    raise ValueError(f"recon: {recon!r} records are made by jaxrecon.rewis3d.{recon}_records, not "
+                     f"by build_seg_jobs; use 'gt' or 'simulated' here")
   if recon not in RECONS:
     raise ValueError(f"recon: expected one of {RECONS}, got {recon!r}")
   if kind not in KINDS:
@@ -395,8 +402,8 @@ def build_seg_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
   if source == "camvid":
     root = pathlib.Path(settings["camvid"]["root"])
     raise ValueError(f"recon: {recon!r} needs ground-truth depth and poses, and CamVid ({root}) "
-                     f"has none; CamVid records need the 'ffrm' reconstruction of the trainer "
-                     f"(seg_record with its arrays)")
+                     f"has none; CamVid records need an estimated reconstruction ('mvs' or "
+                     f"'ffrm')")
   raise ValueError(f"source: expected one of {SOURCES}, got {source!r}")
 
 
@@ -412,5 +419,8 @@ def default_seg_settings() -> dict:
           "label_options": {k: dict(v) for k, v in LABEL_OPTION_DEFAULTS.items()},
           "recon": "simulated",
           "ffrm": {"checkpoint": ""},      # a Reliev3R run, for recon "ffrm" (jaxrecon.train)
+          # recon "mvs": tracker, working size (pixels), refine the focal (rewis3d.mvs_records)
+          "mvs": {"tracker": "sift", "height": 360, "width": 480, "approximate_intrinsics": True,
+                  "num_hypotheses": 48},
           "simulated": {"seed": 0, **_SIMULATED_DEFAULTS}}
 

@@ -52,6 +52,9 @@ def _seg_jobs(settings):
   if settings["recon"] == "ffrm":
     from jaxrecon.rewis3d.ffrm_records import build_ffrm_jobs  # noqa: PLC0415 (loads a checkpoint)
     return build_ffrm_jobs(settings)
+  if settings["recon"] == "mvs":
+    from jaxrecon.rewis3d.mvs_records import build_mvs_jobs  # noqa: PLC0415 (the fitting stack)
+    return build_mvs_jobs(settings)
   return build_seg_jobs(settings)
 
 
@@ -259,6 +262,12 @@ def check_config(config) -> None:
   if prepare.recon == "ffrm":
     config_check.require_folder("data.prepare.ffrm.checkpoint", prepare.ffrm.checkpoint,
                                 "data.prepare.recon='ffrm' (a Reliev3R run's workdir)")
+  if prepare.recon == "mvs":
+    from jaxrecon.rewis3d.mvs_records import check_mvs_settings  # noqa: PLC0415
+    try:
+      check_mvs_settings(prepare.mvs.to_dict())
+    except ValueError as e:
+      raise UserError(f"config.data.prepare.{e}") from e
 
 
 def train_segmentation(config, workdir) -> dict:

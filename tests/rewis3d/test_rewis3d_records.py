@@ -129,8 +129,9 @@ def test_bad_settings():
     build_seg_jobs(_settings(source="camvid", recon="gt"))
   with pytest.raises(ValueError, match="CamVid"):
     build_seg_jobs(_settings(source="camvid", recon="simulated"))
-  with pytest.raises(ValueError, match="ffrm.*trainer"):
-    build_seg_jobs(_settings(recon="ffrm"))
+  for recon in ("ffrm", "mvs"):
+    with pytest.raises(ValueError, match=f"{recon}_records"):
+      build_seg_jobs(_settings(recon=recon))
   with pytest.raises(ValueError, match="recon"):
     build_seg_jobs(_settings(recon="colmap"))
   with pytest.raises(ValueError, match="source"):
@@ -155,7 +156,10 @@ def test_label_options_reach_the_rule_and_the_provenance():
   assert seg_provenance(settings)["label_options"] == {"coarse": {"margin": 3.0}}
   unchanged = _settings(label_kind="coarse")
   unchanged["label_options"]["points"]["margin"] = 1.0  # another rule's option: no effect
-  before = {k: v for k, v in unchanged.items() if k != "label_options"}
+  before = {k: v for k, v in unchanged.items() if k not in ("label_options", "mvs")}
   assert seg_provenance(unchanged) == before
+  # The "mvs" source's options are recorded only where that source is used (older caches of the
+  # other sources, made before it existed, keep matching).
+  assert seg_provenance({**unchanged, "recon": "mvs"})["mvs"] == unchanged["mvs"]
   np.testing.assert_array_equal(build_seg_jobs(unchanged)[0][1]()["sparse_labels"],
                                 default["sparse_labels"])
