@@ -165,8 +165,8 @@ def solve_positions(rays, visibility, views, *, iterations=6, bounded_iterations
   Args:
     rays: (t, v, 3) unit world directions (`world_rays`); visibility: (t, v) bool.
     views: the views to position (the first one's centre is the origin).
-    iterations: re-weighting rounds of the homogeneous solve; bounded_iterations: active-set
-      rounds of the bounded solve at most; scale_deg: the Cauchy kernel's scale on the ray
+    iterations: re-weighting rounds of the homogeneous solve (>= 1); bounded_iterations:
+      active-set rounds of the bounded solve at most (0: no bounded solve); scale_deg: the Cauchy kernel's scale on the ray
       angles; tolerance: the bounded solve has converged when its centres move by less than
       this (relative to the largest) and its bound set is unchanged.
   Returns:
@@ -182,7 +182,8 @@ def solve_positions(rays, visibility, views, *, iterations=6, bounded_iterations
   proj = np.eye(3) - r[..., :, None] * r[..., None, :]                # (t', n, 3, 3)
   scale = np.deg2rad(scale_deg)
   answers = {"homogeneous": _homogeneous(r, vis, proj, scale, iterations)}
-  if len(views) > 2:   # two views: the homogeneous answer is the two-view one, nothing to collapse
+  if len(views) > 2 and bounded_iterations > 0:
+    # (Two views: the homogeneous answer is the two-view one, there is nothing to collapse.)
     answers["bounded"] = _bounded(r, vis, proj, scale, bounded_iterations, tolerance)
   explained = {k: int(np.sum(vis & (a[2] < 0.5 * scale))) for k, a in answers.items()}
   solver = max(answers, key=lambda k: (explained[k], k == "homogeneous"))
