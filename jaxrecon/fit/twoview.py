@@ -112,16 +112,36 @@ def _triangulation_angles(rot, trans, x_i, x_j):
   return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
-def _pose_from_homography(x_i, x_j, b_i, b_j):
+def _sampson_inliers(rot, trans, x_i, x_j, threshold):
+  """Correspondences (normalised points (n, 2)) within `threshold` (normalised units) of the
+  epipolar geometry of (rot, trans), by the Sampson distance."""
+  tx = np.array([[0, -trans[2], trans[1]], [trans[2], 0, -trans[0]], [-trans[1], trans[0], 0]])
+  e = tx @ rot
+  h_i = np.concatenate([x_i, np.ones((len(x_i), 1))], 1)
+  h_j = np.concatenate([x_j, np.ones((len(x_j), 1))], 1)
+  ex, etx = h_i @ e.T, h_j @ e
+  num = np.sum(h_j * ex, 1) ** 2
+  den = ex[:, 0] ** 2 + ex[:, 1] ** 2 + etx[:, 0] ** 2 + etx[:, 1] ** 2
+  return num / np.maximum(den, 1e-300) < threshold ** 2
+
+
+def _pose_from_homography(x_i, x_j, all_i, all_j, threshold):
   """(R, unit t) of cam_j_from_cam_i from a homography of normalised points, or None.
 
-  Of the (up to four) decompositions, the one that puts the most points in front of both
-  cameras (COLMAP's rule; the homography is refitted to the inliers by least squares first)."""
+  x_i, x_j: (n, 2) the homography's inliers; all_i, all_j: (m, 2) every shared correspondence;
+  threshold: inlier threshold in normalised units. Of the (up to four) decompositions, those
+  that put (nearly) the most inliers in front of both cameras (COLMAP's rule; the homography is
+  refitted to the inliers by least squares first). A plane seen from two views leaves two such
+  decompositions, the true pose and a twin that also explains the plane; of these the one whose
+  epipolar geometry explains the most of all shared correspondences is kept, so points off the
+  plane decide. (Taking the first, as before, picked the twin on most forward-walking procedural
+  scenes with a dominant ground plane: relative rotations 14-40 degrees off, consistent with each
+  other, so rotation averaging could not reject them.)"""
   h, _ = cv2.findHomography(x_i, x_j, 0)
   if h is None:
     return None
   count, rots, trans, _ = cv2.decomposeHomographyMat(h, np.eye(3))
-  best, best_front = None, -1
+  candidates = []
   for rot, t in zip(rots, trans):
     t = t[:, 0]
     norm = np.linalg.norm(t)
@@ -133,9 +153,16 @@ def _pose_from_homography(x_i, x_j, b_i, b_j):
     w = np.where(np.abs(hom[3]) > 1e-12, hom[3], 1e-12)
     pts = (hom[:3] / w).T
     front = int(np.sum((pts[:, 2] > 0) & ((pts @ rot.T + t)[:, 2] > 0)))
-    if front > best_front:
-      best, best_front = (np.asarray(rot, np.float64), t), front
-  return best
+    candidates.append((front, np.asarray(rot, np.float64), t))
+  if not candidates:
+    return None
+  most = max(c[0] for c in candidates)
+  # (0.9: a point or two near the horizon may fall behind in one twin and not the other.)
+  tied = [c for c in candidates if c[0] >= 0.9 * most]
+  support = [int(np.sum(_sampson_inliers(rot, t, all_i, all_j, threshold)))
+             for _, rot, t in tied]
+  _, rot, t = tied[int(np.argmax(support))]
+  return rot, t
 
 
 def pair_geometry(i, j, tracks, visibility, intrinsics, *, threshold_px=1.0, min_inliers=15,
@@ -184,7 +211,7 @@ def pair_geometry(i, j, tracks, visibility, intrinsics, *, threshold_px=1.0, min
   ratio = float(in_r.sum() / max(in_e.sum(), in_h.sum(), 1))
   planar = in_h.sum() > max_rotation_inlier_ratio * in_e.sum() and in_h.sum() >= min_inliers
   if planar:
-    pose = _pose_from_homography(x_i[in_h], x_j[in_h], b_i[in_h], b_j[in_h])
+    pose = _pose_from_homography(x_i[in_h], x_j[in_h], x_i, x_j, thr)
     if pose is not None:
       rot_e, trans_e = pose
       in_e = in_h

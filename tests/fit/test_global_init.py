@@ -45,6 +45,25 @@ def test_planar_pair_pose_from_homography():
   assert rot_deg(pair.rotation, rel[:3, :3]) < 0.01
 
 
+def test_planar_pair_keeps_the_decomposition_the_off_plane_points_support():
+  # Walking ahead over a ground plane (85 % of the points) past a few objects: the homography
+  # explains the pair, and two of its decompositions put every plane point in front; the twin
+  # is off by degrees. The points off the plane must pick the true one.
+  rng = np.random.default_rng(7)
+  ground = np.stack([rng.uniform(-4, 4, 340), rng.uniform(3, 20, 340), np.zeros(340)], -1)
+  objects = np.stack([rng.uniform(-4, 4, 60), rng.uniform(5, 20, 60), rng.uniform(0.2, 2, 60)],
+                     -1)
+  points = np.concatenate([ground, objects])
+  cams = np.stack([look_at(np.array([0.0, 0.0, 1.6]), np.array([0.0, 10.0, 0.0])),
+                   look_at(np.array([0.0, 1.2, 1.6]), np.array([0.3, 11.2, 0.0]))])
+  pixels, visible, intr = two_views(points, cams)
+  pair = twoview.pair_geometry(0, 1, pixels, visible, intr)
+  rel = cams[1] @ np.linalg.inv(cams[0])
+  assert pair.kind == "planar"
+  assert rot_deg(pair.rotation, rel[:3, :3]) < 0.01
+  np.testing.assert_allclose(pair.direction, rel[:3, 3] / np.linalg.norm(rel[:3, 3]), atol=1e-3)
+
+
 @pytest.mark.parametrize("turn_deg, kind", [(8.0, "rotation"), (0.0, "duplicate")])
 def test_pairs_without_baseline(turn_deg, kind):
   rng = np.random.default_rng(2)
