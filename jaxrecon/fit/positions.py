@@ -166,13 +166,17 @@ def solve_positions(rays, visibility, views, *, iterations=6, bounded_iterations
     rays: (t, v, 3) unit world directions (`world_rays`); visibility: (t, v) bool.
     views: the views to position (the first one's centre is the origin).
     iterations: re-weighting rounds of the homogeneous solve (>= 1); bounded_iterations:
-      active-set rounds of the bounded solve at most (0: no bounded solve); scale_deg: the Cauchy kernel's scale on the ray
-      angles; tolerance: the bounded solve has converged when its centres move by less than
-      this (relative to the largest) and its bound set is unchanged.
+      active-set rounds of the bounded solve at most (0: no bounded solve); scale_deg: the
+      Cauchy kernel's scale on the ray angles; tolerance: the bounded solve has converged when
+      its centres move by less than this (relative to the largest) and its bound set is
+      unchanged.
   Returns:
     `Positions` of the better solve (module docstring): the centres of `views` (unit norm over
     all centres) and the points of the tracks seen by at least two of them.
   """
+  if iterations < 1 or bounded_iterations < 0:
+    raise ValueError(f"iterations must be >= 1 and bounded_iterations >= 0, got {iterations}, "
+                     f"{bounded_iterations}")
   t, v = visibility.shape
   views = list(views)
   vis = visibility[:, views]

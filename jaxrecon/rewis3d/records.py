@@ -381,9 +381,9 @@ def build_seg_jobs(settings: Mapping) -> list[tuple[str, Callable[[], dict]]]:
   synthetic (num_scenes, seed, num_views, height, width, path), camvid (root,
   intrinsics_fov_deg), label_kind, label_seed, label_options ({kind: options of that
   `sparse_labels` rule}; only label_kind's are used), recon ("gt" | "simulated"; "ffrm" and "mvs"
-  are made by their modules) and simulated (seed plus `simulated_reconstruction` options). Scene s of the synthetic
-  source is `make_scene(s)`, named synthetic-<path>-<s:05d>; its labels are seeded by
-  (label_seed, s) and its simulated reconstruction by (simulated.seed, s).
+  are made by their modules) and simulated (seed plus `simulated_reconstruction` options). Scene
+  s of the synthetic source is `make_scene(s)`, named synthetic-<path>-<s:05d>; its labels are
+  seeded by (label_seed, s) and its simulated reconstruction by (simulated.seed, s).
   """
   source, recon, kind = settings["source"], settings["recon"], settings["label_kind"]
   if recon in ESTIMATED:
