@@ -346,7 +346,7 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
     if settings.refine_focal and not 0.5 <= focal_scale <= 2.0:
       # The views do not pin the focal length down (forward motion with little turning: the
       # reprojection error falls towards 0 as the focal goes to 0 or to infinity, and LM walks
-      # there; CamVid went to 1e-11 and to 1e8 times the given focal). Its answer is not a
+      # there; CamVid's held-out clip went to 1e-10 times the given focal). Its answer is not a
       # focal length: fit again with the given one, and say so.
       rejected_focal = focal_scale
       rot, centres, points, errors, inlier, registered, stages, focal_scale = refine(
