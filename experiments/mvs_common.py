@@ -20,9 +20,10 @@ from jaxrecon import geometry, mvs  # noqa: E402
 from jaxrecon.experts import MatcherSettings, track_images  # noqa: E402
 
 
-def sparse_points(images, intrinsics, cam_from_world, max_features=2000):
+def sparse_points(images, intrinsics, cam_from_world, max_features=2000, with_views=False):
   """(n, 3) world points of the SIFT tracks of the images, triangulated with the given cameras
-  (tracks with under 1 degree of parallax or behind a camera are dropped)."""
+  (tracks with under 1 degree of parallax or behind a camera are dropped); with_views: also the
+  (n, v) bool views that observed each point (`reconstruct_dense`'s point_views)."""
   tracks = track_images(list(images), intrinsics, MatcherSettings(max_features=max_features))
   proj = geometry.projection_matrix(jnp.asarray(intrinsics), jnp.asarray(cam_from_world))
   pix = np.nan_to_num(tracks.pixels.transpose(1, 0, 2))
@@ -31,6 +32,8 @@ def sparse_points(images, intrinsics, cam_from_world, max_features=2000):
                                              jnp.asarray(weights),
                                              min_parallax=float(np.deg2rad(1.0)))
   keep = np.asarray(info.valid) & tracks.mask
+  if with_views:
+    return np.asarray(pts)[keep], weights[:, keep].T > 0
   return np.asarray(pts)[keep]
 
 
@@ -49,15 +52,18 @@ def error_coverage(depth, confidence, gt, thresholds):
 
 
 def real_scene_setup(name):
-  """Parsed arguments (--data, --out, --synthetic-report) of a real-scene script, and the
-  `MVSSettings` chosen on the procedural world's validation scenes (never on a real scene)."""
+  """Parsed arguments (--data, --out, --synthetic-report) of a real-scene script, the
+  `MVSSettings` chosen on the procedural world's validation scenes (never on a real scene), and
+  whether that choice gives the sparse points' observations to `reconstruct_dense`
+  (point_views)."""
   parser = argparse.ArgumentParser()
   parser.add_argument("--data", default="../shared/data")
   parser.add_argument("--out", default=f"experiments/{name}")
   parser.add_argument("--synthetic-report", default="experiments/mvs_synthetic.json")
   args = parser.parse_args()
   with open(args.synthetic_report) as f:
-    return args, mvs.MVSSettings(**json.load(f)["settings"])
+    report = json.load(f)
+  return args, mvs.MVSSettings(**report["settings"]), bool(report.get("point_views", False))
 
 
 def half_resolution(images, intrinsics):

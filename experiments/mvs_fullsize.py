@@ -30,20 +30,24 @@ def main():
   parser.add_argument("--synthetic-report", default="experiments/mvs_synthetic.json")
   args = parser.parse_args()
   with open(args.synthetic_report) as f:
-    chosen = mvs.MVSSettings(**json.load(f)["settings"])
+    report = json.load(f)
+  chosen = mvs.MVSSettings(**report["settings"])
+  use_views = bool(report.get("point_views", False))
   scenes = {p: make_scene(0, num_views=8, height=360, width=480, path=p) for p in PATHS}
-  points = {p: sparse_points(s.images, s.intrinsics, s.cam_from_world, max_features=4000)
-            for p, s in scenes.items()}
+  sparse = {p: sparse_points(s.images, s.intrinsics, s.cam_from_world, max_features=4000,
+                             with_views=True) for p, s in scenes.items()}
+  points = {p: pts for p, (pts, _) in sparse.items()}
+  views = {p: (v if use_views else None) for p, (_, v) in sparse.items()}
   rows = []
   for num in (32, 64):
     settings = dataclasses.replace(chosen, num_hypotheses=num)
     warm = scenes[PATHS[0]]
     mvs.reconstruct_dense(warm.images, warm.intrinsics, warm.cam_from_world, points[PATHS[0]],
-                          settings=settings)
+                          settings=settings, point_views=views[PATHS[0]])
     for p, s in scenes.items():
       t0 = time.time()
       res = mvs.reconstruct_dense(s.images, s.intrinsics, s.cam_from_world, points[p],
-                                  settings=settings)
+                                  settings=settings, point_views=views[p])
       seconds = time.time() - t0
       _, cov, err, p90 = error_coverage(res.depth, res.confidence, s.depth, (0.0,))[0]
       rows.append({"path": p, "hypotheses": num, "coverage": cov, "median": err, "p90": p90,

@@ -39,7 +39,7 @@ K_ICL = np.array([[481.2, 0.0, 319.5], [0.0, -480.0, 239.5], [0.0, 0.0, 1.0]])
 
 
 def main():
-  args, settings = real_scene_setup("mvs_icl")
+  args, settings, use_views = real_scene_setup("mvs_icl")
   scene = read_tum(f"{args.data}/icl_livingroom", K_ICL, depth_scale=5000.0)  # ICL-NUIM units
   images, k = half_resolution(scene.images, scene.intrinsics)
   gt = scene.depth[:, ::2, ::2]
@@ -51,13 +51,16 @@ def main():
             "sparse_points": {}, "variants": {}}
   # The sparse points that set the swept range: SIFT tracks triangulated with the supplied poses
   # (the baseline), and the refined fit's own points (what a sparse-then-dense pipeline has).
-  for cams_name, cams, pts in (
-      ("supplied poses", scene.cam_from_world, sparse_points(images, k, scene.cam_from_world)),
+  for cams_name, cams, (pts, views) in (
+      ("supplied poses", scene.cam_from_world,
+       sparse_points(images, k, scene.cam_from_world, with_views=True)),
       ("refined cameras", refined, fitted_points)):
     report["sparse_points"][cams_name] = int(len(pts))
-    for name, (p, s) in {"range from the sparse points": (pts, settings),
-                         "near/far 0.5-10 m given (room-scale prior)": (None, prior)}.items():
-      report["variants"][f"{cams_name}, {name}"] = evaluate(images, k, cams, gt, p, s)
+    views = views if use_views else None
+    for name, (p, v, s) in {"range from the sparse points": (pts, views, settings),
+                            "near/far 0.5-10 m given (room-scale prior)": (None, None,
+                                                                           prior)}.items():
+      report["variants"][f"{cams_name}, {name}"] = evaluate(images, k, cams, gt, p, v, s)
   with open(args.out + ".json", "w") as f:
     json.dump(report, f, indent=1)
   r = report["refinement"]
@@ -96,7 +99,8 @@ def main():
 
 def refine_cameras(images, intrinsics, supplied):
   """(v, 4, 4) cameras refined from full-resolution XFeat tracks, initialised from (and expressed
-  in the frame and scale of) the supplied ones; the fit's (n, 3) points; a report of what moved."""
+  in the frame and scale of) the supplied ones; the fit's (n, 3) points and their (n, v)
+  observations; a report of what moved."""
   # XFeat, not SIFT: on these weakly textured renders SIFT verifies too few pairs (61 tracks, 2 of
   # 5 frames connected even at a 2 px / 8 inlier verification); XFeat connects all 5 (1153 tracks).
   tracks = track_images(list(images), intrinsics, MatcherSettings(), tracker="xfeat")
@@ -107,8 +111,7 @@ def refine_cameras(images, intrinsics, supplied):
   rel = cams[:, :3, :3] @ np.swapaxes(supplied[:, :3, :3], 1, 2)
   angle = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
   centre = lambda c: -np.einsum("vji,vj->vi", c[:, :3, :3], c[:, :3, 3])
-  points = fit.points[np.all(np.isfinite(fit.points), axis=1)]
-  return cams, points, {"tracks": int(tracks.mask.sum()), "registered": int(fit.registered.sum()),
+  return cams, fit.model_points(np.arange(len(images))), {"tracks": int(tracks.mask.sum()), "registered": int(fit.registered.sum()),
                 "median_error_px_supplied": _median_error(tracks, visible, intrinsics, supplied),
                 "median_error_px_refined": _median_error(tracks, visible, intrinsics, cams),
                 "rotation_change_deg": angle.tolist(),
@@ -129,9 +132,9 @@ def _median_error(tracks, visible, intrinsics, cams):
   return float(np.median(err[visible & keep[:, None]]))
 
 
-def evaluate(images, k, cams, gt, points, settings):
+def evaluate(images, k, cams, gt, points, point_views, settings):
   """Curves of one reconstruction: all pixels with gt, co-visible ones, photometric-only."""
-  res = mvs.reconstruct_dense(images, k, cams, points, settings=settings)
+  res = mvs.reconstruct_dense(images, k, cams, points, settings=settings, point_views=point_views)
   count, _ = mvs.geometric_consistency(jnp.asarray(gt), jnp.asarray(k, jnp.float32),
                                        jnp.asarray(cams, jnp.float32),
                                        jnp.asarray(res.neighbours), pixel_tolerance=5.0,

@@ -32,15 +32,16 @@ HELD_OUT = (3, 9, 15)
 
 
 def main():
-  args, settings = real_scene_setup("mvs_temple")
+  args, settings, use_views = real_scene_setup("mvs_temple")
   scene = read_middlebury(f"{args.data}/templeRing")
   recon = [i for i in range(scene.num_views) if i not in HELD_OUT]
   h, w = scene.image_size
   small, k_small = half_resolution(scene.images[recon], scene.intrinsics[recon])
   cams = scene.cam_from_world[recon]
-  pts = sparse_points(small, k_small, cams)
+  pts, views = sparse_points(small, k_small, cams, with_views=True)
   t0 = time.time()
-  res = mvs.reconstruct_dense(small, k_small, cams, pts, settings=settings)
+  res = mvs.reconstruct_dense(small, k_small, cams, pts, settings=settings,
+                              point_views=views if use_views else None)
   seconds = time.time() - t0
   print(f"reconstructed {len(recon)} views in {seconds:.1f}s, {len(res.points)} points",
         flush=True)

@@ -180,9 +180,9 @@ def _write_dense(out: pathlib.Path, names, rgb, k, result, registered, progress)
   if len(views) < 2:
     progress("dense: fewer than 2 registered views, no depth maps")
     return 0
-  points = result.points[np.all(np.isfinite(result.points), axis=1)]
+  points, observed = result.model_points(views)
   dense = mvs.reconstruct_dense(rgb[views], k[views], result.cam_from_world[views], points,
-                                settings=mvs.MVSSettings(**mvs.VALIDATED))
+                                settings=mvs.MVSSettings(**mvs.VALIDATED), point_views=observed)
   depth = np.where(dense.confidence > 0, dense.depth, np.nan)
   kept = [names[i] for i in views]
   export.views.write_maps(out / "depth", kept, depth, "turbo")

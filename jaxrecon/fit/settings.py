@@ -166,3 +166,16 @@ class FitResult(NamedTuple):
   intrinsics: np.ndarray
   init_seconds: float
   fit_seconds: float
+
+  def model_points(self, views) -> tuple[np.ndarray, np.ndarray]:
+    """The model's points and which of `views` observed each (what multi-view stereo needs to
+    choose neighbours and depth ranges: `mvs.reconstruct_dense(..., points, point_views=...)`).
+
+    Args:
+      views: (m,) int view indices, in the order the caller passes their images.
+    Returns:
+      points: (n, 3) float64 world points of the tracks in the model; observed: (n, m) bool, the
+      inlier observations of those points in `views`.
+    """
+    in_model = np.all(np.isfinite(self.points), axis=1)
+    return self.points[in_model], self.inlier[in_model][:, np.asarray(views)]

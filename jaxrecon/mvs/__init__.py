@@ -4,13 +4,15 @@ point cloud out.
 Conventions are the package's (see `jaxrecon.geometry`): OpenCV camera axes, pixel centres at
 integer coordinates, `cam_from_world` 4x4 extrinsics, K 3x3, depth = camera z in world units.
 
-  reconstruct_dense(images, K, cam_from_world, points=None, settings=MVSSettings())
+  reconstruct_dense(images, K, cam_from_world, points=None, settings=MVSSettings(),
+                    point_views=None)
       -> DenseResult(depth, confidence, ..., points, colors, point_confidence)
   VALIDATED: the settings the commands use (`MVSSettings(**VALIDATED)`).
 
 The steps, each a pure jit-compiled function with its shapes in its docstring:
-  `neighbours`: co-visibility x triangulation-angle view scores (`view_scores`,
-    `select_neighbours`), per-view depth ranges from sparse points (`depth_ranges`), and stand-in
+  `neighbours`: co-visibility x triangulation-angle view scores (`pair_weights`, `view_scores`),
+    the best-scoring or a greedy covering choice of neighbours (`select_neighbours`,
+    `select_covering_neighbours`), per-view depth ranges from sparse points (`depth_ranges`), and stand-in
     points from the camera frusta when there are none (`frustum_points`).
   `cost`: ZNCC (`zncc`, `box_mean`) and the plane-sweep cost volume with top-k aggregation over the
     neighbours, chunked over hypotheses (`sweep_cost`).
@@ -26,6 +28,7 @@ from jaxrecon.mvs.consistency import fuse_points, geometric_consistency
 from jaxrecon.mvs.cost import box_mean, sweep_cost, zncc
 from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
                                 winner_take_all)
-from jaxrecon.mvs.neighbours import depth_ranges, frustum_points, select_neighbours, view_scores
+from jaxrecon.mvs.neighbours import (depth_ranges, frustum_points, pair_weights,
+                                     select_covering_neighbours, select_neighbours, view_scores)
 from jaxrecon.mvs.reconstruct import (VALIDATED, DenseResult, MVSSettings, grey_images,
                                       reconstruct_dense, view_depth)

@@ -51,32 +51,42 @@ def frustum_points(intrinsics, cam_from_world, near, far, *, image_size, grid=8,
 
 
 @functools.partial(jax.jit, static_argnames=("image_size",))
-def view_scores(points, intrinsics, cam_from_world, *, image_size, peak_degrees=8.0,
-                low_sigma_degrees=3.0, high_sigma_degrees=15.0):
-  """Co-visibility score of every view pair, weighted by triangulation angle.
+def pair_weights(points, intrinsics, cam_from_world, *, image_size, observed=None,
+                 peak_degrees=8.0, low_sigma_degrees=3.0, high_sigma_degrees=15.0):
+  """What each point adds to each view pair: G(angle) where both views see it, else 0.
 
-  A point seen by both views of a pair adds G(angle), the angle at the point between the two
-  camera centres: a Gaussian around `peak_degrees`, narrow below it (small baselines give depth
-  that hypotheses cannot resolve) and wide above it (wide baselines still match, only less
-  reliably as appearance changes).
+  G is a function of the angle at the point between the two camera centres: a Gaussian around
+  `peak_degrees`, narrow below it (small baselines give depth that hypotheses cannot resolve) and
+  wide above it (wide baselines still match, only less reliably as appearance changes).
 
   Args:
     points: (n, 3) world points; intrinsics: (v, 3, 3) K; cam_from_world: (v, 4, 4).
     image_size: (h, w) static, pixels.
+    observed: optional (n, v) bool, the views that observed each point (a sparse model's
+      inliers); a pair then counts only the points both observed and both see by projection.
     peak_degrees, low_sigma_degrees, high_sigma_degrees: shape of G, degrees.
   Returns:
-    (v, v) float scores, 0 on the diagonal (a view is never its own neighbour).
+    (v, v, n) float weights in [0, 1], 0 on the diagonal (a view is never its own neighbour).
   """
   visible, _ = _visible(points, intrinsics, cam_from_world, image_size)
+  if observed is not None:
+    visible = visible & jnp.asarray(observed, bool).T
   rays = points[None] - camera_centers(cam_from_world)[:, None]
   rays = rays / jnp.maximum(jnp.linalg.norm(rays, axis=-1, keepdims=True), 1e-12)
   cos = jnp.einsum("inc,jnc->ijn", rays, rays)
   angle = jnp.rad2deg(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
   sigma = jnp.where(angle < peak_degrees, low_sigma_degrees, high_sigma_degrees)
   weight = jnp.exp(-0.5 * ((angle - peak_degrees) / sigma) ** 2)
-  both = visible[:, None, :] & visible[None, :, :]
-  scores = jnp.sum(jnp.where(both, weight, 0.0), -1)
-  return scores * (1.0 - jnp.eye(scores.shape[0], dtype=scores.dtype))
+  v = visible.shape[0]
+  both = visible[:, None, :] & visible[None, :, :] & ~jnp.eye(v, dtype=bool)[..., None]
+  return jnp.where(both, weight, 0.0)
+
+
+def view_scores(points, intrinsics, cam_from_world, *, image_size, **shape):
+  """(v, v) co-visibility score of every view pair weighted by triangulation angle: the sum over
+  the points of `pair_weights` (same arguments), 0 on the diagonal."""
+  return jnp.sum(pair_weights(points, intrinsics, cam_from_world, image_size=image_size, **shape),
+                 -1)
 
 
 @functools.partial(jax.jit, static_argnames=("num",))
@@ -93,6 +103,46 @@ def select_neighbours(scores, *, num):
   masked = jnp.where(jnp.eye(v, dtype=bool), -jnp.inf, scores)
   score, idx = jax.lax.top_k(masked, num)
   return idx.astype(jnp.int32), score
+
+
+@functools.partial(jax.jit, static_argnames=("num", "cover"))
+def select_covering_neighbours(weights, *, num, cover):
+  """Neighbours chosen greedily so that every point of the reference view is seen by `cover` of
+  them before any point counts a further time.
+
+  The plain best-scoring views can all look at the same part of the reference image: on a camera
+  driving ahead, the points that many views share are the distant ones near the focus of
+  expansion, and views seconds apart score highest on them (wide angle) while they miss the near
+  structure at the image's borders, which only the next few frames see. Counting a point only
+  until `cover` chosen views see it (the top-k of the cost needs that many) makes later picks go
+  to the views that see the rest (a greedy set cover, as in Goesele et al., ICCV 2007, whose view
+  selection also rewards views that add what the chosen ones lack).
+
+  Args:
+    weights: (v, v, n) from `pair_weights`: [reference, candidate, point].
+    num: N, static, 1 <= N <= v - 1; cover: views per point that count, static >= 1.
+  Returns:
+    indices: (v, N) int32 neighbour views in the order chosen; gain: (v, N) what each pick added.
+  """
+  v = weights.shape[0]
+
+  def one(w, ref):
+    chosen = jnp.zeros(v, bool).at[ref].set(True)
+    covered = jnp.zeros(w.shape[1], jnp.int32)
+    # Points already covered still break ties, a million times weaker, so that a reference whose
+    # points are all covered keeps picking by the plain score.
+    total = jnp.sum(w, -1)
+    picks, gains = [], []
+    for _ in range(num):
+      gain = jnp.sum(jnp.where(covered < cover, w, 0.0), -1)
+      j = jnp.argmax(jnp.where(chosen, -jnp.inf, gain + 1e-6 * total))
+      chosen = chosen.at[j].set(True)
+      covered = covered + (w[j] > 0)
+      picks.append(j)
+      gains.append(gain[j])
+    return jnp.stack(picks).astype(jnp.int32), jnp.stack(gains)
+
+  return jax.vmap(one)(weights, jnp.arange(v))
 
 
 @functools.partial(jax.jit, static_argnames=("image_size",))

@@ -80,11 +80,11 @@ def mvs_estimate(scene: Scene, mvs: Mapping) -> Estimate:
   views = np.nonzero(registered)[0]
   if len(views) >= 2:
     cam_from_world[views] = result.cam_from_world[views]
-    points = result.points[np.all(np.isfinite(result.points), axis=1)]
+    points, observed = result.model_points(views)
     dense = mvs_lib.reconstruct_dense(
         images[views], fitted_k[views], cam_from_world[views], points,
         settings=mvs_lib.MVSSettings(num_hypotheses=int(mvs["num_hypotheses"]),
-                                     **mvs_lib.VALIDATED))
+                                     **mvs_lib.VALIDATED), point_views=observed)
     keep = dense.confidence > 0
     depth[views] = np.where(keep, dense.depth, 0.0)
     confidence[views] = np.where(keep, dense.confidence, 0.0)

@@ -70,6 +70,9 @@ def test_sparse_points_set_the_range_and_bad_input_is_refused(scene):
   assert np.all(out.depth_range[:, 0] < z.min(1)) and np.all(out.depth_range[:, 1] > z.max(1))
   with pytest.raises(ValueError, match="near"):
     mvs.reconstruct_dense(scene.images, scene.intrinsics, scene.cam_from_world)
+  with pytest.raises(ValueError, match="point_views"):
+    mvs.reconstruct_dense(scene.images, scene.intrinsics, scene.cam_from_world, pts,
+                          settings=settings, point_views=np.ones((200, 4), bool))
   with pytest.raises(ValueError, match="cam_from_world"):
     mvs.reconstruct_dense(scene.images, scene.intrinsics, scene.cam_from_world[:2],
                           settings=SETTINGS)
