@@ -3,10 +3,11 @@
 --method=ffrm (default; needs --checkpoint=RUN): runs a trained Reliev3R model on all images of a
 folder at once (one scene, b = 1, v = number of images) and writes depth, confidence, poses, a fused
 point cloud and a COLMAP text model.
---method=fit [--tracker=sift] [--dense]: no model; tracks the images and fits the scene to them
+--method=fit [--tracker=sift] [--dense [--mono_depth=DIR [--mono_disparity]]]: no model; tracks the images and fits the scene to them
 (`jaxrecon.reconstruct_fit`, whose docstring lists its outputs: poses.json with "registered",
 points.ply of the triangulated tracks, a COLMAP model with tracks, report.json / report.md; with
---dense also plane-sweep MVS depth/ and confidence/ of the registered views and dense.ply).
+--dense also plane-sweep MVS depth/ and confidence/ of the registered views and dense.ply; with
+--mono_depth those come from an external model's monocular depth maps aligned to the fit instead).
 
 Every input and output constraint is checked before the model runs or a file is written (one
 line on stderr and exit status 2 otherwise, `jaxrecon.cli`). Outputs are written into a hidden
@@ -78,6 +79,11 @@ _INTRINSICS = flags.DEFINE_string("intrinsics", None, "intrinsics.json/.txt (def
 _OUT = flags.DEFINE_string("out", None, "output folder")
 _DENSE = flags.DEFINE_bool("dense", False, "--method=fit: also plane-sweep MVS depth and confidence "
                            "maps of the registered views and their fused cloud (dense.ply)")
+_MONO_DEPTH = flags.DEFINE_string("mono_depth", None, "--method=fit --dense: folder of monocular "
+                                  "depth maps <stem>.npy|.pfm|.png, aligned to the fit instead of "
+                                  "the plane sweep")
+_MONO_DISPARITY = flags.DEFINE_bool("mono_disparity", False, "--mono_depth holds affine-invariant "
+                                    "disparity (MiDaS / Depth Anything), not depth")
 _MIN_PERCENTILE = flags.DEFINE_float("min_confidence_percentile", 10.0, "per view, drop points "
                                      "under this confidence percentile from the point cloud")
 flags.mark_flags_as_required(["images", "out"])
@@ -197,7 +203,8 @@ def main(argv):
   # A flag of the other method would be ignored silently: say so instead.
   misplaced = ("--checkpoint" if _METHOD.value == "fit" and _CHECKPOINT.value else
                "--tracker" if _METHOD.value == "ffrm" and _TRACKER.present else
-               "--dense" if _METHOD.value == "ffrm" and _DENSE.value else None)
+               "--dense" if _METHOD.value == "ffrm" and _DENSE.value else
+               "--mono_depth" if _METHOD.value == "ffrm" and _MONO_DEPTH.value else None)
   if misplaced:
     raise UserError(f"{misplaced} does not apply to --method={_METHOD.value}")
   if _METHOD.value == "fit":
@@ -217,7 +224,10 @@ def _main_fit() -> int:
   report = reconstruct_fit.reconstruct_fit(_IMAGES.value, _OUT.value,
                                            intrinsics=_INTRINSICS.value,
                                            tracker=_TRACKER.value, dense=_DENSE.value,
-                                           progress=Progress(8 if _DENSE.value else 7))
+                                           mono_depth=_MONO_DEPTH.value,
+                                           mono_disparity=_MONO_DISPARITY.value,
+                                           progress=Progress(7 + bool(_DENSE.value)
+                                                             + bool(_MONO_DEPTH.value)))
   reconstruct_fit.print_outcome(report)
   return 0
 

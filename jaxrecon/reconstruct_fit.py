@@ -21,6 +21,12 @@ fit's points choosing neighbours and depth range):
   confidence/<stem>.npy  float32 (h, w) in [0, 1] (photometric x fraction of confirming
                          neighbours), + .png (viridis)
   dense.ply              the fused cloud: x y z float32, red green blue uchar, confidence float32
+With mono_depth=DIR (--mono_depth, needs --dense), the same files come from monocular depth maps
+instead of the plane sweep: `<DIR>/<stem>.npy|.pfm|.png` per image (`experts.FileDepthExpert`;
+--mono_disparity when they hold affine-invariant disparity, e.g. MiDaS / Depth Anything), each
+registered view's map aligned by a robust scale and shift to the fit's points it observed (in
+inverse depth for disparity, in depth otherwise) and kept where neighbouring views' aligned maps
+agree (`mvs.dense_from_mono`); report.json gets each view's alignment under "mono_alignment".
 """
 from __future__ import annotations
 
@@ -67,7 +73,7 @@ def _fit(tracks, intrinsics, files):
 
 
 def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift", dense: bool = False,
-                    progress=None) -> dict:
+                    mono_depth=None, mono_disparity: bool = False, progress=None) -> dict:
   """Everything `--method=fit` does (see the module docstring).
 
   Inputs and outputs are checked before any work: UserError / FileNotFoundError with one line
@@ -88,6 +94,7 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift", dens
     raise UserError(f"{image_dir}: a fit needs at least 2 images, found {len(paths)}")
   if tracker not in trackers():
     raise UserError(f"--tracker={tracker} is not one of {', '.join(trackers())}")
+  mono = _read_mono(mono_depth, mono_disparity, dense, files, rgb.shape[1:3])
   colmap_names = export.views.colmap_names(files)
   staged = staging.StagedOutput(out, export.views.OUTPUTS, label="reconstruct")
   size = rgb.shape[1:3]
@@ -124,7 +131,8 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift", dens
     timings["write_s"] = time.perf_counter() - clock
     if dense:
       clock = time.perf_counter()
-      dense_points = _write_dense(stage.path, names, rgb, k, result, registered, progress)
+      dense_points, alignment = _write_dense(stage.path, names, rgb, k, result, registered,
+                                             progress, mono)
       timings["dense_s"] = time.perf_counter() - clock
     report = report_lib.registration_report(
         files, result, points=written["points"], observations=written["observations"],
@@ -132,7 +140,8 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift", dens
                                 "tracker": tracker,
                                 "tracks": {"tracks": int(tracks.mask.sum()),
                                            "conflicting_dropped": int(tracks.num_conflicting)},
-                **({"dense_points": dense_points} if dense else {})})
+                **({"dense_points": dense_points} if dense else {}),
+                **({"mono_alignment": alignment} if mono is not None else {})})
     report_lib.write_report(stage.path, report)
     progress("wrote report.json, report.md")
   for line in stage.notes():
@@ -172,17 +181,53 @@ def _write_outputs(out: pathlib.Path, paths, colmap_names, rgb, k, tracks, resul
   return written
 
 
-def _write_dense(out: pathlib.Path, names, rgb, k, result, registered, progress) -> int:
-  """depth/, confidence/ and dense.ply of the registered views (module docstring); returns the
-  number of fused points. Fewer than 2 registered views: nothing to match, nothing written."""
+def _read_mono(directory, disparity: bool, dense: bool, files, size):
+  """(depth (v, h, w), valid, space) of the monocular maps of every image, or None without a
+  directory; UserError naming the flag, folder or file when they cannot serve (before any work)."""
+  if directory is None:
+    if disparity:
+      raise UserError("--mono_disparity says how to read --mono_depth, which is not given")
+    return None
+  if not dense:
+    raise UserError("--mono_depth gives the dense maps: it needs --dense")
+  if not pathlib.Path(directory).is_dir():
+    raise UserError(f"--mono_depth={directory} is not a folder")
+  try:
+    maps = experts.FileDepthExpert(directory, disparity=disparity)(files)
+  except (FileNotFoundError, ValueError) as err:
+    raise UserError(f"--mono_depth: {err}") from None
+  if maps.depth.shape[1:] != tuple(size):
+    raise UserError(f"--mono_depth: the maps are {maps.depth.shape[2]}x{maps.depth.shape[1]}, "
+                    f"the images {size[1]}x{size[0]}")
+  return maps.depth, maps.valid, "inverse" if disparity else "depth"
+
+
+def _write_dense(out: pathlib.Path, names, rgb, k, result, registered, progress, mono=None):
+  """depth/, confidence/ and dense.ply of the registered views (module docstring), by the plane
+  sweep or, given mono = (depth, valid, space), from the aligned monocular maps. Returns the
+  number of fused points and the per-view alignments (None for the sweep). Fewer than 2
+  registered views: nothing to match, nothing written."""
   from jaxrecon import mvs   # only this path needs the plane sweep
   views = np.nonzero(registered)[0]
   if len(views) < 2:
     progress("dense: fewer than 2 registered views, no depth maps")
-    return 0
+    return 0, None
   points, observed = result.model_points(views)
-  dense = mvs.reconstruct_dense(rgb[views], k[views], result.cam_from_world[views], points,
-                                settings=mvs.MVSSettings(**mvs.VALIDATED), point_views=observed)
+  alignment = None
+  if mono is None:
+    dense = mvs.reconstruct_dense(rgb[views], k[views], result.cam_from_world[views], points,
+                                  settings=mvs.MVSSettings(**mvs.VALIDATED),
+                                  point_views=observed)
+  else:
+    depth_maps, valid, space = mono
+    dense = mvs.dense_from_mono(rgb[views], depth_maps[views], valid[views], k[views],
+                                result.cam_from_world[views], points, observed,
+                                mvs.MonoSettings(space=space))
+    alignment = {names[i]: {key: (None if isinstance(val, float) and not np.isfinite(val)
+                                  else val) for key, val in a._asdict().items()}
+                 for i, a in zip(views, dense.alignments)}
+    fitted = sum(np.isfinite(a.scale) for a in dense.alignments)
+    progress(f"mono: {fitted}/{len(views)} views aligned ({space} space)")
   depth = np.where(dense.confidence > 0, dense.depth, np.nan)
   kept = [names[i] for i in views]
   export.views.write_maps(out / "depth", kept, depth, "turbo")
@@ -190,7 +235,7 @@ def _write_dense(out: pathlib.Path, names, rgb, k, result, registered, progress)
   ply.write_ply(out / "dense.ply", dense.points, dense.colors, dense.point_confidence)
   progress(f"dense: depth/, confidence/ of {len(views)} views, dense.ply "
            f"({len(dense.points)} points)")
-  return int(len(dense.points))
+  return int(len(dense.points)), alignment
 
 
 def print_outcome(report: dict, stream=sys.stderr) -> None:

@@ -50,11 +50,18 @@ def _small_scene(tmp_path, names=("a.png", "b.png", "c.png")):
     ("missing_folder", "images folder"), ("no_images", "no image files"),
     ("mixed_sizes", "z.png: size 10x10 differs"), ("no_intrinsics", "--intrinsics=FILE"),
     ("one_image", "at least 2 images"), ("bad_tracker", "--tracker=orb is not one of sift"),
-    ("out_is_file", "is not a folder")])
+    ("out_is_file", "is not a folder"), ("mono_without_dense", "--mono_depth .* needs --dense"),
+    ("mono_missing_map", "no depth prediction for image 'c.png'"),
+    ("mono_wrong_size", "the maps are 16x12, the images 32x24"),
+    ("disparity_without_mono", "--mono_disparity says how to read --mono_depth")])
 def test_inputs_checked_before_any_output(tmp_path, case, expected):
   from jaxrecon.reconstruct_fit import reconstruct_fit
   images = _small_scene(tmp_path)
-  out, tracker = tmp_path / "out", "sift"
+  out, kwargs = tmp_path / "out", {"tracker": "sift"}
+  mono = tmp_path / "mono"
+  mono.mkdir()
+  for stem in ("a", "b", "c"):
+    np.save(mono / f"{stem}.npy", np.ones((24, 32), np.float32))
   # An earlier run's outputs stay untouched when the new inputs are rejected.
   (out / "colmap").mkdir(parents=True)
   (out / "poses.json").write_text("{}")
@@ -71,12 +78,25 @@ def test_inputs_checked_before_any_output(tmp_path, case, expected):
     for name in ("b.png", "c.png"):
       (images / name).unlink()
   elif case == "bad_tracker":
-    tracker = "orb"
+    kwargs["tracker"] = "orb"
+  elif case == "mono_without_dense":
+    kwargs["mono_depth"] = mono
+  elif case.startswith("mono_"):
+    kwargs.update(mono_depth=mono, dense=True)
+    if case == "mono_missing_map":
+      (mono / "c.npy").unlink()
+    else:
+      np.save(mono / "b.npy", np.ones((12, 16), np.float32))
+      np.save(mono / "c.npy", np.ones((12, 16), np.float32))
+      (mono / "a.npy").unlink()
+      np.save(mono / "a.npy", np.ones((12, 16), np.float32))
+  elif case == "disparity_without_mono":
+    kwargs["mono_disparity"] = True
   else:
     out = tmp_path / "file"
     out.write_text("x")
   with pytest.raises((FileNotFoundError, ValueError), match=expected):
-    reconstruct_fit(images, out, tracker=tracker)
+    reconstruct_fit(images, out, **kwargs)
   assert (tmp_path / "out" / "poses.json").read_text() == "{}"
   assert (tmp_path / "out" / "colmap").is_dir()
 
@@ -329,3 +349,45 @@ def test_fit_cli_dense_depth_agrees_with_the_sparse_model(fitted):
   cloud = io.read_ply(out / "dense.ply")
   assert len(cloud["xyz"]) == report["dense_points"] > 10000
   assert np.all(np.isfinite(cloud["xyz"])) and np.all(cloud["confidence"] > 0)
+
+
+@pytest.mark.slow
+def test_fit_cli_dense_from_monocular_disparity(tmp_path):
+  """--dense --mono_depth --mono_disparity on a rendered orbit: maps that are the true disparity
+  under a different unknown scale and shift per view are aligned to the fit, so the depth maps
+  equal the true depth up to the fit's one gauge scale (the same for every view)."""
+  from jaxrecon.data.synthetic import make_scene
+  scene = make_scene(3, num_views=6, height=120, width=160, path="orbit")
+  images, mono = tmp_path / "images", tmp_path / "mono"
+  images.mkdir()
+  mono.mkdir()
+  gt = np.asarray(scene.depth, np.float64)
+  rng = np.random.default_rng(0)
+  for i in range(6):
+    cv2.imwrite(str(images / f"v{i}.png"), cv2.cvtColor(scene.images[i], cv2.COLOR_RGB2BGR))
+    c, d = rng.uniform(0.5, 3.0), rng.uniform(0.0, 0.3)
+    np.save(mono / f"v{i}.npy", np.where(gt[i] > 0, c / np.where(gt[i] > 0, gt[i], 1) + d, 0))
+  (tmp_path / "intrinsics.json").write_text(json.dumps(scene.intrinsics[0].tolist()))
+  out = tmp_path / "out"
+  result = _cli("--method=fit", "--dense", f"--mono_depth={mono}", "--mono_disparity",
+                f"--images={images}", f"--out={out}")
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert "[9/9]" in result.stderr and "views aligned (inverse space)" in result.stderr
+  report = json.loads((out / "report.json").read_text())
+  poses = json.loads((out / "poses.json").read_text())
+  registered = [n for n in poses["images"] if poses["images"][n].get("registered")]
+  assert len(registered) >= 4
+  assert set(report["mono_alignment"]) == set(registered)
+  ratios = []
+  for name in registered:
+    assert report["mono_alignment"][name]["scale"] is not None, name
+    depth = np.load(out / "depth" / f"{name}.npy")
+    i = int(name[1:])
+    kept = np.isfinite(depth) & (gt[i] > 0)
+    assert kept.mean() > 0.3, name
+    ratio = depth[kept] / gt[i][kept]
+    # One shape per view: the ratio to the truth is constant up to the fit's accuracy.
+    assert np.percentile(np.abs(ratio / np.median(ratio) - 1), 90) < 0.02, name
+    ratios.append(np.median(ratio))
+  # One gauge for all views: their scales agree.
+  assert np.ptp(ratios) / np.median(ratios) < 0.02

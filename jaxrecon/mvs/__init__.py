@@ -23,11 +23,16 @@ The steps, each a pure jit-compiled function with its shapes in its docstring:
     once per settings) and `reconstruct_dense`, which loops over the views.
   `consistency`: forward-backward reprojection check across views (`geometric_consistency`) and
     the point cloud of the confident pixels (`fuse_points`, host side).
+  `mono`: the alternative to the sweep when monocular depth maps exist: each view's map aligned
+    (scale and shift, robustly) to the sparse model's points it observed, then the same check
+    and fusion (`dense_from_mono`, `MonoSettings`).
 """
 from jaxrecon.mvs.consistency import fuse_points, geometric_consistency
 from jaxrecon.mvs.cost import box_mean, sweep_cost, zncc
 from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
                                 winner_take_all)
+from jaxrecon.mvs.mono import (Alignment, MonoResult, MonoSettings, align_view, apply_alignment,
+                               dense_from_mono)
 from jaxrecon.mvs.neighbours import (depth_ranges, frustum_points, pair_weights,
                                      select_covering_neighbours, select_neighbours, view_scores)
 from jaxrecon.mvs.reconstruct import (VALIDATED, DenseResult, MVSSettings, grey_images,
