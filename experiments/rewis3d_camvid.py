@@ -13,6 +13,8 @@ the same budget; seed 0 builds the segmentation records and the other seeds read
     resolved");
   * how much of the labelled training pixels got a 3D point (scribbled pixels, and all pixels
     with a dense label), per class;
+  * how often the cloud's cross-frame links join pixels of the same dense label, per class, and
+    each class's share of the cloud against its share of the labels;
   * a figure of the training clip's point cloud coloured by the dense labels
     (experiments/rewis3d_camvid.png).
 Writes experiments/rewis3d_camvid.md and .json.
@@ -69,6 +71,57 @@ def coverage(cache: pathlib.Path, class_names) -> dict:
   return out
 
 
+def _camera_points(depth, k, world_from_cam):
+  """(n, 3) world points of the pixels with depth > 0 of one view, and their (rows, cols)."""
+  v, u = np.nonzero(depth > 0)
+  z = depth[v, u]
+  cam = np.stack([(u - k[0, 2]) / k[0, 0] * z, (v - k[1, 2]) / k[1, 1] * z, z], 1)
+  return cam @ world_from_cam[:3, :3].T + world_from_cam[:3, 3], (v, u)
+
+
+def label_agreement(cache: pathlib.Path, class_names, window: int = 3,
+                    depth_tolerance: float = 0.03) -> dict:
+  """How well the training clip's cloud links pixels of one class across frames.
+
+  Each reconstructed pixel of frame i is projected into frames i - window .. i + window; where
+  that frame has a depth within depth_tolerance of the point's, the two pixels are a link (what
+  Rewis3d's cross-modal term relies on: the same surface in two frames). Per class of the first
+  pixel (dense labels, evaluation only): the share of the cloud's points, the share of the
+  labelled pixels, and how often the linked pixel has the same label."""
+  record = np.load(next(iter(sorted(cache.glob("*train*.npz")))))
+  depth, k, pose = record["recon_depth"], record["intrinsics"], record["recon_world_from_cam"]
+  labels = record["dense_labels"]
+  n, h, w = depth.shape
+  num = len(class_names)
+  agree, links, points = np.zeros(num), np.zeros(num), np.zeros(num)
+  for i in range(n):
+    world, (v, u) = _camera_points(depth[i], k[i], pose[i])
+    li = labels[i][v, u]
+    points += np.bincount(li[li < num], minlength=num)
+    for j in range(max(0, i - window), min(n, i + window + 1)):
+      if j == i:
+        continue
+      cam_from_world = np.linalg.inv(pose[j])
+      cam = world @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
+      front = cam[:, 2] > 0
+      uj = np.rint(k[j, 0, 0] * cam[:, 0] / np.where(front, cam[:, 2], 1) + k[j, 0, 2])
+      vj = np.rint(k[j, 1, 1] * cam[:, 1] / np.where(front, cam[:, 2], 1) + k[j, 1, 2])
+      ok = front & (uj >= 0) & (uj < w) & (vj >= 0) & (vj < h)
+      uj, vj = uj.astype(int), vj.astype(int)
+      dj = np.where(ok, depth[j][np.clip(vj, 0, h - 1), np.clip(uj, 0, w - 1)], 0.0)
+      ok &= (dj > 0) & (np.abs(dj - cam[:, 2]) < depth_tolerance * cam[:, 2])
+      lj = labels[j][np.clip(vj, 0, h - 1), np.clip(uj, 0, w - 1)]
+      ok &= (li < num) & (lj < num)
+      links += np.bincount(li[ok], minlength=num)
+      agree += np.bincount(li[ok & (li == lj)], minlength=num)
+  labelled = np.bincount(labels[labels < num].ravel(), minlength=num).astype(float)
+  return {"overall": float(agree.sum() / max(links.sum(), 1)), "links": int(links.sum()),
+          "per_class": {name: {"cloud_share": float(points[c] / max(points.sum(), 1)),
+                               "label_share": float(labelled[c] / max(labelled.sum(), 1)),
+                               "agreement": float(agree[c] / links[c]) if links[c] else None}
+                        for c, name in enumerate(class_names)}}
+
+
 def cloud_figure(cache: pathlib.Path, class_names, path: pathlib.Path) -> None:
   """Top and side views of the training clip's points, coloured by the dense label."""
   import matplotlib
@@ -79,10 +132,8 @@ def cloud_figure(cache: pathlib.Path, class_names, path: pathlib.Path) -> None:
   labels = record["dense_labels"]
   points, classes = [], []
   for i in range(len(depth)):
-    v, u = np.nonzero(depth[i] > 0)
-    z = depth[i][v, u]
-    cam = np.stack([(u - k[i, 0, 2]) / k[i, 0, 0] * z, (v - k[i, 1, 2]) / k[i, 1, 1] * z, z], 1)
-    points.append(cam @ pose[i, :3, :3].T + pose[i, :3, 3])
+    world, (v, u) = _camera_points(depth[i], k[i], pose[i])
+    points.append(world)
     classes.append(labels[i][v, u])
   points, classes = np.concatenate(points), np.concatenate(classes)
   centres = pose[:, :3, 3]
@@ -120,6 +171,7 @@ def report(out: pathlib.Path, seeds, summaries: dict, class_names) -> str:
           for s in seeds for m in METHODS]
   cache = out / f"seed{seeds[0]}" / "cache"
   cov = coverage(cache, class_names)
+  links = label_agreement(cache, class_names)
   lines = ["# Rewis3d on CamVid with the 'mvs' reconstruction (issue #14)", "",
            f"    python experiments/rewis3d_camvid.py --out {out} --seeds "
            f"{','.join(map(str, seeds))}", "",
@@ -143,9 +195,22 @@ def report(out: pathlib.Path, seeds, summaries: dict, class_names) -> str:
             "| " + " | ".join(class_names) + " |", "|" + "---|" * len(class_names),
             "| " + " | ".join("-" if v is None else f"{100 * v:.1f}"
                               for v in cov["per_class"].values()) + " |", "",
+            "Cross-frame links of the training clip's cloud (a pixel's point lands in a frame up "
+            "to 3 apart on a pixel whose depth agrees to 3 %): "
+            f"{links['links']} links, {100 * links['overall']:.1f} % join pixels of the same "
+            "dense label. Per class: its share of the cloud's points, of the labelled pixels, "
+            "and how often its links keep the label:", "",
+            "| | " + " | ".join(class_names) + " |", "|---|" + "---|" * len(class_names),
+            "| cloud share | " + " | ".join(f"{100 * v['cloud_share']:.1f}"
+                                            for v in links["per_class"].values()) + " |",
+            "| label share | " + " | ".join(f"{100 * v['label_share']:.1f}"
+                                            for v in links["per_class"].values()) + " |",
+            "| agreement | " + " | ".join("-" if v["agreement"] is None else
+                                          f"{100 * v['agreement']:.1f}"
+                                          for v in links["per_class"].values()) + " |", "",
             "![point cloud](rewis3d_camvid.png)"]
   (HERE / "rewis3d_camvid.json").write_text(json.dumps(
-      {"rows": rows, "difference": d, "coverage": cov}, indent=2))
+      {"rows": rows, "difference": d, "coverage": cov, "links": links}, indent=2))
   cloud_figure(cache, class_names, HERE / "rewis3d_camvid.png")
   return "\n".join(lines) + "\n"
 
