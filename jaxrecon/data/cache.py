@@ -114,16 +114,18 @@ def write_npz_atomic(path, arrays: Mapping[str, np.ndarray]) -> None:
     raise
 
 
-def _check_provenance(out_dir: pathlib.Path, provenance: dict, *, write: bool = True) -> None:
-  """UserError when out_dir's provenance.json records other settings; writes it when missing
-  and `write` (process 0 of several: the others only check)."""
+def _check_provenance(out_dir: pathlib.Path, provenance: dict, *, write: bool = True,
+                      also_accept: tuple = ()) -> None:
+  """UserError when out_dir's provenance.json records other settings than `provenance` (or one
+  of `also_accept`: older records of the same settings); writes it when missing and `write`
+  (process 0 of several: the others only check)."""
   path = out_dir / PROVENANCE
   if path.exists():
     try:
       old = json.loads(path.read_text())
     except json.JSONDecodeError as e:
       raise UserError(f"{path}: corrupt provenance file ({e})") from e
-    if old.get("settings") != provenance:
+    if old.get("settings") != provenance and old.get("settings") not in also_accept:
       raise UserError(f"{out_dir}: holds scenes made with other settings ({path}); use another "
                        f"folder or delete it")
   elif write:
@@ -149,7 +151,8 @@ def _progress(done, total, start, name, stream):
 def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]]]], out_dir, *,
                  provenance: dict, progress: bool = True, stream=None,
                  process_index: int = 0, process_count: int = 1,
-                 synchronize: Callable[[], None] = lambda: None) -> CacheReport:
+                 synchronize: Callable[[], None] = lambda: None,
+                 also_accept: Iterable[dict] = ()) -> CacheReport:
   """Runs the jobs not yet cached and writes one .npz per scene.
 
   Args:
@@ -157,6 +160,8 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
       usable as file names.
     out_dir: the cache folder (created if missing).
     provenance: JSON-serialisable description of the experts and their settings.
+    also_accept: other descriptions an existing folder may record for these same settings (how
+      an older version recorded them); a new folder gets `provenance`.
     progress: show a progress bar on `stream` (default stderr).
     process_index, process_count: this process's share of the jobs when several fill the folder
       (jobs[process_index::process_count]; see the module docstring).
@@ -178,6 +183,7 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
     if not name or os.sep in name or name.startswith("."):
       raise UserError(f"jobs: {name!r} is not usable as a file name")
   provenance = json.loads(json.dumps(provenance, sort_keys=True, default=str))
+  also_accept = tuple(json.loads(json.dumps(a, sort_keys=True, default=str)) for a in also_accept)
   stream = sys.stderr if stream is None else stream
   if process_index == 0:
     # (the legacy patterns: temporary names of versions before the writer's pid was in them)
@@ -185,7 +191,7 @@ def cache_scenes(jobs: Iterable[tuple[str, Callable[[], Mapping[str, np.ndarray]
     stray = remove_stray(out_dir, legacy=(".*.npz.tmp", "provenance.json.tmp"))
     if stray:
       stream.write(f"removed leftovers of an interrupted run in {out_dir}: {', '.join(stray)}\n")
-  _check_provenance(out_dir, provenance, write=process_index == 0)
+  _check_provenance(out_dir, provenance, write=process_index == 0, also_accept=also_accept)
   synchronize()
   jobs = jobs[process_index::process_count]
   report = CacheReport()

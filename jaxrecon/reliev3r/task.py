@@ -26,7 +26,7 @@ from jaxrecon.models.reliev3r import Reliev3R
 from jaxrecon.reliev3r import heldout
 from jaxrecon.reliev3r.objective import ObjectiveConfig
 from jaxrecon.reliev3r.pipeline import NpzSource, PipelineConfig, make_dataset, make_sample
-from jaxrecon.reliev3r.records import DEPTH_EXPERTS, SOURCES, TRACKERS, build_jobs
+from jaxrecon.reliev3r.records import DEPTH_EXPERTS, SOURCES, TRACKERS, build_jobs, provenance
 from jaxrecon.reliev3r.step import TrainState, create_state, train_step
 from jaxrecon.train import engine
 from jaxrecon.train import config_check, datasplit
@@ -37,7 +37,7 @@ from jaxrecon.train.workdir import checkpoint_steps
 
 def scene_files(config, workdir: pathlib.Path) -> tuple[list, list]:
   """(train, held-out) pseudo-label records of a Reliev3R run (see `datasplit.cached_split`)."""
-  return datasplit.cached_split(config, workdir, build_jobs)
+  return datasplit.cached_split(config, workdir, build_jobs, provenance)
 
 
 def build(config):

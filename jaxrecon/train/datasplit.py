@@ -27,8 +27,9 @@ def cached_split(config, workdir: pathlib.Path, build_jobs: Callable,
                  provenance: Callable = dict) -> tuple[list, list]:
   """(train, held-out) .npz paths of a run: config.data.cache, or a cache built in
   <workdir>/cache from config.data.prepare by build_jobs(settings) -> [(name, record fn)] and
-  recorded as provenance(settings); the last config.data.num_eval_scenes files (sorted by name)
-  are held out."""
+  recorded as provenance(settings), the record `prepare` writes for the same settings; a workdir
+  cache that recorded the raw settings (what runs wrote before they used `provenance`) is still
+  accepted. The last config.data.num_eval_scenes files (sorted by name) are held out."""
   if config.data.cache:
     folder = pathlib.Path(config.data.cache)
   else:
@@ -40,7 +41,8 @@ def cached_split(config, workdir: pathlib.Path, build_jobs: Callable,
       report = cache_scenes(build_jobs(settings), folder, provenance=provenance(settings),
                             progress=jax.process_index() == 0,
                             process_index=jax.process_index(), process_count=jax.process_count(),
-                            synchronize=lambda: multihost.barrier("cache folder set up"))
+                            synchronize=lambda: multihost.barrier("cache folder set up"),
+                            also_accept=(settings,))
     # Also waits for every process's scenes: nobody lists the folder before they are written.
     failed = multihost.total(len(report.failed), "cache failures")
     if report.failed:

@@ -81,6 +81,42 @@ def test_other_settings_are_refused(tmp_path):
     cache_scenes([("a", _job(1, []))], tmp_path, provenance={"k": 2}, stream=io.StringIO())
 
 
+def test_an_older_record_of_the_same_settings_is_accepted(tmp_path):
+  cache_scenes([("a", _job(1, []))], tmp_path, provenance={"k": 1, "old": True},
+               stream=io.StringIO())
+  report = cache_scenes([("a", _job(1, [])), ("b", _job(2, []))], tmp_path, provenance={"k": 1},
+                        also_accept=[{"k": 1, "old": True}], stream=io.StringIO(), progress=False)
+  assert report.skipped == ["a"] and report.written == ["b"]
+  with pytest.raises(ValueError, match="other settings"):
+    cache_scenes([("a", _job(1, []))], tmp_path, provenance={"k": 1},
+                 also_accept=[{"k": 2}], stream=io.StringIO())
+
+
+def test_workdir_cache_records_what_prepare_records(tmp_path):
+  """cached_split records provenance(settings), as `prepare` does for the same settings (a run's
+  cache and a prepared one describe the same build alike), and still accepts a workdir cache
+  that recorded the raw settings, as runs did before."""
+  import json
+
+  import ml_collections
+
+  from jaxrecon.train.datasplit import cached_split
+  config = ml_collections.ConfigDict({"data": {"cache": None, "num_eval_scenes": 1,
+                                               "prepare": {"k": 1, "check_only": "x"}}})
+  jobs = lambda settings: [("s0", _job(0, [])), ("s1", _job(1, []))]
+  described = lambda settings: {"k": settings["k"]}
+  fresh, old = tmp_path / "fresh", tmp_path / "old"
+  train, held_out = cached_split(config, fresh, jobs, described)
+  assert [p.name for p in train] == ["s0.npz"] and [p.name for p in held_out] == ["s1.npz"]
+  assert json.loads((fresh / "cache" / "provenance.json").read_text())["settings"] == {"k": 1}
+  cache_scenes(jobs(None), old / "cache", provenance={"k": 1, "check_only": "x"},
+               stream=io.StringIO())
+  assert len(cached_split(config, old, jobs, described)[0]) == 1
+  config.data.prepare.k = 2
+  with pytest.raises(ValueError, match="other settings"):
+    cached_split(config, old, jobs, described)
+
+
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
   with pytest.raises(ValueError, match="pickle"):
     write_npz_atomic(tmp_path / "x.npz", {"bad": np.array([object()], dtype=object)})
