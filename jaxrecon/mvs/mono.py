@@ -225,8 +225,7 @@ def dense_from_mono(images, mono, valid, intrinsics, cam_from_world, points, poi
   k, cams = jnp.asarray(intrinsics, jnp.float32), jnp.asarray(cam_from_world, jnp.float32)
   num = min(settings.num_neighbours, v - 1)
   weights = pair_weights(jnp.asarray(points, jnp.float32), k, cams, image_size=(h, w),
-                         observed=point_views, peak_degrees=settings.view_peak_degrees,
-                         low_sigma_degrees=0.375 * settings.view_peak_degrees)
+                         observed=point_views, peak_degrees=settings.view_peak_degrees)
   neighbours, _ = select_neighbours(jnp.sum(weights, -1), num=num)
   count, fused = geometric_consistency(jnp.asarray(depth), k, cams, neighbours,
                                        pixel_tolerance=settings.pixel_tolerance,

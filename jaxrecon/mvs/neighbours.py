@@ -52,7 +52,7 @@ def frustum_points(intrinsics, cam_from_world, near, far, *, image_size, grid=8,
 
 @functools.partial(jax.jit, static_argnames=("image_size",))
 def pair_weights(points, intrinsics, cam_from_world, *, image_size, observed=None,
-                 peak_degrees=8.0, low_sigma_degrees=3.0, high_sigma_degrees=15.0):
+                 peak_degrees=8.0, low_sigma_degrees=None, high_sigma_degrees=15.0):
   """What each point adds to each view pair: G(angle) where both views see it, else 0.
 
   G is a function of the angle at the point between the two camera centres: a Gaussian around
@@ -64,7 +64,8 @@ def pair_weights(points, intrinsics, cam_from_world, *, image_size, observed=Non
     image_size: (h, w) static, pixels.
     observed: optional (n, v) bool, the views that observed each point (a sparse model's
       inliers); a pair then counts only the points both observed and both see by projection.
-    peak_degrees, low_sigma_degrees, high_sigma_degrees: shape of G, degrees.
+    peak_degrees, low_sigma_degrees, high_sigma_degrees: shape of G, degrees (low_sigma_degrees
+      None: 3/8 of the peak, 3 degrees for the default peak of 8).
   Returns:
     (v, v, n) float weights in [0, 1], 0 on the diagonal (a view is never its own neighbour).
   """
@@ -75,6 +76,8 @@ def pair_weights(points, intrinsics, cam_from_world, *, image_size, observed=Non
   rays = rays / jnp.maximum(jnp.linalg.norm(rays, axis=-1, keepdims=True), 1e-12)
   cos = jnp.einsum("inc,jnc->ijn", rays, rays)
   angle = jnp.rad2deg(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
+  if low_sigma_degrees is None:
+    low_sigma_degrees = 0.375 * peak_degrees
   sigma = jnp.where(angle < peak_degrees, low_sigma_degrees, high_sigma_degrees)
   weight = jnp.exp(-0.5 * ((angle - peak_degrees) / sigma) ** 2)
   v = visible.shape[0]

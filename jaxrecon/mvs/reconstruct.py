@@ -28,8 +28,7 @@ class MVSSettings:
   """Settings of `reconstruct_dense` (pixels, world units and counts as named).
 
   num_neighbours: N views matched against each reference view (capped at v - 1).
-  view_peak_degrees: triangulation angle the neighbour choice favours most (`pair_weights`; its
-    lower Gaussian side has sigma 3/8 of it).
+  view_peak_degrees: triangulation angle the neighbour choice favours most (`pair_weights`).
   cover_neighbours: choose the neighbours by greedy cover of the reference view's points
     (`select_covering_neighbours`, each point counted until top_k chosen views see it) instead of
     by the plain pair score.
@@ -197,8 +196,7 @@ def reconstruct_dense(images, intrinsics, cam_from_world, points=None,
   points = jnp.asarray(points, jnp.float32)
   num_neighbours = min(s.num_neighbours, v - 1)
   weights = pair_weights(points, k, cams, image_size=(h, w), observed=point_views,
-                         peak_degrees=s.view_peak_degrees,
-                         low_sigma_degrees=0.375 * s.view_peak_degrees)
+                         peak_degrees=s.view_peak_degrees)
   if s.cover_neighbours:
     neighbours, _ = select_covering_neighbours(weights, num=num_neighbours,
                                                cover=min(s.top_k, num_neighbours))
