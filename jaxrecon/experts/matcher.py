@@ -11,7 +11,9 @@ same images and settings give the same matches whatever the pair order or the pr
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 from typing import NamedTuple, Sequence
 
 import cv2
@@ -207,9 +209,14 @@ def match_views(images: Sequence[np.ndarray], intrinsics: np.ndarray,
   if intrinsics.shape != (len(images), 3, 3):
     raise ValueError(f"intrinsics must be ({len(images)}, 3, 3), got {intrinsics.shape}")
   features = [detect_features(image, settings) for image in images]
-  matches = {}
-  for i, j in view_pairs(len(images), settings.window):
-    pair = match_pair(features[i], features[j], intrinsics[i], intrinsics[j], settings)
-    if len(pair):
-      matches[(i, j)] = pair
+  pairs = view_pairs(len(images), settings.window)
+  # Pairs are independent and OpenCV releases the GIL: on a scene whose pairs mostly fail, the
+  # RANSAC of each runs to its iteration limit, and threads over pairs use every core (lego, 20
+  # views: 40 s -> see the commit). Each RANSAC has its own fixed seed, so the result does not
+  # depend on the order the threads run in.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    verified = list(pool.map(lambda ij: match_pair(features[ij[0]], features[ij[1]],
+                                                     intrinsics[ij[0]], intrinsics[ij[1]],
+                                                     settings), pairs))
+  matches = {ij: pair for ij, pair in zip(pairs, verified) if len(pair)}
   return features, matches
