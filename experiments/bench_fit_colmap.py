@@ -308,6 +308,7 @@ def main():
   if unknown:
     parser.error(f"unknown methods / cases: {unknown}")
   out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
   store = out.with_suffix(".json")
   saved = json.loads(store.read_text()) if store.exists() else {"results": {}, "commands": []}
   command = "python experiments/bench_fit_colmap.py " + " ".join(sys.argv[1:])

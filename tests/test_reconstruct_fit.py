@@ -357,7 +357,9 @@ def test_fit_cli_dense_from_monocular_disparity(tmp_path):
   under a different unknown scale and shift per view are aligned to the fit, so the depth maps
   equal the true depth up to the fit's one gauge scale (the same for every view)."""
   from jaxrecon.data.synthetic import make_scene
-  scene = make_scene(3, num_views=6, height=120, width=160, path="orbit")
+  # 240 x 320: at 120 x 160 six SIFT-tracked views leave the fit 0.1-1.9 deg off (seeds 0-5),
+  # which would test the fit's luck, not the alignment; here it is 0.05-0.2 deg.
+  scene = make_scene(3, num_views=6, height=240, width=320, path="orbit")
   images, mono = tmp_path / "images", tmp_path / "mono"
   images.mkdir()
   mono.mkdir()
