@@ -93,7 +93,10 @@ def test_mutual_nearest_matches_brute_force():
   rng = np.random.default_rng(1)
   a = rng.normal(size=(3, 40, 8))
   a /= np.linalg.norm(a, axis=-1, keepdims=True)
+  # Exact ties: repeated descriptors in one image (a repeated pattern) and across images.
+  a[0, 5], a[1, 7], a[2, 9] = a[0, 3], a[1, 2], a[0, 3]
   valid = rng.random((3, 40)) > 0.2
+  valid[:, [2, 3, 5, 7, 9]] = True
   features = xfeat_match.XFeatFeatures(jnp.zeros((3, 40, 2)), jnp.ones((3, 40)),
                                        jnp.asarray(a, jnp.float32), jnp.asarray(valid))
   left, right = np.array([0, 1, 2]), np.array([1, 2, 0])
