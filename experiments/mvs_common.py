@@ -63,7 +63,8 @@ def real_scene_setup(name):
   args = parser.parse_args()
   with open(args.synthetic_report) as f:
     report = json.load(f)
-  return args, mvs.MVSSettings(**report["settings"]), bool(report.get("point_views", False))
+  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["settings"].items()}
+  return args, mvs.MVSSettings(**settings), bool(report.get("point_views", False))
 
 
 def half_resolution(images, intrinsics):

@@ -52,6 +52,10 @@ CANDIDATES.update({
                                                                       view_peak_degrees=4.0),
     "check 3 px / 3 %, 1 view, observed, cover, peak 4 deg": mvs.MVSSettings(
         **_CHECK, cover_neighbours=True, view_peak_degrees=4.0),
+    # A second sweep direction: planes parallel to the ground found in the sparse points
+    # (`mvs.ground`, Gallup et al. 2007).
+    "check 3 px / 3 %, 1 view, observed, peak 4 deg, ground sweep": mvs.MVSSettings(
+        **_CHECK, view_peak_degrees=4.0, ground_sweep=True),
 })
 OBSERVED = {name for name in CANDIDATES if "observed" in name}
 

@@ -16,6 +16,8 @@ The steps, each a pure jit-compiled function with its shapes in its docstring:
     points from the camera frusta when there are none (`frustum_points`).
   `cost`: ZNCC (`zncc`, `box_mean`) and the plane-sweep cost volume with top-k aggregation over the
     neighbours, chunked over hypotheses (`sweep_cost`).
+  `ground`: a second sweep direction, planes parallel to a ground plane found in the sparse
+    points (`ground_plane`, `view_ground`, `ground_hypotheses`; `MVSSettings.ground_sweep`).
   `depth`: inverse-depth hypotheses, winner-take-all with parabolic refinement and a cost-profile
     confidence (`winner_take_all`), a per-pixel second sweep around the first estimate
     (`refinement_hypotheses`), a masked 3 x 3 median filter (`median_filter`).
@@ -31,6 +33,7 @@ from jaxrecon.mvs.consistency import fuse_points, geometric_consistency
 from jaxrecon.mvs.cost import box_mean, sweep_cost, zncc
 from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
                                 winner_take_all)
+from jaxrecon.mvs.ground import GroundPlane, ground_hypotheses, ground_plane, view_ground
 from jaxrecon.mvs.mono import (Alignment, MonoResult, MonoSettings, align_view, apply_alignment,
                                dense_from_mono)
 from jaxrecon.mvs.neighbours import (depth_ranges, frustum_points, pair_weights,
