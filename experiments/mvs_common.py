@@ -63,8 +63,7 @@ def real_scene_setup(name):
   args = parser.parse_args()
   with open(args.synthetic_report) as f:
     report = json.load(f)
-  settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["settings"].items()}
-  return args, mvs.MVSSettings(**settings), bool(report.get("point_views", False))
+  return args, mvs.MVSSettings(**report["settings"]), bool(report.get("point_views", False))
 
 
 def half_resolution(images, intrinsics):

@@ -74,6 +74,14 @@ class MVSSettings:
   ground_band: tuple = (0.5, 2.0)
   ground_max_tilt_deg: float = 30.0
 
+  def __post_init__(self):
+    # A list (from JSON or a config file) would make the settings unhashable, and they are a
+    # static argument of the jit-compiled `view_depth`.
+    band = tuple(float(x) for x in self.ground_band)
+    if len(band) != 2 or not 0.0 < band[0] < band[1]:
+      raise ValueError(f"ground_band: expected (low, high) with 0 < low < high, got {band}")
+    object.__setattr__(self, "ground_band", band)
+
 
 # The settings chosen on the procedural world's validation scenes (never on a test or real scene;
 # experiments/mvs_synthetic.md), with the sparse model's observations given as point_views: a

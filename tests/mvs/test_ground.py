@@ -1,6 +1,7 @@
 """The ground-parallel sweep direction: plane detection from sparse points, the per-pixel
 hypotheses against a float64 ray-plane intersection, and the sweep on a rendered road."""
 import numpy as np
+import pytest
 
 from jaxrecon import mvs
 from jaxrecon.data.synthetic import look_at
@@ -111,3 +112,10 @@ def test_ground_sweep_recovers_a_road_better():
     rel = np.abs(out.depth - gt) / np.where(road, gt, 1.0)
     kept[flag] = np.mean((out.confidence > 0) & (rel < 0.01) & road) / np.mean(road)
   assert kept[True] > kept[False] + 0.1, kept
+
+
+def test_settings_take_the_band_as_a_list_and_check_it():
+  settings = mvs.MVSSettings(ground_band=[0.5, 2.0])       # as read back from JSON
+  assert settings.ground_band == (0.5, 2.0) and hash(settings) == hash(mvs.MVSSettings())
+  with pytest.raises(ValueError, match="ground_band"):
+    mvs.MVSSettings(ground_band=(2.0, 0.5))
