@@ -214,13 +214,13 @@ def match_views(images: Sequence[np.ndarray], intrinsics: np.ndarray,
   intrinsics = np.asarray(intrinsics, np.float64)
   if intrinsics.shape != (len(images), 3, 3):
     raise ValueError(f"intrinsics must be ({len(images)}, 3, 3), got {intrinsics.shape}")
-  features = [detect_features(image, settings) for image in images]
   pairs = view_pairs(len(images), settings.window)
-  # Pairs are independent and OpenCV releases the GIL: on a scene whose pairs mostly fail, the
-  # RANSAC of each runs to its iteration limit, and threads over pairs use every core (lego, 20
-  # views: 40 s -> see the commit). Each RANSAC has its own fixed seed, so the result does not
-  # depend on the order the threads run in.
+  # Images and pairs are independent and OpenCV releases the GIL: on a scene whose pairs mostly
+  # fail, the RANSAC of each runs to its iteration limit, and threads over pairs use every core
+  # (lego, 20 views: 40 s -> see the commit). Each RANSAC has its own fixed seed, so the result
+  # does not depend on the order the threads run in.
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    features = list(pool.map(lambda image: detect_features(image, settings), images))
     verified = list(pool.map(lambda ij: match_pair(features[ij[0]], features[ij[1]],
                                                      intrinsics[ij[0]], intrinsics[ij[1]],
                                                      settings), pairs))

@@ -24,6 +24,8 @@ is cam_j_from_cam_i's rotation R_ij (x_j = R_ij x_i for a pure rotation).
 """
 from __future__ import annotations
 
+import concurrent.futures
+import os
 from typing import NamedTuple
 
 import cv2
@@ -248,11 +250,10 @@ def all_pairs(tracks, visibility, intrinsics, **kwargs):
   v = visibility.shape[1]
   shared = visibility.T.astype(np.int64) @ visibility.astype(np.int64)
   min_inliers = kwargs.get("min_inliers", 15)
-  out = []
-  for i in range(v):
-    for j in range(i + 1, v):
-      if shared[i, j] >= min_inliers:
-        pair = pair_geometry(i, j, tracks, visibility, intrinsics, **kwargs)
-        if pair is not None:
-          out.append(pair)
-  return out
+  candidates = [(i, j) for i in range(v) for j in range(i + 1, v) if shared[i, j] >= min_inliers]
+  # Pairs are independent, OpenCV releases the GIL and every pair seeds its own RANSAC: threads
+  # use every core and give the same result in the same (i, j) order.
+  with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+    pairs = pool.map(lambda ij: pair_geometry(*ij, tracks, visibility, intrinsics, **kwargs),
+                     candidates)
+    return [pair for pair in pairs if pair is not None]

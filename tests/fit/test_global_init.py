@@ -77,6 +77,29 @@ def test_pairs_without_baseline(turn_deg, kind):
   assert rot_deg(pair.rotation, cams[1, :3, :3]) < 1e-3
 
 
+def test_all_pairs_on_threads_equals_one_pair_at_a_time():
+  """all_pairs runs the pairs on threads; each seeds its own RANSAC, so the list equals the
+  sequential one, pair for pair, with noisy pixels and 20 % outliers (RANSAC has work to do)."""
+  rng = np.random.default_rng(7)
+  points = rng.uniform(-1, 1, (150, 3))
+  cams = np.stack([look_at(np.array([4.0 * np.cos(a), 4.0 * np.sin(a), 1.0]), np.zeros(3))
+                   for a in np.radians([0, 15, 30, 45, 60])])
+  pixels, visible, intr = project(points, cams, rng, keep=0.9)
+  pixels = pixels + rng.normal(0, 0.5, pixels.shape)
+  wrong = rng.uniform(size=visible.shape) < 0.2
+  pixels[wrong] = rng.uniform(0, 600, (wrong.sum(), 2))
+  threaded = twoview.all_pairs(pixels, visible, intr)
+  shared = visible.T.astype(int) @ visible.astype(int)
+  sequential = [twoview.pair_geometry(i, j, pixels, visible, intr) for i in range(5)
+                for j in range(i + 1, 5) if shared[i, j] >= 15]
+  sequential = [p for p in sequential if p is not None]
+  assert len(threaded) == len(sequential) == 10
+  for a, b in zip(threaded, sequential):
+    assert (a.i, a.j, a.kind) == (b.i, b.j, b.kind)
+    np.testing.assert_array_equal(a.rotation, b.rotation)
+    np.testing.assert_array_equal(a.inliers, b.inliers)
+
+
 def test_rotation_averaging_rejects_a_corrupted_edge():
   rng = np.random.default_rng(3)
   v = 8
