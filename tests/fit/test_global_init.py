@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from jaxrecon.fit import bundle, positions, twoview, viewgraph
-from tests.fit.test_fit_scene import K, look_at, project
+from tests.fit.test_fit_scene import look_at, project
 
 
 def rot_deg(a, b):
