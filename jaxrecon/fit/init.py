@@ -10,7 +10,10 @@ Chatterjee & Govindu, TPAMI 2018; positions from tracks after Cui et al., BMVC 2
      view graph (its components are recomputed) and the rest is averaged again;
   4. `fit.positions.solve_positions`: camera centres and track points from the rotations and the
      tracks, unless no pair of the component has a baseline ("rotation-only" scene: one common
-     centre, points at infinity).
+     centre, points at infinity);
+  5. `fit.conflicts.worst_bridge`: a pair that alone joins two groups of views, and whose groups
+     miss each other's points (a false match of repeated or symmetric structure), is cut and
+     steps 2-4 run again, until no bridge conflicts.
 No step needs an ordering of the views: rings, sequences and unordered collections are alike.
 """
 from __future__ import annotations
@@ -19,8 +22,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxrecon.fit import conflicts, twoview, viewgraph
 from jaxrecon.fit import positions as positions_lib
-from jaxrecon.fit import twoview, viewgraph
 
 
 class GlobalInit(NamedTuple):
@@ -29,7 +32,9 @@ class GlobalInit(NamedTuple):
   (unit directions in a rotation-only scene; NaN where not seen twice in the component);
   pairs: the `twoview.PairGeometry` list; components: view lists, largest first;
   rotation_residual_deg: (len(component pairs),) rotation-averaging edge errors;
-  rotation_only: no pair of the component has an observable baseline."""
+  rotation_only: no pair of the component has an observable baseline;
+  conflicts: the `fit.conflicts.Conflict`s, bridges cut because their sides contradict (those
+    pairs are no longer in `pairs`)."""
   rotations: np.ndarray
   centres: np.ndarray
   points: np.ndarray
@@ -37,12 +42,34 @@ class GlobalInit(NamedTuple):
   components: list
   rotation_residual_deg: np.ndarray
   rotation_only: bool
+  conflicts: tuple = ()
+
+
+def _average(v, pairs, settings):
+  """Components of `pairs` and the robust rotations of the largest: (pairs left after dropping
+  those its loops contradict, components, main, its pairs, rotations dict, residuals)."""
+  for again in (False, True):
+    comps = viewgraph.components(v, pairs)
+    main = comps[0]
+    inside = [p for p in pairs if p.i in main and p.j in main]
+    if len(main) < 2:
+      return pairs, comps, main, inside, {}, np.zeros(0)
+    rot, residual, _ = viewgraph.average_rotations(main, inside,
+                                                   scale_deg=settings.rotation_scale_deg)
+    # A pair its loops contradict (a wrong relative rotation) is dropped from the view graph,
+    # and the rest re-averaged once without it: the Cauchy weights only shrink its pull (a
+    # 40-degree error still biases its neighbours by ~0.05 degrees), and a view held only by
+    # such pairs is no longer connected.
+    bad = {(p.i, p.j) for p, r in zip(inside, residual) if r > settings.max_rotation_residual_deg}
+    if again or not bad:
+      return pairs, comps, main, inside, rot, residual
+    pairs = [p for p in pairs if (p.i, p.j) not in bad]
 
 
 def global_init(tracks, visibility, intrinsics, settings):
   """The `GlobalInit` of a scene (tracks (t, v, 2) pixels, visibility (t, v) bool, K (v, 3, 3)).
 
-  settings: a `FitSettings` (the two-view and view-graph fields are used).
+  settings: a `FitSettings` (the two-view, view-graph and conflict fields are used).
   """
   t, v = visibility.shape
   pairs = twoview.all_pairs(
@@ -51,40 +78,35 @@ def global_init(tracks, visibility, intrinsics, settings):
       max_rotation_inlier_ratio=settings.max_rotation_inlier_ratio,
       min_pair_angle_deg=settings.min_pair_angle_deg, duplicate_px=settings.duplicate_px,
       seed=settings.seed)
-  comps = viewgraph.components(v, pairs)
-  rotations = np.full((v, 3, 3), np.nan)
-  centres = np.full((v, 3), np.nan)
-  points = np.full((t, 3), np.nan)
-  main = comps[0]
-  inside = [p for p in pairs if p.i in main and p.j in main]
-  if len(main) < 2:
-    return GlobalInit(rotations, centres, points, pairs, comps, np.zeros(0), False)
-  rot, residual, _ = viewgraph.average_rotations(main, inside, scale_deg=settings.rotation_scale_deg)
-  # A pair its loops contradict (a wrong relative rotation) is dropped from the view graph, and
-  # the rest re-averaged without it: the Cauchy weights only shrink its pull (a 40-degree error
-  # still biases its neighbours by ~0.05 degrees), and a view held only by such pairs is no
-  # longer connected.
-  bad = {(p.i, p.j) for p, r in zip(inside, residual) if r > settings.max_rotation_residual_deg}
-  if bad:
-    pairs = [p for p in pairs if (p.i, p.j) not in bad]
-    comps = viewgraph.components(v, pairs)
-    main = comps[0]
-    inside = [p for p in pairs if p.i in main and p.j in main]
+  cut = []
+  while True:
+    rotations = np.full((v, 3, 3), np.nan)
+    centres = np.full((v, 3), np.nan)
+    points = np.full((t, 3), np.nan)
+    pairs, comps, main, inside, rot, residual = _average(v, pairs, settings)
     if len(main) < 2:
-      return GlobalInit(rotations, centres, points, pairs, comps, np.zeros(0), False)
-    rot, residual, _ = viewgraph.average_rotations(main, inside,
-                                                   scale_deg=settings.rotation_scale_deg)
-  for view, r in rot.items():
-    rotations[view] = r
-  rays = positions_lib.world_rays(tracks, visibility, intrinsics, rotations)
-  rotation_only = not any(p.kind in ("general", "planar") for p in inside)
-  if rotation_only:
-    centres[main] = 0.0
-    vis = visibility[:, main]
-    seen = vis.sum(1) >= 2
-    direction = np.einsum("tv,tvi->ti", vis.astype(np.float64), rays[:, main])
-    points[seen] = direction[seen] / np.linalg.norm(direction[seen], axis=1, keepdims=True)
-  else:
+      return GlobalInit(rotations, centres, points, pairs, comps, residual, False, tuple(cut))
+    for view, r in rot.items():
+      rotations[view] = r
+    rays = positions_lib.world_rays(tracks, visibility, intrinsics, rotations)
+    rotation_only = not any(p.kind in ("general", "planar") for p in inside)
+    if rotation_only:
+      centres[main] = 0.0
+      vis = visibility[:, main]
+      seen = vis.sum(1) >= 2
+      direction = np.einsum("tv,tvi->ti", vis.astype(np.float64), rays[:, main])
+      points[seen] = direction[seen] / np.linalg.norm(direction[seen], axis=1, keepdims=True)
+      break
     pos = positions_lib.solve_positions(rays, visibility, main)
     centres, points = pos.centres, pos.points
-  return GlobalInit(rotations, centres, points, pairs, comps, residual, rotation_only)
+    # A bridge of the view graph that the two sides' points contradict is cut, and the scene
+    # solved again without it (`fit.conflicts`); each round removes one pair.
+    conflict = conflicts.worst_bridge(
+        tracks, visibility, intrinsics, rotations, centres, points, pos.angle_deg, main, inside,
+        ratio=settings.conflict_ratio, min_expected=settings.conflict_min_expected)
+    if conflict is None:
+      break
+    cut.append(conflict)
+    pairs = [p for p in pairs if p is not conflict.pair]
+  return GlobalInit(rotations, centres, points, pairs, comps, residual, rotation_only,
+                    tuple(cut))

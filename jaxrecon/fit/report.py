@@ -36,12 +36,13 @@ def _labels(views, names):
 
 
 def fit_warnings(*, num_views, registered, components, duplicates, stages, errors, observed,
-                 inlier, rotation_only, settings, names=None, rejected_focal=None):
+                 inlier, rotation_only, settings, names=None, rejected_focal=None, conflicts=()):
   """The list of warnings a user must see about a fit (module docstring; strings, no newline).
 
   names: optional v view names (e.g. file names) printed after each view index.
   rejected_focal: the focal scale a `FitSettings.refine_focal` fit reached outside [0.5, 2] (the
-    fit was then redone with the given focal), or None."""
+    fit was then redone with the given focal), or None.
+  conflicts: the `fit.conflicts.Conflict`s of the initialisation (bridges cut)."""
   out = []
   lost = np.nonzero(~registered)[0]
   if len(lost):
@@ -52,12 +53,19 @@ def fit_warnings(*, num_views, registered, components, duplicates, stages, error
     alone = _labels([c[0] for c in components[1:] if len(c) == 1], names)
     parts = []
     if others:
-      parts.append(f"{len(others)} other group(s) of views share no verified pair with it: "
+      parts.append(f"{len(others)} other group(s) of views are not linked to it by a verified pair: "
                    f"[{', '.join(others)}]")
     if alone != "[]":
       parts.append(f"views {alone} share no verified pair with any view")
     out.append(f"the view graph has {len(components)} components; registered the largest "
                f"({len(components[0])} views); " + "; ".join(parts))
+  for c in conflicts:
+    out.append(f"the pair of views {_labels([c.pair.i], names)[1:-1]} and "
+               f"{_labels([c.pair.j], names)[1:-1]} was the only link between views "
+               f"{_labels(c.side, names)} and the rest, and was cut: placed by it, the two groups "
+               f"find {c.found} of the {c.expected:.0f} observations of each other's points "
+               f"that this scene's recall predicts (a false match of repeated or symmetric "
+               f"structure)")
   for i, j in duplicates:
     out.append(f"views {_labels([i], names)[1:-1]} and {_labels([j], names)[1:-1]} see the same image points (zero baseline: a duplicated image "
                "or a camera that did not move); both are registered at one position")

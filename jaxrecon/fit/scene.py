@@ -378,12 +378,13 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
       num_views=v, registered=registered, components=init.components, duplicates=duplicates,
       stages=stages, errors=errors, observed=visibility, inlier=inlier,
       rotation_only=init.rotation_only, settings=settings, names=view_names,
-      rejected_focal=rejected_focal)
+      rejected_focal=rejected_focal, conflicts=init.conflicts)
   report.issue_warnings(messages)
   return FitResult(
       registered=registered, num_observations=counts, view_residual_px=residual,
       components=tuple(tuple(int(i) for i in c) for c in init.components),
-      duplicates=duplicates, stages=tuple(stages), warnings=tuple(messages),
+      duplicates=duplicates, conflicts=tuple((c.pair.i, c.pair.j) for c in init.conflicts),
+      stages=tuple(stages), warnings=tuple(messages),
       init_cam_from_world=init_cam, intrinsics=_scaled_focal(intrinsics, focal_scale),
       init_seconds=init_seconds, fit_seconds=fit_seconds,
       **result)

@@ -43,6 +43,55 @@ def components(num_views, pairs):
   return [sorted(views) for _, views in ordered]
 
 
+def bridges(views, pairs):
+  """The pairs whose removal splits the view graph (`views`, `pairs`): no loop of pairs checks
+  them. Tarjan's bridge-finding (a depth-first search with low-link values), iterative; a
+  repeated pair of the same two views is not a bridge."""
+  adjacent = {view: [] for view in views}
+  for k, p in enumerate(pairs):
+    adjacent[p.i].append((p.j, k))
+    adjacent[p.j].append((p.i, k))
+  order, low, out = {}, {}, []
+  for root in views:
+    if root in order:
+      continue
+    order[root] = low[root] = len(order)
+    stack = [(root, -1, iter(adjacent[root]))]
+    while stack:
+      node, via, edges = stack[-1]
+      for nxt, k in edges:
+        if k == via:
+          continue
+        if nxt in order:
+          low[node] = min(low[node], order[nxt])
+        else:
+          order[nxt] = low[nxt] = len(order)
+          stack.append((nxt, k, iter(adjacent[nxt])))
+          break
+      else:
+        stack.pop()
+        if stack:
+          parent = stack[-1][0]
+          low[parent] = min(low[parent], low[node])
+          if low[node] > order[parent]:
+            out.append(pairs[via])
+  return out
+
+
+def side_of(view, views, pairs):
+  """The set of `views` that `pairs` connect to `view` (itself included)."""
+  adjacent = {v: set() for v in views}
+  for p in pairs:
+    adjacent[p.i].add(p.j)
+    adjacent[p.j].add(p.i)
+  seen, todo = {view}, [view]
+  while todo:
+    for nxt in adjacent[todo.pop()] - seen:
+      seen.add(nxt)
+      todo.append(nxt)
+  return seen
+
+
 def _exp(w):
   """(..., 3) rotation vectors -> (..., 3, 3) rotation matrices (Rodrigues)."""
   theta = np.linalg.norm(w, axis=-1, keepdims=True)[..., None]

@@ -15,9 +15,9 @@ from jaxrecon.experts import track_images
 from jaxrecon.fit import FitWarning, fit_scene
 
 KNOWN_FAILURES = {
-    "lego": "the near-symmetric model fools two-view geometry: view 2's pairs with views 1 and 5 "
-            "are mutually consistent 180-degree-symmetric false matches, so a group of views is "
-            "registered mirrored (a doppelganger; no cycle contradicts it)",
+    "lego": "the near-symmetric model fools two-view geometry: the false pair (2, 5) is cut "
+            "(test_lego_false_bridge_is_cut), but view 6 hangs on one pair, (6, 7), 10 degrees "
+            "off with 18 inliers, that nothing can check (no loop, no overlap with other views)",
     "icl_livingroom": "SIFT connects only 2 of the 5 frames, and the data set's poses are off by "
                       "0.3-1.2 degrees (shared/data/README.md), so 0.5 degrees cannot be checked",
 }
@@ -111,6 +111,8 @@ def test_fit_case(name, shared_data):
     unregistered = np.nonzero(scene & ~result.registered)[0]
     assert all(any(re.search(rf"\b{i}\b", m) for m in messages if "not registered" in m)
                for i in unregistered), messages
+  # No pair is cut as a false match: none of these scenes has one (lego is tested below).
+  assert result.conflicts == (), messages
   for i in np.nonzero(kind == "duplicate")[0]:
     assert any(i in pair for pair in result.duplicates) and any("same image points" in m
                                                                   for m in messages)
@@ -119,6 +121,28 @@ def test_fit_case(name, shared_data):
   rot, trans = relative_pose_errors(pred, gt)
   assert np.median(rotation_errors_deg(pred, gt)) <= 0.5
   assert pose_auc(rot, trans, 30) >= 98.0
+
+
+@pytest.mark.slow
+def test_lego_false_bridge_is_cut(shared_data):
+  """Lego's pair (2, 5) matches the two sides of the near-symmetric model (a 170-degree turn seen
+  as 5 degrees, 29 inliers) and alone joined views 2, 9, 11 and 15 to the rest, which were then
+  registered mirrored, 157 degrees off, with no warning. The missing-correspondence check cuts
+  it: those views are reported and not registered, and no mirrored view is left."""
+  case = fit_cases.make_case("lego", shared_data)
+  tracks = track_images(list(case.images), case.intrinsics)
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    result = fit_scene(tracks.pixels, tracks.visible & tracks.mask[:, None], case.intrinsics)
+  messages = [str(w.message) for w in caught if issubclass(w.category, FitWarning)]
+  assert result.conflicts == ((2, 5),)
+  assert not result.registered[[2, 9, 11, 15]].any()
+  assert any("2 and 5" in m and "[2, 9, 11, 15]" in m for m in messages), messages
+  # What stays registered is right within a degree or so, but view 6 (the known failure above).
+  keep = result.registered.copy()
+  keep[6] = False
+  assert keep.sum() >= 6
+  assert np.max(rotation_errors_deg(result.cam_from_world[keep], case.cam_from_world[keep])) < 2
 
 
 @pytest.mark.slow
