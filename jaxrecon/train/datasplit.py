@@ -12,15 +12,16 @@ finished; a scene failing in any process fails the run in every process.
 """
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Callable
 
 import jax
 
-from jaxrecon.data.cache import cache_scenes
+from jaxrecon.data.cache import PROVENANCE, cache_scenes
 from jaxrecon.errors import UserError
 from jaxrecon.train import multihost
-from jaxrecon.train.progress import timed
+from jaxrecon.train.progress import log, timed
 
 
 def cached_split(config, workdir: pathlib.Path, build_jobs: Callable,
@@ -32,6 +33,7 @@ def cached_split(config, workdir: pathlib.Path, build_jobs: Callable,
   accepted. The last config.data.num_eval_scenes files (sorted by name) are held out."""
   if config.data.cache:
     folder = pathlib.Path(config.data.cache)
+    note_cache_settings(folder, provenance(config.data.prepare.to_dict()))
   else:
     folder = workdir / "cache"
     settings = config.data.prepare.to_dict()
@@ -58,3 +60,43 @@ def cached_split(config, workdir: pathlib.Path, build_jobs: Callable,
                     f"num_eval_scenes={held_out} are held out, so at least {held_out + 1} are "
                     f"needed")
   return paths[:len(paths) - held_out], paths[len(paths) - held_out:]
+
+
+def _flat(d, prefix=""):
+  out = {}
+  for key, value in (d or {}).items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def setting_differences(made: dict, wanted: dict) -> list[str]:
+  """'key: A (cache) vs B (config)' for every (nested, dotted) setting that differs; keys only
+  one side has show <absent> on the other."""
+  a, b = _flat(made), _flat(wanted)
+  absent = "<absent>"
+  return [f"{k}: {a.get(k, absent)!r} (cache) vs {b.get(k, absent)!r} (config)"
+          for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent)]
+
+
+def note_cache_settings(folder: pathlib.Path, wanted: dict) -> None:
+  """Says (one log line) when the prepared cache config.data.cache was made with other settings
+  than config.data.prepare describes, or records none: a run trains on the cache as it is, so
+  its config.json alone would misdescribe the data (e.g. a cache prepared with --config.tracker=
+  xfeat under a config whose data.prepare says sift)."""
+  path = folder / PROVENANCE
+  try:
+    made = json.loads(path.read_text()).get("settings")
+  except (OSError, json.JSONDecodeError):
+    made = None
+  if made is None:
+    log(f"config.data.cache={folder}: no readable {PROVENANCE}, so the settings its scenes were "
+        f"made with are unknown; config.data.prepare is not used")
+    return
+  diff = setting_differences(made, wanted)
+  if diff:
+    shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+    log(f"config.data.cache={folder} was made with other settings than config.data.prepare "
+        f"({shown}); training uses the cache as it is (its settings: {path})")

@@ -128,3 +128,30 @@ def test_bad_names(tmp_path):
     cache_scenes([("a", _job(1, [])), ("a", _job(1, []))], tmp_path, provenance={})
   with pytest.raises(ValueError, match="file name"):
     cache_scenes([("../x", _job(1, []))], tmp_path, provenance={})
+
+
+def test_prepared_cache_with_other_settings_is_named(tmp_path, capsys):
+  """A run given config.data.cache trains on it as it is; where its provenance differs from
+  config.data.prepare (or is missing), the run says which settings differ."""
+  import ml_collections
+
+  from jaxrecon.data.cache import PROVENANCE
+  from jaxrecon.train.datasplit import cached_split
+  cache = tmp_path / "cache"
+  jobs = [("s0", _job(0, [])), ("s1", _job(1, []))]
+  cache_scenes(jobs, cache, provenance={"tracker": "xfeat", "matcher": {"ratio": 0.8}},
+               stream=io.StringIO())
+  config = ml_collections.ConfigDict({"data": {"cache": str(cache), "num_eval_scenes": 1,
+                                               "prepare": {"tracker": "sift",
+                                                           "matcher": {"ratio": 0.8}}}})
+  capsys.readouterr()
+  assert len(cached_split(config, tmp_path / "run", None, dict)[0]) == 1
+  out = capsys.readouterr().out
+  assert "other settings than config.data.prepare" in out
+  assert "tracker: 'xfeat' (cache) vs 'sift' (config)" in out and "matcher" not in out
+  config.data.prepare.tracker = "xfeat"
+  cached_split(config, tmp_path / "run", None, dict)
+  assert capsys.readouterr().out == ""
+  (cache / PROVENANCE).unlink()
+  cached_split(config, tmp_path / "run", None, dict)
+  assert "settings its scenes were made with are unknown" in capsys.readouterr().out
