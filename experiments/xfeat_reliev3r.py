@@ -33,6 +33,10 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+import ablation_table  # noqa: E402
+LOWER_IS_BETTER = ("depth_rel", "ate")
+READING = "## Reading"
 METRICS = (("depth_rel", "depth rel", ".3f"), ("depth_tau", "tau@1.03 (%)", ".1f"),
            ("auc30", "AUC@30", ".1f"), ("rra30", "RRA@30", ".1f"), ("rta30", "RTA@30", ".1f"),
            ("ate", "ATE", ".3f"))
@@ -159,9 +163,23 @@ def write_table(rows: list, md: pathlib.Path, out: pathlib.Path) -> None:
                    if len(vals) else "-")
     cells.append(f"{np.mean([r['train_s'] for r in sub]):.0f}")
     lines.append("| " + " | ".join(cells) + " |")
-  md.write_text("\n".join(lines) + "\n")
-  (out / "table.md").write_text("\n".join(lines) + "\n")
-  print("\n".join(lines))
+  trackers = list(dict.fromkeys(r["tracker"] for r in rows))
+  if len(trackers) > 1:
+    paired = [dict(r, variant=r["tracker"]) for r in rows]
+    lines += ["", "Paired by seed (a seed fixes the initialisation and the data order of both "
+              "runs): the per-seed difference, its mean and 95 % Student-t interval; resolved "
+              "(better / worse) only when the interval excludes 0.", "",
+              ablation_table.comparisons(paired, [(t, trackers[0]) for t in trackers[1:]],
+                                         [(k, name, fmt, k not in LOWER_IS_BETTER)
+                                          for k, name, fmt in METRICS])]
+  text = "\n".join(lines) + "\n"
+  # Hand-written text below the marker survives a re-run.
+  old = md.read_text() if md.exists() else ""
+  if READING in old:
+    text += "\n" + old[old.index(READING):]
+  md.write_text(text)
+  (out / "table.md").write_text(text)
+  print(text)
 
 
 def _devices() -> str:
