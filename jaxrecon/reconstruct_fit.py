@@ -21,6 +21,8 @@ fit's points choosing neighbours and depth range):
   confidence/<stem>.npy  float32 (h, w) in [0, 1] (photometric x fraction of confirming
                          neighbours), + .png (viridis)
   dense.ply              the fused cloud: x y z float32, red green blue uchar, confidence float32
+  report.json gets "dense_points" and "dense_ground_plane" (whether a ground plane was found in
+  the fit's points and swept as a second direction, `mvs.ground`).
 With mono_depth=DIR (--mono_depth, needs --dense), the same files come from monocular depth maps
 instead of the plane sweep: `<DIR>/<stem>.npy|.pfm|.png` per image (`experts.FileDepthExpert`;
 --mono_disparity when they hold affine-invariant disparity, e.g. MiDaS / Depth Anything), each
@@ -131,8 +133,8 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift", dens
     timings["write_s"] = time.perf_counter() - clock
     if dense:
       clock = time.perf_counter()
-      dense_points, alignment = _write_dense(stage.path, names, rgb, k, result, registered,
-                                             progress, mono)
+      dense_points, alignment, ground = _write_dense(stage.path, names, rgb, k, result,
+                                                     registered, progress, mono)
       timings["dense_s"] = time.perf_counter() - clock
     report = report_lib.registration_report(
         files, result, points=written["points"], observations=written["observations"],
@@ -141,6 +143,7 @@ def reconstruct_fit(images, out, *, intrinsics=None, tracker: str = "sift", dens
                                 "tracks": {"tracks": int(tracks.mask.sum()),
                                            "conflicting_dropped": int(tracks.num_conflicting)},
                 **({"dense_points": dense_points} if dense else {}),
+                **({"dense_ground_plane": ground} if dense and mono is None else {}),
                 **({"mono_alignment": alignment} if mono is not None else {})})
     report_lib.write_report(stage.path, report)
     progress("wrote report.json, report.md")
@@ -205,13 +208,14 @@ def _read_mono(directory, disparity: bool, dense: bool, files, size):
 def _write_dense(out: pathlib.Path, names, rgb, k, result, registered, progress, mono=None):
   """depth/, confidence/ and dense.ply of the registered views (module docstring), by the plane
   sweep or, given mono = (depth, valid, space), from the aligned monocular maps. Returns the
-  number of fused points and the per-view alignments (None for the sweep). Fewer than 2
-  registered views: nothing to match, nothing written."""
+  number of fused points, the per-view alignments (None for the sweep) and whether the sweep
+  found and swept a ground plane (None for mono or nothing swept). Fewer than 2 registered
+  views: nothing to match, nothing written."""
   from jaxrecon import mvs   # only this path needs the plane sweep
   views = np.nonzero(registered)[0]
   if len(views) < 2:
     progress("dense: fewer than 2 registered views, no depth maps")
-    return 0, None
+    return 0, None, None
   points, observed = result.model_points(views)
   alignment = None
   if mono is None:
@@ -233,9 +237,15 @@ def _write_dense(out: pathlib.Path, names, rgb, k, result, registered, progress,
   export.views.write_maps(out / "depth", kept, depth, "turbo")
   export.views.write_maps(out / "confidence", kept, dense.confidence, "viridis")
   ply.write_ply(out / "dense.ply", dense.points, dense.colors, dense.point_confidence)
+  ground, said = None, ""
+  if mono is None:
+    # Whether the second sweep direction ran: it decides how well a ground is covered.
+    ground = dense.ground is not None
+    said = ("; ground plane found and swept" if ground
+            else "; no ground plane found (fronto-parallel sweep only)")
   progress(f"dense: depth/, confidence/ of {len(views)} views, dense.ply "
-           f"({len(dense.points)} points)")
-  return int(len(dense.points)), alignment
+           f"({len(dense.points)} points){said}")
+  return int(len(dense.points)), alignment, ground
 
 
 def print_outcome(report: dict, stream=sys.stderr) -> None:

@@ -348,6 +348,9 @@ def test_fit_cli_dense_depth_agrees_with_the_sparse_model(fitted):
     assert np.median(rel) < 0.01, (name, np.median(rel))
   cloud = io.read_ply(out / "dense.ply")
   assert len(cloud["xyz"]) == report["dense_points"] > 10000
+  # Whether a ground plane was swept is reported (a user needs it to read the ground's coverage).
+  said = "ground plane found and swept" if report["dense_ground_plane"] else "no ground plane found"
+  assert said in fitted[2]
   assert np.all(np.isfinite(cloud["xyz"])) and np.all(cloud["confidence"] > 0)
 
 
