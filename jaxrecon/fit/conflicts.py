@@ -1,37 +1,39 @@
-"""Missing correspondences: view-graph bridges whose two sides contradict each other (numpy).
+"""Missing correspondences: groups of views whose points contradict each other (numpy).
 
-Rotation averaging drops a wrong relative pose that a loop of pairs contradicts, but a pair that
-alone joins two groups of views (a *bridge* of the view graph) has no loop to contradict it. On
-repeated or symmetric structure such a pair can be a self-consistent false match: lego's pair
-(2, 5) matches the two sides of the near-symmetric model (true relative rotation 170 degrees, 29
-inliers of 32 matches, estimated as a 5-degree turn), and every view behind it is then registered
-mirrored, silently.
+Rotation averaging drops a wrong relative pose that a loop of pairs contradicts, but not a false
+match that no loop checks (a pair that alone joins two groups of views), nor a set of false
+matches that agree with each other. On repeated or symmetric structure both happen: lego's SIFT
+pair (2, 5) matches the two sides of the near-symmetric model (true relative rotation 170
+degrees, 29 inliers of 32 matches, estimated as a 5-degree turn) and every view behind it was
+registered mirrored, 157 degrees off, silently; with XFeat's denser matches the false pairs form
+loops of their own, and all 20 views were registered, 60 degrees off (median), silently.
 
-The evidence against it is what is *not* matched (Zach, Irschara & Bischof, "What can missing
-correspondences tell us about 3D structure and motion?", CVPR 2008; used against duplicate
-structure by Heinly, Dunn & Frahm, "Correcting for duplicate scene structure in sparse 3D
-reconstruction", ECCV 2014). With the views placed, take the points that one side of a bridge
-triangulates (at least two observers there) and that fall inside a view of the other side, seen
-there *alike*: from within `VIEW_ANGLE_DEG` of one of their observers' directions and within a
-factor `SCALE_RATIO` of its distance (a detector finds the same point again only at a similar
-viewpoint and scale; SIFT's repeatability falls quickly with both). A correctly placed view finds
-some fraction of such points among its own tracks, its *recall*; the scene's median recall over
-all views is the yardstick (it depends on the detector and the texture, not on the placement:
-templeRing 0.46, procedural orbits 0.3-0.6, lego 0.12). A bridge whose two sides find far fewer of
-each other's points than that yardstick predicts is cut.
+The evidence against such a join is what is *not* matched (Zach, Irschara & Bischof, "What can
+missing correspondences tell us about 3D structure and motion?", CVPR 2008; against duplicate
+structure, splitting the view graph along its spanning tree: Heinly, Dunn & Frahm, "Correcting
+for duplicate scene structure in sparse 3D reconstruction", ECCV 2014). With the views placed,
+take the points that one group triangulates (at least two observers there) and that fall inside
+a view of the other group, seen there *alike*: from within `VIEW_ANGLE_DEG` of one of their
+observers' directions and within a factor `SCALE_RATIO` of its distance (a detector finds the
+same point again only at a similar viewpoint and scale). A correctly placed view finds some
+fraction of such points among its own tracks, its *recall*; the scene's median recall over all
+views is the yardstick (it depends on the detector and the texture, not on the placement:
+templeRing 0.46 with SIFT, 0.25 with XFeat, procedural orbits 0.3-0.6, lego 0.12). Two groups
+that find far fewer of each other's points than that predicts were joined by false matches.
 
-Measured (found / predicted): lego's false bridge (2, 5) 13 / 90 = 0.14; the false bridge of a
-symmetric object (tests/fit/test_conflicts.py) 0 / 706; the correct bridges of CamVid's
-forward-driving clips (frames 1 s apart) 0.39-0.60, the lowest correct value seen: between
-frames that far apart the same point is seen at other scales (without the scale condition they
-fell to 0.11-0.22). The default `FitSettings.conflict_ratio` of 0.25 sits between the two; no
-fit case with ground truth has a bridge with enough evidence to test more (templeRing subsets
-with wide gaps have bridges, but no point is expected across them, so nothing is cut).
+The candidate splits are the edges of the view graph's maximum spanning tree (inlier counts):
+removing one divides the views in two. Measured as found / predicted, minimum over the splits
+of each scene: every fit case with ground truth 0.54-1.0 (templeRing and its variants, the
+procedural orbits, SIFT and XFeat tracks), CamVid's forward-driving clips (frames 1 s apart)
+0.39-0.49, the lowest correct value seen: between frames that far apart the same point is seen
+at other scales (without the scale condition they fell to 0.11-0.22); lego with SIFT 0.00-0.14;
+lego with XFeat 0.23-0.32; the symmetric object of tests/fit/test_conflicts.py 0 / 706. The
+default `FitSettings.conflict_ratio` of 0.25 sits between; lego with XFeat is at its edge.
 
-`worst_bridge` scores every bridge by how many of the predicted observations are missing and
-returns the worst one that misses most of them (found < `ratio` times predicted). The caller cuts
-it and solves again: cutting splits the wrong group off (reported, not registered), and bridges
-inside that group are then judged without it.
+`worst_split` returns the split that misses the most predicted observations among those that
+find fewer than `ratio` times the prediction. The caller cuts every pair between the two groups
+and solves again: the smaller group is split off (reported, not registered), and splits inside
+what remains are judged anew.
 """
 from __future__ import annotations
 
@@ -49,10 +51,11 @@ _CHUNK = 512             # tracks per block of the (tracks, targets, sources) an
 
 
 class Conflict(NamedTuple):
-  """A bridge pair whose sides miss each other's points: the `twoview.PairGeometry` `pair`, the
-  views of its smaller `side` once it is cut, `expected` observations (candidate points times
-  the scene's median recall), `found` of them, `recall` (the scene's median)."""
-  pair: object
+  """Two groups of views that miss each other's points: the `twoview.PairGeometry`s between them
+  (`pairs`, all cut), the views of the smaller group (`side`), `expected` observations
+  (candidate points times the scene's median recall), `found` of them, `recall` (the scene's
+  median)."""
+  pairs: tuple
   side: tuple
   expected: float
   found: int
@@ -134,10 +137,11 @@ def scene_recall(scene, views):
   return float(np.median(recalls)) if recalls else float("nan")
 
 
-def worst_bridge(tracks, visibility, intrinsics, rotations, centres, points, angle_deg, views,
-                 pairs, *, ratio, min_expected):
-  """The bridge of the view graph (`views`, `pairs`) whose sides miss most of each other's
-  points (module docstring), or None.
+def worst_split(tracks, visibility, intrinsics, rotations, centres, points, angle_deg, views,
+                pairs, *, ratio, min_expected):
+  """The split of the view graph (`views`, `pairs`) whose two groups miss most of each other's
+  points (module docstring), or None. Candidate splits: each edge of the maximum spanning tree
+  of the inlier counts divides the views in two (the tree edge is a bridge of the tree).
 
   Args:
     tracks: (t, v, 2) pixels; visibility: (t, v) bool; intrinsics: (v, 3, 3);
@@ -145,25 +149,29 @@ def worst_bridge(tracks, visibility, intrinsics, rotations, centres, points, ang
       where not triangulated); angle_deg: (t, v) angle of each observation from its point
       (`positions.Positions.angle_deg`).
     views: the component's views; pairs: its `PairGeometry`s.
-    ratio: a bridge conflicts when its sides find fewer than ratio * expected observations;
+    ratio: a split conflicts when its groups find fewer than ratio * expected observations;
     min_expected: ... and at least this many are expected (less is no evidence either way).
+  Returns:
+    a `Conflict` whose `pairs` are every pair between the two groups (all must go to separate
+    them), or None.
   """
-  bridges = viewgraph.bridges(views, pairs)
-  if not bridges or ratio <= 0:
+  if ratio <= 0 or len(views) < 3:
     return None
   scene = _scene(tracks, visibility, intrinsics, rotations, centres, points, angle_deg, views)
   recall = scene_recall(scene, views)
   if not recall > 0:
     return None
+  tree = viewgraph.spanning_tree(views, pairs)
   worst, worst_missing = None, 0.0
-  for pair in bridges:
-    side = viewgraph.side_of(pair.i, views, [p for p in pairs if p is not pair])
+  for edge in tree:
+    side = viewgraph.side_of(edge.i, views, [p for p in tree if p is not edge])
     other = [b for b in views if b not in side]
     n1, k1 = expected_hits(scene, other, side)
     n2, k2 = expected_hits(scene, side, other)
     expected, found = recall * (n1 + n2), k1 + k2
     if expected >= min_expected and found < ratio * expected and expected - found > worst_missing:
       smaller = min(sorted(side), other, key=len)
-      worst = Conflict(pair, tuple(int(b) for b in smaller), expected, found, recall)
+      between = tuple(p for p in pairs if (p.i in side) != (p.j in side))
+      worst = Conflict(between, tuple(int(b) for b in smaller), expected, found, recall)
       worst_missing = expected - found
   return worst

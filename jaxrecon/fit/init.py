@@ -11,9 +11,9 @@ Chatterjee & Govindu, TPAMI 2018; positions from tracks after Cui et al., BMVC 2
   4. `fit.positions.solve_positions`: camera centres and track points from the rotations and the
      tracks, unless no pair of the component has a baseline ("rotation-only" scene: one common
      centre, points at infinity);
-  5. `fit.conflicts.worst_bridge`: a pair that alone joins two groups of views, and whose groups
-     miss each other's points (a false match of repeated or symmetric structure), is cut and
-     steps 2-4 run again, until no bridge conflicts.
+  5. `fit.conflicts.worst_split`: where two groups of views miss each other's points (a false
+     match of repeated or symmetric structure joined them), the pairs between them are cut and
+     steps 2-4 run again, until no split conflicts.
 No step needs an ordering of the views: rings, sequences and unordered collections are alike.
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ class GlobalInit(NamedTuple):
   pairs: the `twoview.PairGeometry` list; components: view lists, largest first;
   rotation_residual_deg: (len(component pairs),) rotation-averaging edge errors;
   rotation_only: no pair of the component has an observable baseline;
-  conflicts: the `fit.conflicts.Conflict`s, bridges cut because their sides contradict (those
-    pairs are no longer in `pairs`)."""
+  conflicts: the `fit.conflicts.Conflict`s, groups of views split off because their points
+    contradict the rest (the pairs between them are no longer in `pairs`)."""
   rotations: np.ndarray
   centres: np.ndarray
   points: np.ndarray
@@ -99,14 +99,14 @@ def global_init(tracks, visibility, intrinsics, settings):
       break
     pos = positions_lib.solve_positions(rays, visibility, main)
     centres, points = pos.centres, pos.points
-    # A bridge of the view graph that the two sides' points contradict is cut, and the scene
-    # solved again without it (`fit.conflicts`); each round removes one pair.
-    conflict = conflicts.worst_bridge(
+    # Two groups of views whose points contradict each other are split apart, and the scene
+    # solved again without the pairs between them (`fit.conflicts`); each round cuts one split.
+    conflict = conflicts.worst_split(
         tracks, visibility, intrinsics, rotations, centres, points, pos.angle_deg, main, inside,
         ratio=settings.conflict_ratio, min_expected=settings.conflict_min_expected)
     if conflict is None:
       break
     cut.append(conflict)
-    pairs = [p for p in pairs if p is not conflict.pair]
+    pairs = [p for p in pairs if not any(p is q for q in conflict.pairs)]
   return GlobalInit(rotations, centres, points, pairs, comps, residual, rotation_only,
                     tuple(cut))

@@ -42,7 +42,7 @@ def fit_warnings(*, num_views, registered, components, duplicates, stages, error
   names: optional v view names (e.g. file names) printed after each view index.
   rejected_focal: the focal scale a `FitSettings.refine_focal` fit reached outside [0.5, 2] (the
     fit was then redone with the given focal), or None.
-  conflicts: the `fit.conflicts.Conflict`s of the initialisation (bridges cut)."""
+  conflicts: the `fit.conflicts.Conflict`s of the initialisation (groups split off)."""
   out = []
   lost = np.nonzero(~registered)[0]
   if len(lost):
@@ -60,12 +60,11 @@ def fit_warnings(*, num_views, registered, components, duplicates, stages, error
     out.append(f"the view graph has {len(components)} components; registered the largest "
                f"({len(components[0])} views); " + "; ".join(parts))
   for c in conflicts:
-    out.append(f"the pair of views {_labels([c.pair.i], names)[1:-1]} and "
-               f"{_labels([c.pair.j], names)[1:-1]} was the only link between views "
-               f"{_labels(c.side, names)} and the rest, and was cut: placed by it, the two groups "
-               f"find {c.found} of the {c.expected:.0f} observations of each other's points "
-               f"that this scene's recall predicts (a false match of repeated or symmetric "
-               f"structure)")
+    cut = ", ".join(f"{p.i}-{p.j}" for p in c.pairs)
+    out.append(f"views {_labels(c.side, names)} were joined to the rest only by the pair(s) "
+               f"{cut}, which were cut: placed by them, the two groups find {c.found} of the "
+               f"{c.expected:.0f} observations of each other's points that this scene's recall "
+               f"predicts (a false match of repeated or symmetric structure)")
   for i, j in duplicates:
     out.append(f"views {_labels([i], names)[1:-1]} and {_labels([j], names)[1:-1]} see the same image points (zero baseline: a duplicated image "
                "or a camera that did not move); both are registered at one position")

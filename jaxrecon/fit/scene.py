@@ -383,7 +383,7 @@ def fit_scene(tracks, visibility, intrinsics, *, depth_maps: Optional[np.ndarray
   return FitResult(
       registered=registered, num_observations=counts, view_residual_px=residual,
       components=tuple(tuple(int(i) for i in c) for c in init.components),
-      duplicates=duplicates, conflicts=tuple((c.pair.i, c.pair.j) for c in init.conflicts),
+      duplicates=duplicates, conflicts=tuple((p.i, p.j) for c in init.conflicts for p in c.pairs),
       stages=tuple(stages), warnings=tuple(messages),
       init_cam_from_world=init_cam, intrinsics=_scaled_focal(intrinsics, focal_scale),
       init_seconds=init_seconds, fit_seconds=fit_seconds,

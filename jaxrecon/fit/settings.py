@@ -31,11 +31,11 @@ class FitSettings:
     rotation_scale_deg: Cauchy scale of the rotation averaging's IRLS.
     max_rotation_residual_deg: pairs whose relative rotation the averaged rotations miss by more
       are dropped from the view graph (as global SfM systems filter their view graphs).
-    conflict_ratio, conflict_min_expected: a bridge of the view graph (a pair no loop checks) is
-      cut when the views on its two sides find fewer than conflict_ratio times the observations
-      of each other's points that the scene's usual recall predicts, with at least
-      conflict_min_expected predicted (`fit.conflicts`; ratio 0 turns the check off). Measured:
-      correct bridges (CamVid) find 0.39-0.60 times the prediction, lego's false one 0.14 times.
+    conflict_ratio, conflict_min_expected: two groups of views (split along the view graph's
+      spanning tree) are cut apart when they find fewer than conflict_ratio times the
+      observations of each other's points that the scene's usual recall predicts, with at
+      least conflict_min_expected predicted (`fit.conflicts`; ratio 0 turns the check off).
+      Measured: correct splits find 0.39-1.0 times the prediction, lego's false ones 0-0.32.
   Refinement:
     refine: "bundle" (default: Levenberg-Marquardt bundle adjustment of poses and points,
       `fit.bundle`) or "registration" (the library's registration loss in `form`, L-BFGS over the

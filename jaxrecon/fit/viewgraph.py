@@ -43,39 +43,24 @@ def components(num_views, pairs):
   return [sorted(views) for _, views in ordered]
 
 
-def bridges(views, pairs):
-  """The pairs whose removal splits the view graph (`views`, `pairs`): no loop of pairs checks
-  them. Tarjan's bridge-finding (a depth-first search with low-link values), iterative; a
-  repeated pair of the same two views is not a bridge."""
-  adjacent = {view: [] for view in views}
-  for k, p in enumerate(pairs):
-    adjacent[p.i].append((p.j, k))
-    adjacent[p.j].append((p.i, k))
-  order, low, out = {}, {}, []
-  for root in views:
-    if root in order:
-      continue
-    order[root] = low[root] = len(order)
-    stack = [(root, -1, iter(adjacent[root]))]
-    while stack:
-      node, via, edges = stack[-1]
-      for nxt, k in edges:
-        if k == via:
-          continue
-        if nxt in order:
-          low[node] = min(low[node], order[nxt])
-        else:
-          order[nxt] = low[nxt] = len(order)
-          stack.append((nxt, k, iter(adjacent[nxt])))
-          break
-      else:
-        stack.pop()
-        if stack:
-          parent = stack[-1][0]
-          low[parent] = min(low[parent], low[node])
-          if low[node] > order[parent]:
-            out.append(pairs[via])
-  return out
+def spanning_tree(views, pairs):
+  """The maximum spanning tree of the pairs' inlier counts over `views` (Kruskal; a forest when
+  they do not connect): a list of pairs."""
+  parent = {view: view for view in views}
+
+  def find(a):
+    while parent[a] != a:
+      parent[a] = parent[parent[a]]
+      a = parent[a]
+    return a
+
+  tree = []
+  for p in sorted(pairs, key=lambda p: -p.num_inliers):
+    a, b = find(p.i), find(p.j)
+    if a != b:
+      parent[a] = b
+      tree.append(p)
+  return tree
 
 
 def side_of(view, views, pairs):

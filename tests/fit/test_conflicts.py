@@ -1,9 +1,10 @@
-"""View-graph bridges and the missing-correspondence check (`fit.conflicts`): a false match of a
-symmetric object is cut and reported, a sequence whose every pair is a bridge is kept."""
+"""The view graph's spanning tree and the missing-correspondence check (`fit.conflicts`): a false
+match of a symmetric object is cut and reported, a sequence whose every pair is a bridge is kept."""
 import itertools
 from typing import NamedTuple
 
 import numpy as np
+import pytest
 
 from jaxrecon.fit import FitSettings, viewgraph
 from tests.fit.test_fit_scene import K, fit_quietly, look_at, rotation_errors_deg
@@ -12,33 +13,27 @@ from tests.fit.test_fit_scene import K, fit_quietly, look_at, rotation_errors_de
 class Edge(NamedTuple):
   i: int
   j: int
-  num_inliers: int = 20
+  num_inliers: int
 
 
-def connected(views, edges):
-  return viewgraph.side_of(views[0], views, edges) == set(views)
-
-
-def test_bridges_match_removing_each_edge():
+def test_spanning_tree_is_a_maximum_one():
+  """Against brute force over every set of v - 1 edges (small random graphs, distinct weights)."""
   rng = np.random.default_rng(0)
-  for trial in range(40):
-    v = int(rng.integers(2, 12))
-    all_edges = list(itertools.combinations(range(v), 2))
-    keep = rng.uniform(size=len(all_edges)) < rng.uniform(0.1, 0.6)
-    edges = [Edge(i, j) for (i, j), k in zip(all_edges, keep) if k]
-    if trial % 4 == 0 and edges:
-      edges.append(edges[0])            # the same two views twice: a loop, not a bridge
+  for _ in range(30):
+    v = int(rng.integers(2, 6))
+    all_edges = [e for e in itertools.combinations(range(v), 2) if rng.uniform() < 0.7]
+    weights = rng.permutation(100)[:len(all_edges)]
+    edges = [Edge(i, j, int(w)) for (i, j), w in zip(all_edges, weights)]
     views = list(range(v))
+    tree = viewgraph.spanning_tree(views, edges)
     comps = viewgraph.components(v, edges)
-    expected = []
-    for k, e in enumerate(edges):
-      rest = edges[:k] + edges[k + 1:]
-      comp = next(c for c in comps if e.i in c)
-      if not connected(comp, [x for x in rest if x.i in comp]):
-        expected.append(k)
-    got = sorted(edges.index(e) if edges.count(e) == 1 else -1
-                 for e in viewgraph.bridges(views, edges))
-    assert got == expected, (edges, got, expected)
+    assert len(tree) == v - len(comps)                       # a spanning forest
+    for comp in comps:                                        # ... connecting each component
+      assert viewgraph.side_of(comp[0], comp, [e for e in tree if e.i in comp]) == set(comp)
+    best = max((sum(e.num_inliers for e in subset)
+                for subset in itertools.combinations(edges, len(tree))
+                if len(viewgraph.components(v, list(subset))) == len(comps)), default=0)
+    assert sum(e.num_inliers for e in tree) == best
 
 
 def surface(t, rng):
@@ -67,41 +62,51 @@ def ring_cameras(azimuths_deg, radius=4.0, height=1.0):
                            np.zeros(3)) for a in az])
 
 
-def symmetric_object_scene(seed=0):
+AZIMUTHS = (0, 15, 30, 45, 60, 170, 200, 230)   # degrees: views 0-4 and views 5-7
+
+
+def symmetric_object_scene(false_pairs, seed=0):
   """Views 0-4 (azimuths 0-60 deg) and 5-7 (170-230 deg) see opposite sides of an object and no
-  common point; 60 false tracks join view 3 (45 deg) and view 7 (230 deg) as the object's
-  180-degree symmetry would: each pairs a point seen by view 3 with its rotated twin, which view
-  7 sees exactly as a camera at 50 deg would see the original. The false pair is rigid (a
-  relative pose explains it) and is the only link between the groups: a bridge."""
+  common point. 60 false tracks per (a, b) in false_pairs join view a to view b as the object's
+  180-degree symmetry would: each pairs a point seen by view a with its rotated twin, which view
+  b sees exactly as a camera at its azimuth - 180 deg would see the original. Every false pair is
+  rigid (a relative pose explains it), and all agree with one mirrored placement of views 5-7:
+  one false pair is a bridge, several form loops that rotation averaging cannot contradict."""
   rng = np.random.default_rng(seed)
   points, normals = surface(3000, rng)
-  cams = ring_cameras([0, 15, 30, 45, 60, 170, 200, 230])
+  cams = ring_cameras(AZIMUTHS)
   pixels, visible = observe(points, normals, cams, rng)
-  twin = np.diag([-1.0, -1.0, 1.0])                          # rotation by 180 deg about z
-  both = observe(points, normals, ring_cameras([45, 50]), rng, keep=1.0)[1].all(1)
-  chosen = rng.choice(np.nonzero(both)[0], 60, replace=False)
-  false_pix = np.zeros((60, 8, 2))
-  false_vis = np.zeros((60, 8), bool)
-  false_pix[:, 3] = observe(points[chosen], normals[chosen], cams[3:4], rng, keep=1.0)[0][:, 0]
-  false_pix[:, 7] = observe(points[chosen] @ twin.T, normals[chosen] @ twin.T, cams[7:8], rng,
-                            keep=1.0)[0][:, 0]
-  false_vis[:, [3, 7]] = True
   assert not (visible[:, :5].any(1) & visible[:, 5:].any(1)).any()   # no true shared point
-  return (np.concatenate([pixels, false_pix]), np.concatenate([visible, false_vis]),
-          np.tile(K, (8, 1, 1)), cams)
+  twin = np.diag([-1.0, -1.0, 1.0])                          # rotation by 180 deg about z
+  for a, b in false_pairs:
+    both = observe(points, normals, ring_cameras([AZIMUTHS[a], AZIMUTHS[b] - 180]), rng,
+                   keep=1.0)[1].all(1)
+    chosen = rng.choice(np.nonzero(both)[0], 60, replace=False)
+    false_pix = np.zeros((60, 8, 2))
+    false_vis = np.zeros((60, 8), bool)
+    false_pix[:, a] = observe(points[chosen], normals[chosen], cams[a:a + 1], rng,
+                              keep=1.0)[0][:, 0]
+    false_pix[:, b] = observe(points[chosen] @ twin.T, normals[chosen] @ twin.T, cams[b:b + 1],
+                              rng, keep=1.0)[0][:, 0]
+    false_vis[:, [a, b]] = True
+    pixels, visible = np.concatenate([pixels, false_pix]), np.concatenate([visible, false_vis])
+  return pixels, visible, np.tile(K, (8, 1, 1)), cams
 
 
-def test_false_bridge_of_a_symmetric_object_is_cut_and_reported():
-  pixels, visible, intrinsics, gt = symmetric_object_scene()
+@pytest.mark.parametrize("false_pairs", [((3, 7),), ((3, 7), (4, 6))],
+                         ids=["bridge", "loop"])
+def test_false_join_of_a_symmetric_object_is_cut_and_reported(false_pairs):
+  pixels, visible, intrinsics, gt = symmetric_object_scene(false_pairs)
   # Without the check the second group is registered on the wrong side of the object.
   blind, _ = fit_quietly(pixels, visible, intrinsics, settings=FitSettings(conflict_ratio=0.0))
   assert blind.registered.all() and blind.conflicts == ()
   assert np.max(rotation_errors_deg(blind.cam_from_world, gt)) > 30
   result, caught = fit_quietly(pixels, visible, intrinsics)
-  assert result.conflicts == ((3, 7),)
+  assert sorted(result.conflicts) == sorted(false_pairs)
   assert result.registered.tolist() == [True] * 5 + [False] * 3
   assert np.all(np.isnan(result.cam_from_world[5:]))
-  assert any("3 and 7" in w and "[5, 6, 7]" in w and "cut" in w for w in caught), caught
+  assert any("[5, 6, 7]" in w and all(f"{a}-{b}" in w for a, b in false_pairs) and "cut" in w
+             for w in caught), caught
   assert any("not registered" in w and "[5, 6, 7]" in w for w in caught)
   assert np.max(rotation_errors_deg(result.cam_from_world[:5], gt[:5])) < 0.01
 
