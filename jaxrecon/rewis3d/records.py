@@ -344,11 +344,15 @@ def seg_provenance(settings: Mapping) -> dict:
   """What a cache of `build_seg_jobs(settings)` records as its provenance: the settings without
   "label_options" (and "mvs" unless recon is "mvs"), plus the chosen rule's options only where they
   differ from its defaults (so a cache made before the options were configurable keeps matching
-  its settings)."""
+  its settings); with recon "mvs", also the fit / plane-sweep / matcher settings the records are
+  made with ("mvs_library": a reconstruction depends on them as much as on settings["mvs"])."""
   # Options of a reconstruction source that is not used are left out too (a cache made before
   # the "mvs" source existed keeps matching).
   out = {k: v for k, v in settings.items()
          if k != "label_options" and not (k == "mvs" and settings.get("recon") != "mvs")}
+  if settings.get("recon") == "mvs":
+    from jaxrecon.rewis3d import mvs_records   # the fitting stack, only for this source
+    out["mvs_library"] = mvs_records.code_settings(settings["mvs"])
   options = label_options(settings)
   changed = {k: v for k, v in options.items()
              if v != LABEL_OPTION_DEFAULTS.get(settings["label_kind"], {}).get(k)}

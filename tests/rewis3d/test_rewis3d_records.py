@@ -163,3 +163,24 @@ def test_label_options_reach_the_rule_and_the_provenance():
   assert seg_provenance({**unchanged, "recon": "mvs"})["mvs"] == unchanged["mvs"]
   np.testing.assert_array_equal(build_seg_jobs(unchanged)[0][1]()["sparse_labels"],
                                 default["sparse_labels"])
+
+
+def test_mvs_provenance_records_the_library_settings_as_json():
+  """With recon "mvs" the provenance also holds the fit / sweep / matcher settings the records
+  are made with, as plain JSON values (the cache compares it with its provenance.json as read
+  back: a tuple would never equal the list it is stored as)."""
+  import dataclasses
+  import json
+
+  from jaxrecon.experts import MatcherSettings
+  from jaxrecon.fit import FitSettings
+  settings = {**_settings(label_kind="scribbles"), "recon": "mvs"}
+  record = seg_provenance(settings)
+  assert json.loads(json.dumps(record)) == record
+  library = record["mvs_library"]
+  assert library["fit"]["conflict_ratio"] == FitSettings().conflict_ratio
+  assert library["fit"]["refine_focal"] == bool(settings["mvs"]["approximate_intrinsics"])
+  assert library["fit"]["stages_px"] == list(FitSettings().stages_px)
+  assert library["matcher"] == json.loads(json.dumps(dataclasses.asdict(MatcherSettings())))
+  assert library["mvs"]["num_hypotheses"] == settings["mvs"]["num_hypotheses"]
+  assert "mvs_library" not in seg_provenance({**settings, "recon": "gt"})
