@@ -1,7 +1,7 @@
 """Pairwise SIFT matching with geometric verification under known intrinsics (numpy + OpenCV).
 
 Pipeline per image: grey conversion, OpenCV SIFT keypoints and descriptors. Per view pair (i, j):
-two-nearest-neighbour search in both directions, Lowe's ratio test, a mutual (cross) check, then an
+two-nearest-neighbour search in both directions (one exhaustive distance matrix), Lowe's ratio test, a mutual (cross) check, then an
 essential-matrix RANSAC on K-normalised coordinates; only RANSAC inliers are kept.
 
 Pixels follow `jaxrecon.geometry`: (u, v) = (column, row), centre of the top-left pixel at (0, 0)
@@ -100,16 +100,68 @@ def detect_features(image: np.ndarray, settings: MatcherSettings = MatcherSettin
   return Features(points, np.asarray(descriptors, np.float32))
 
 
-def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float) -> np.ndarray:
-  """(n_query,) int index into train of the ratio-test survivors, -1 elsewhere."""
-  out = np.full(len(query), -1, np.int64)
-  if len(query) == 0 or len(train) < 2:
-    return out
-  matcher = cv2.BFMatcher(cv2.NORM_L2)
-  for pair in matcher.knnMatch(query, train, k=2):
-    if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance:
-      out[pair[0].queryIdx] = pair[0].trainIdx
-  return out
+def _two_nearest(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Along axis 1 of (n, m) squared distances (m >= 2): (n,) index of the nearest, its distance
+  and the second nearest's (ties go to the lower index, as an argmin)."""
+  rows = np.arange(distances.shape[0])
+  nearest = np.argmin(distances, axis=1)
+  best = distances[rows, nearest]
+  distances = distances.copy()
+  distances[rows, nearest] = np.inf
+  return nearest, best, distances.min(axis=1)
+
+
+def _ratio_keep(nearest: np.ndarray, best: np.ndarray, second: np.ndarray,
+                ratio: float) -> np.ndarray:
+  # Squared distances: d1 < ratio * d2  <=>  d1^2 < ratio^2 d2^2 (clamped: the expansion below
+  # can go slightly negative for identical descriptors).
+  keep = np.maximum(best, 0.0) < ratio * ratio * np.maximum(second, 0.0)
+  return np.where(keep, nearest, -1).astype(np.int64)
+
+
+def _ratio_matches(query: np.ndarray, train: np.ndarray, ratio: float,
+                   rows_per_block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+  """Lowe's ratio test by exhaustive L2 search, in both directions.
+
+  Args:
+    query, train: (n, d), (m, d) float descriptors.
+    ratio: keep a match when its distance < ratio * the second nearest's.
+    rows_per_block: query rows per distance block (memory: rows_per_block x m float32).
+  Returns:
+    (forward, backward): (n,) int index into train of the query -> train survivors, -1
+    elsewhere; (m,) int index into query of the train -> query survivors, -1 elsewhere.
+  """
+  # One float32 matmul per block gives the squared distances |q|^2 + |t|^2 - 2 q.t for both
+  # directions: 5x faster than OpenCV's brute-force knnMatch per direction on 1.5k x 2.5k SIFT
+  # descriptors, with the same matches (test against cv2.BFMatcher on real images). SIFT
+  # descriptors have norm ~512 and nearest distances ~100-300: float32's cancellation error
+  # (~0.03) is far below them.
+  query = np.asarray(query, np.float32)
+  train = np.asarray(train, np.float32)
+  n, m = len(query), len(train)
+  forward, backward = np.full(n, -1, np.int64), np.full(m, -1, np.int64)
+  if n == 0 or m == 0:
+    return forward, backward
+  train_norms = (train * train).sum(1)
+  column = (np.zeros(m, np.int64), np.full(m, np.inf, np.float32), np.full(m, np.inf, np.float32))
+  for start in range(0, n, rows_per_block):
+    block = query[start:start + rows_per_block]
+    distances = (block * block).sum(1)[:, None] + train_norms[None, :] - 2.0 * block @ train.T
+    forward[start:start + len(block)] = _ratio_keep(*_two_nearest(distances), ratio)
+    # Merge this block's two nearest rows per column with those of the earlier blocks (an
+    # earlier row wins a tie, as one argmin over all rows would).
+    index, best, second = _two_nearest(distances.T)
+    earlier = column[1] <= best
+    column = (np.where(earlier, column[0], index + start),
+              np.minimum(column[1], best),
+              np.where(earlier, np.minimum(column[2], best), np.minimum(second, column[1])))
+  backward[:] = _ratio_keep(*column, ratio)
+  # Without a second neighbour there is no ratio test (OpenCV's 2-NN returns one): no match.
+  if m < 2:
+    forward[:] = -1
+  if n < 2:
+    backward[:] = -1
+  return forward, backward
 
 
 def _normalise(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
@@ -134,16 +186,39 @@ def match_pair(features_i: Features, features_j: Features, intrinsics_i: np.ndar
     `settings.min_inliers` RANSAC inliers.
   """
   empty = np.zeros((0, 2), np.int64)
-  forward = _ratio_matches(features_i.descriptors, features_j.descriptors, settings.ratio)
+  forward, backward = _ratio_matches(features_i.descriptors, features_j.descriptors,
+                                     settings.ratio)
   candidates = np.flatnonzero(forward >= 0)
   if settings.mutual and len(candidates):
-    backward = _ratio_matches(features_j.descriptors, features_i.descriptors, settings.ratio)
     candidates = candidates[backward[forward[candidates]] == candidates]
   if len(candidates) < settings.min_inliers:
     return empty
   pairs = np.stack([candidates, forward[candidates]], axis=1)
   return verify_matches(features_i.keypoints, features_j.keypoints, pairs, intrinsics_i,
                         intrinsics_j, settings)
+
+
+def ransac_iterations(num_candidates: int, min_inliers: int, confidence: float,
+                      sample_size: int = 5, margin: float = 3.0, floor: int = 100,
+                      cap: int = 1000) -> int:
+  """RANSAC iterations that find a model with >= min_inliers of num_candidates at `confidence`.
+
+  A pair is kept only with at least `min_inliers` inliers, i.e. an inlier ratio of at least
+  w = min_inliers / num_candidates; an all-inlier sample is drawn within
+  N = log(1 - confidence) / log(1 - w^s) iterations with probability `confidence`, the stopping
+  rule RANSAC applies to its best-so-far ratio (Fischler & Bolles 1981; Hartley & Zisserman
+  sec. 4.7.1). N assumes that every all-inlier sample recovers the whole inlier set; with noisy
+  points only some do, so N is multiplied by `margin` (3: with 1x, lego's pair (0, 13), 15
+  inliers of 38 candidates, was lost; with 3x every verified pair of five fit cases is kept), and
+  at least `floor` iterations run. Pairs with few candidates, most of which fail, then stop after
+  a hundred iterations instead of OpenCV's default `cap` of 1000.
+  """
+  ratio = min(1.0, min_inliers / max(num_candidates, 1))
+  miss = 1.0 - ratio ** sample_size
+  if miss <= 0.0:
+    return floor
+  needed = margin * np.log(1.0 - confidence) / np.log(miss)
+  return int(np.clip(np.ceil(needed), floor, cap))
 
 
 def verify_matches(keypoints_i: np.ndarray, keypoints_j: np.ndarray, pairs: np.ndarray,
@@ -175,7 +250,8 @@ def verify_matches(keypoints_i: np.ndarray, keypoints_j: np.ndarray, pairs: np.n
   try:
     essential, inliers = cv2.findEssentialMat(
         x_i, x_j, np.eye(3), method=cv2.RANSAC, prob=settings.ransac_confidence,
-        threshold=threshold)
+        threshold=threshold,
+        maxIters=ransac_iterations(len(pairs), settings.min_inliers, settings.ransac_confidence))
   except cv2.error:
     # The five-point solver fails on correspondences without a baseline (the same image twice:
     # every match has zero displacement). Their matches are right all the same: verified by a

@@ -218,3 +218,95 @@ def test_window_matches_only_neighbours(temple_matches, temple):
   settings = matcher_lib.MatcherSettings(window=1)
   _, matches = matcher_lib.match_views(images[:3], intrinsics[:3], settings)
   assert set(matches) <= {(0, 1), (1, 2)}
+
+
+def _opencv_ratio(query, train, ratio):
+  """Reference: OpenCV's brute-force 2-NN search and Lowe's ratio test ((n,) index or -1)."""
+  out = np.full(len(query), -1, np.int64)
+  for pair in cv2.BFMatcher(cv2.NORM_L2).knnMatch(query, train, k=2):
+    if len(pair) == 2 and pair[0].distance < ratio * pair[1].distance:
+      out[pair[0].queryIdx] = pair[0].trainIdx
+  return out
+
+
+@pytest.mark.parametrize("rows_per_block", [2048, 97])
+def test_ratio_matches_equal_opencv_brute_force(temple_matches, rows_per_block):
+  # The distance-matrix search (both directions from one matmul, query rows in blocks whose
+  # column minima are merged) against cv2.BFMatcher on real SIFT descriptors of two views; a
+  # block of 97 rows splits the ~900 rows into 10 blocks, so the merge is exercised.
+  features, _ = temple_matches
+  query, train = features[0].descriptors, features[3].descriptors
+  forward, backward = matcher_lib._ratio_matches(query, train, 0.8, rows_per_block)
+  np.testing.assert_array_equal(forward, _opencv_ratio(query, train, 0.8))
+  np.testing.assert_array_equal(backward, _opencv_ratio(train, query, 0.8))
+  assert (forward >= 0).sum() > 50 and (backward >= 0).sum() > 50
+
+
+def test_ratio_matches_on_repeated_and_tiny_inputs():
+  # A descriptor repeated in train has two equally near neighbours: never a ratio survivor; a
+  # single train descriptor has no second neighbour: no survivor (OpenCV gives none either),
+  # while in the other direction it has three candidates.
+  rng = np.random.default_rng(0)
+  train = rng.uniform(0, 100, (6, 128)).astype(np.float32)
+  train[4] = train[1]
+  query = train[[0, 1, 2]] + 0.5
+  forward, backward = matcher_lib._ratio_matches(query, train, 0.8, rows_per_block=2)
+  np.testing.assert_array_equal(forward, [0, -1, 2])
+  np.testing.assert_array_equal(forward, _opencv_ratio(query, train, 0.8))
+  np.testing.assert_array_equal(backward, _opencv_ratio(train, query, 0.8))
+  forward, backward = matcher_lib._ratio_matches(query, train[:1], 0.8)
+  assert np.all(forward == -1) and backward[0] == 0
+  np.testing.assert_array_equal(backward, _opencv_ratio(train[:1], query, 0.8))
+  forward, backward = matcher_lib._ratio_matches(query, train[:0], 0.8)
+  assert forward.shape == (3,) and np.all(forward == -1) and backward.shape == (0,)
+
+
+def test_ransac_iterations_follow_the_stopping_rule():
+  # w = 15 / 20: 3 x log(0.001) / log(1 - 0.75^5) = 75 -> the floor; w = 15 / 30 -> 3 x 218;
+  # w = 15 / 100 -> far beyond OpenCV's cap of 1000.
+  assert matcher_lib.ransac_iterations(20, 15, 0.999) == 100
+  assert matcher_lib.ransac_iterations(30, 15, 0.999) == int(np.ceil(
+      3 * np.log(0.001) / np.log(1 - 0.5 ** 5)))
+  assert matcher_lib.ransac_iterations(100, 15, 0.999) == 1000
+  assert matcher_lib.ransac_iterations(15, 15, 0.999) == 100
+  counts = [matcher_lib.ransac_iterations(c, 15, 0.999) for c in range(15, 60)]
+  assert counts == sorted(counts)
+
+
+def _just_enough_inliers(num_candidates, seed):
+  """A 10-deg, 1-unit-baseline pair: 15 true matches (0.3 px noise) then random candidates."""
+  rng = np.random.default_rng(seed)
+  intrinsics = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+  points = rng.uniform([-2, -1.5, 4], [2, 1.5, 8], (15, 3))
+  angle = np.radians(10.0)
+  rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                       [-np.sin(angle), 0, np.cos(angle)]])
+  second = points @ rotation.T + np.array([-1.0, 0.1, 0.2])
+  project = lambda p: (p @ intrinsics.T)[:, :2] / p[:, 2:3]
+  noise = rng.normal(0, 0.3, (2, 15, 2))
+  clutter = rng.uniform([0, 0], [640, 480], (2, num_candidates - 15, 2))
+  x_i = np.concatenate([project(points) + noise[0], clutter[0]])
+  x_j = np.concatenate([project(second) + noise[1], clutter[1]])
+  return x_i, x_j, intrinsics
+
+
+@pytest.mark.parametrize("num_candidates", [20, 30])
+def test_shorter_ransac_keeps_the_pairs_the_full_one_keeps(num_candidates, monkeypatch):
+  # Pairs with exactly min_inliers (15) true matches among num_candidates: the shortened RANSAC
+  # (100 / 653 iterations) returns the same inliers as one with 10,000 on each of 20 draws. (With
+  # 0.3 px noise and a 1 px threshold some draws fail either way: a minimal sample's model leaves
+  # a true match outside the threshold; that is not what is tested.)
+  pairs = np.stack([np.arange(num_candidates)] * 2, axis=1)
+  draws = [_just_enough_inliers(num_candidates, seed) for seed in range(20)]
+
+  def verify(seed):
+    x_i, x_j, intrinsics = draws[seed]
+    return matcher_lib.verify_matches(x_i, x_j, pairs, intrinsics, intrinsics,
+                                      matcher_lib.MatcherSettings(seed=seed))
+
+  short = [verify(seed) for seed in range(20)]
+  monkeypatch.setattr(matcher_lib, "ransac_iterations", lambda *args, **kwargs: 10_000)
+  full = [verify(seed) for seed in range(20)]
+  assert sum(len(inliers) >= 15 for inliers in full) >= 8
+  for a, b in zip(short, full):
+    np.testing.assert_array_equal(a, b)
