@@ -31,6 +31,7 @@ def process_env(devices: int) -> dict:
   env.pop("JAXRECON_VERBOSE", None)
   for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_SHARE_BINARY_BETWEEN_HOSTS"):
     env.pop(name, None)
+  env["JAXRECON_COMPILE_CACHE"] = "off"   # nor the commands' default one (jaxrecon.cli)
   return env
 
 
