@@ -14,6 +14,7 @@ from typing import Mapping, NamedTuple, Sequence
 import numpy as np
 
 from jaxrecon.experts.matcher import MatcherSettings, match_views
+from jaxrecon.unionfind import UnionFind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,30 +49,6 @@ class Tracks(NamedTuple):
   num_conflicting: int
 
 
-class _UnionFind:
-  """Union-find with path halving and union by size over nodes 0..n-1."""
-
-  def __init__(self, n: int):
-    self.parent = np.arange(n)
-    self.size = np.ones(n, np.int64)
-
-  def find(self, a: int) -> int:
-    parent = self.parent
-    while parent[a] != a:
-      parent[a] = parent[parent[a]]
-      a = parent[a]
-    return a
-
-  def union(self, a: int, b: int):
-    a, b = self.find(a), self.find(b)
-    if a == b:
-      return
-    if self.size[a] < self.size[b]:
-      a, b = b, a
-    self.parent[b] = a
-    self.size[a] += self.size[b]
-
-
 def build_tracks(keypoints: Sequence[np.ndarray],
                  matches: Mapping[tuple[int, int], np.ndarray],
                  settings: TrackSettings = TrackSettings()) -> Tracks:
@@ -87,7 +64,7 @@ def build_tracks(keypoints: Sequence[np.ndarray],
   num_views = len(keypoints)
   counts = np.asarray([len(k) for k in keypoints], np.int64)
   offsets = np.concatenate([[0], np.cumsum(counts)])
-  forest = _UnionFind(int(offsets[-1]))
+  forest = UnionFind(int(offsets[-1]))
   for (i, j), pairs in sorted(matches.items()):
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if not (0 <= i < num_views and 0 <= j < num_views and i != j):

@@ -19,26 +19,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxrecon.unionfind import UnionFind
+
 
 def components(num_views, pairs):
   """Connected components of the view graph: a list of sorted view lists, largest first (ties:
   more inliers inside, then the smallest view)."""
-  parent = list(range(num_views))
-
-  def find(a):
-    while parent[a] != a:
-      parent[a] = parent[parent[a]]
-      a = parent[a]
-    return a
-
+  forest = UnionFind(num_views)
   for p in pairs:
-    parent[find(p.i)] = find(p.j)
+    forest.union(p.i, p.j)
   groups = {}
   for view in range(num_views):
-    groups.setdefault(find(view), []).append(view)
+    groups.setdefault(forest.find(view), []).append(view)
   inliers = {root: 0 for root in groups}
   for p in pairs:
-    inliers[find(p.i)] += p.num_inliers
+    inliers[forest.find(p.i)] += p.num_inliers
   ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), -inliers[kv[0]], kv[1][0]))
   return [sorted(views) for _, views in ordered]
 
@@ -46,35 +41,17 @@ def components(num_views, pairs):
 def spanning_tree(views, pairs):
   """The maximum spanning tree of the pairs' inlier counts over `views` (Kruskal; a forest when
   they do not connect): a list of pairs."""
-  parent = {view: view for view in views}
-
-  def find(a):
-    while parent[a] != a:
-      parent[a] = parent[parent[a]]
-      a = parent[a]
-    return a
-
-  tree = []
-  for p in sorted(pairs, key=lambda p: -p.num_inliers):
-    a, b = find(p.i), find(p.j)
-    if a != b:
-      parent[a] = b
-      tree.append(p)
-  return tree
+  forest = UnionFind(max(views, default=-1) + 1)
+  return [p for p in sorted(pairs, key=lambda p: -p.num_inliers) if forest.union(p.i, p.j)]
 
 
 def side_of(view, views, pairs):
   """The set of `views` that `pairs` connect to `view` (itself included)."""
-  adjacent = {v: set() for v in views}
+  forest = UnionFind(max(max(views, default=-1), view) + 1)
   for p in pairs:
-    adjacent[p.i].add(p.j)
-    adjacent[p.j].add(p.i)
-  seen, todo = {view}, [view]
-  while todo:
-    for nxt in adjacent[todo.pop()] - seen:
-      seen.add(nxt)
-      todo.append(nxt)
-  return seen
+    forest.union(p.i, p.j)
+  root = forest.find(view)
+  return {v for v in views if forest.find(v) == root} | {view}
 
 
 def _exp(w):
