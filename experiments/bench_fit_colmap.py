@@ -15,7 +15,11 @@ For each case, every method gets the same images and the same fixed intrinsics:
   small case's second view group). COLMAP may return several models (view groups); the largest
   one is scored, the others are listed.
 * jaxrecon: `experts.track_images(images, K)` then `fit.fit_scene(tracks.pixels,
-  tracks.visible & tracks.mask[:, None], K)` with default settings.
+  tracks.visible & tracks.mask[:, None], K)` with default settings, in a fresh process without a
+  persistent compilation cache (every XLA program compiled: a first run).
+* jaxrecon_warm: the same with the persistent compilation cache the commands use
+  (`jaxrecon.cli.use_compile_cache`), in a folder of this bench run that one untimed run of the
+  same case filled first: a repeated run on inputs of these shapes.
 Each (case, method) runs in its own process (a crash or a --timeout is a row, not the end).
 
 Scores, over the views a method registered that have ground truth (blank / foreign views have
@@ -54,7 +58,7 @@ import time
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-METHODS = ("colmap_incremental", "colmap_global", "jaxrecon")
+METHODS = ("colmap_incremental", "colmap_global", "jaxrecon", "jaxrecon_warm")
 THREADS = 2
 BAD_DEG = 5.0      # a registered view whose median relative rotation error exceeds this is "bad"
 
@@ -144,7 +148,10 @@ def _jaxrecon(images, intrinsics):
 def worker(method: str, case_file: str, out_file: str):
   data = np.load(case_file)
   names = [str(n) for n in data["names"]]
-  if method == "jaxrecon":
+  if method.startswith("jaxrecon"):
+    if method == "jaxrecon_warm":
+      from jaxrecon import cli
+      cli.use_compile_cache()    # JAXRECON_COMPILE_CACHE: the bench run's own folder
     poses, info = _jaxrecon(data["images"], data["intrinsics"])
   else:
     with tempfile.TemporaryDirectory(prefix="bench_colmap_") as work:
@@ -241,7 +248,8 @@ def write_markdown(results: dict, meta: dict, path: pathlib.Path, cases, methods
         continue
       s, info = r["score"], r["info"]
       note = ("models " + "+".join(map(str, info["models"]))) if "models" in info else (
-          f"{info.get('tracks', '?')} tracks, fit {_fmt(info.get('fit_seconds'), '.1f')} s")
+          f"{info.get('tracks', '?')} tracks; tracking {_fmt(info.get('track_seconds'), '.1f')} s, "
+          f"fit {_fmt(info['seconds'] - info.get('track_seconds', np.nan), '.1f')} s")
       if info.get("warnings"):
         note += f", {len(info['warnings'])} warnings"
         warnings.append((case, info["warnings"]))
@@ -333,11 +341,17 @@ def main():
         result_file = tmp / f"{case_name}_{method}.npz"
         start = time.perf_counter()
         log = tmp / f"{case_name}_{method}.log"
+        env = dict(os.environ, JAXRECON_COMPILE_CACHE=str(tmp / "xla"))
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        worker_args = [sys.executable, __file__, "--worker", method, str(case_file),
+                       str(result_file)]
         try:
           with open(log, "w") as stream:
-            proc = subprocess.run([sys.executable, __file__, "--worker", method, str(case_file),
-                                   str(result_file)], stdout=stream, stderr=subprocess.STDOUT,
-                                  timeout=args.timeout, cwd=ROOT)
+            if method == "jaxrecon_warm":     # fills the cache; not timed
+              subprocess.run(worker_args, stdout=stream, stderr=subprocess.STDOUT,
+                             timeout=args.timeout, cwd=ROOT, env=env)
+            proc = subprocess.run(worker_args, stdout=stream, stderr=subprocess.STDOUT,
+                                  timeout=args.timeout, cwd=ROOT, env=env)
           failed = proc.returncode != 0 and f"exit code {proc.returncode}"
         except subprocess.TimeoutExpired:
           failed = f"timed out after {args.timeout:.0f} s"
