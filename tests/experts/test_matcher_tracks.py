@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from jaxrecon import ransac as ransac_lib
 from jaxrecon.experts import matcher as matcher_lib
 from jaxrecon.experts import tracks as tracks_lib
 
@@ -262,14 +263,15 @@ def test_ratio_matches_on_repeated_and_tiny_inputs():
 
 
 def test_ransac_iterations_follow_the_stopping_rule():
-  # w = 15 / 20: 3 x log(0.001) / log(1 - 0.75^5) = 75 -> the floor; w = 15 / 30 -> 3 x 218;
-  # w = 15 / 100 -> far beyond OpenCV's cap of 1000.
-  assert matcher_lib.ransac_iterations(20, 15, 0.999) == 100
-  assert matcher_lib.ransac_iterations(30, 15, 0.999) == int(np.ceil(
+  # w = 0.75: 3 x log(0.001) / log(1 - 0.75^5) = 75 -> the floor; w = 0.5 -> 3 x 218; w = 0.15
+  # -> far beyond the cap; nothing known (w = 0) -> the cap; all inliers -> the floor.
+  assert ransac_lib.iterations(15 / 20, 5, 0.999) == 100
+  assert ransac_lib.iterations(15 / 30, 5, 0.999) == int(np.ceil(
       3 * np.log(0.001) / np.log(1 - 0.5 ** 5)))
-  assert matcher_lib.ransac_iterations(100, 15, 0.999) == 1000
-  assert matcher_lib.ransac_iterations(15, 15, 0.999) == 100
-  counts = [matcher_lib.ransac_iterations(c, 15, 0.999) for c in range(15, 60)]
+  assert ransac_lib.iterations(15 / 100, 5, 0.999) == 1000
+  assert ransac_lib.iterations(0.0, 4, 0.999, cap=500) == 500
+  assert ransac_lib.iterations(1.0, 5, 0.999) == 100
+  counts = [ransac_lib.iterations(15 / c, 5, 0.999) for c in range(15, 60)]
   assert counts == sorted(counts)
 
 
@@ -305,7 +307,7 @@ def test_shorter_ransac_keeps_the_pairs_the_full_one_keeps(num_candidates, monke
                                       matcher_lib.MatcherSettings(seed=seed))
 
   short = [verify(seed) for seed in range(20)]
-  monkeypatch.setattr(matcher_lib, "ransac_iterations", lambda *args, **kwargs: 10_000)
+  monkeypatch.setattr(ransac_lib, "iterations", lambda *args, **kwargs: 10_000)
   full = [verify(seed) for seed in range(20)]
   assert sum(len(inliers) >= 15 for inliers in full) >= 8
   for a, b in zip(short, full):
