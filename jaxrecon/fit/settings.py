@@ -63,7 +63,10 @@ class FitSettings:
     min_track_angle_deg: tracks whose rays spread less are not part of the model (depth
       unobservable; COLMAP filters at 1.5 degrees).
   Registration (which views are trusted, `fit.report`):
-    min_view_observations: a registered view keeps at least this many inlier observations.
+    min_view_observations: a registered view keeps at least this many inlier observations (30:
+      COLMAP's incremental mapper registers an image with at least 30 2D-3D inliers,
+      `abs_pose_min_num_inliers`; with 15, lego's view 6 was registered 10 deg off on the 18
+      observations of one wrong pair).
     max_view_residual_px: ... and a median error at most this.
   Warnings:
     warn_residual_px, warn_inlier_fraction: a final median error above / inlier fraction below
@@ -90,7 +93,7 @@ class FitSettings:
   tolerance: float = 1e-6
   max_error_px: float = 4.0
   min_track_angle_deg: float = 1.0
-  min_view_observations: int = 15
+  min_view_observations: int = 30
   max_view_residual_px: float = 4.0
   warn_residual_px: float = 2.0
   warn_inlier_fraction: float = 0.7
