@@ -12,7 +12,7 @@ integer coordinates, `cam_from_world` 4x4 extrinsics, K 3x3, depth = camera z in
 The steps, each a pure jit-compiled function with its shapes in its docstring:
   `neighbours`: co-visibility x triangulation-angle view scores (`pair_weights`, `view_scores`),
     the best-scoring or a greedy covering choice of neighbours (`select_neighbours`,
-    `select_covering_neighbours`), per-view depth ranges from sparse points (`depth_ranges`), and stand-in
+    `select_covering_neighbours`, `covering_neighbours` one reference at a time), per-view depth ranges from sparse points (`depth_ranges`), and stand-in
     points from the camera frusta when there are none (`frustum_points`).
   `cost`: ZNCC (`zncc`, `box_mean`) and the plane-sweep cost volume with top-k aggregation over the
     neighbours, chunked over hypotheses (`sweep_cost`).
@@ -36,7 +36,8 @@ from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinem
 from jaxrecon.mvs.ground import GroundPlane, ground_hypotheses, ground_plane, view_ground
 from jaxrecon.mvs.mono import (Alignment, MonoResult, MonoSettings, align_view, apply_alignment,
                                dense_from_mono)
-from jaxrecon.mvs.neighbours import (depth_ranges, frustum_points, pair_weights,
-                                     select_covering_neighbours, select_neighbours, view_scores)
+from jaxrecon.mvs.neighbours import (covering_neighbours, depth_ranges, frustum_points,
+                                     pair_weights, select_covering_neighbours, select_neighbours,
+                                     view_scores)
 from jaxrecon.mvs.reconstruct import (VALIDATED, DenseResult, MVSSettings, grey_images,
                                       reconstruct_dense, view_depth)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrecon.mvs.consistency import fuse_points, geometric_consistency
-from jaxrecon.mvs.neighbours import pair_weights, select_neighbours
+from jaxrecon.mvs.neighbours import select_neighbours, view_scores
 from jaxrecon.mvs.reconstruct import VALIDATED
 
 SPACES = ("inverse", "depth")
@@ -38,7 +38,7 @@ class MonoSettings:
   min_points: observed points a view needs for its fit; fewer and the view gets no depth.
   trim: a point whose residual exceeds trim x the robust spread (1.4826 x median absolute
     deviation) is dropped before the next refit; iterations: fits (the first on all points).
-  num_neighbours: views each view is checked against (`select_neighbours` over `pair_weights`).
+  num_neighbours: views each view is checked against (`select_neighbours` over `view_scores`).
   view_peak_degrees: triangulation angle the neighbour choice favours (as `MVSSettings`).
   pixel_tolerance, depth_tolerance, min_consistent: the geometric check (pixels; relative depth;
     confirming neighbours needed to keep a pixel); defaults: the plane sweep's validated ones.
@@ -224,9 +224,9 @@ def dense_from_mono(images, mono, valid, intrinsics, cam_from_world, points, poi
   h, w = mono.shape[1:]
   k, cams = jnp.asarray(intrinsics, jnp.float32), jnp.asarray(cam_from_world, jnp.float32)
   num = min(settings.num_neighbours, v - 1)
-  weights = pair_weights(jnp.asarray(points, jnp.float32), k, cams, image_size=(h, w),
-                         observed=point_views, peak_degrees=settings.view_peak_degrees)
-  neighbours, _ = select_neighbours(jnp.sum(weights, -1), num=num)
+  scores = view_scores(jnp.asarray(points, jnp.float32), k, cams, image_size=(h, w),
+                       observed=point_views, peak_degrees=settings.view_peak_degrees)
+  neighbours, _ = select_neighbours(scores, num=num)
   count, fused = geometric_consistency(jnp.asarray(depth), k, cams, neighbours,
                                        pixel_tolerance=settings.pixel_tolerance,
                                        depth_tolerance=settings.depth_tolerance)

@@ -50,6 +50,41 @@ def frustum_points(intrinsics, cam_from_world, near, far, *, image_size, grid=8,
   return pts.reshape(-1, 3)
 
 
+def _angle_weight(angle, peak_degrees, low_sigma_degrees, high_sigma_degrees):
+  """G(angle) of `pair_weights` (degrees in, weights in [0, 1] out)."""
+  if low_sigma_degrees is None:
+    low_sigma_degrees = 0.375 * peak_degrees
+  sigma = jnp.where(angle < peak_degrees, low_sigma_degrees, high_sigma_degrees)
+  return jnp.exp(-0.5 * ((angle - peak_degrees) / sigma) ** 2)
+
+
+def _scene_rays(points, intrinsics, cam_from_world, image_size, observed):
+  """(v, n) bool points each view sees (and observed, if given); (v, n, 3) unit rays from each
+  camera centre to each point."""
+  visible, _ = _visible(points, intrinsics, cam_from_world, image_size)
+  if observed is not None:
+    visible = visible & jnp.asarray(observed, bool).T
+  rays = points[None] - camera_centers(cam_from_world)[:, None]
+  return visible, rays / jnp.maximum(jnp.linalg.norm(rays, axis=-1, keepdims=True), 1e-12)
+
+
+def _reference_weights(ref, visible, rays, shape):
+  """(v, n) `pair_weights` of reference view `ref` with every view (0 for ref itself)."""
+  cos = jnp.einsum("nc,jnc->jn", rays[ref], rays)
+  weight = _angle_weight(jnp.rad2deg(jnp.arccos(jnp.clip(cos, -1.0, 1.0))), **shape)
+  both = visible[ref][None] & visible & (jnp.arange(visible.shape[0]) != ref)[:, None]
+  return jnp.where(both, weight, 0.0)
+
+
+def _per_reference(fn, points, intrinsics, cam_from_world, image_size, observed, shape):
+  """fn(ref, (v, n) weights of ref) stacked over the references, one reference at a time (lax.map):
+  memory O(v n), where all the pairs' weights at once are (v, v, n) (300 frames x 4096 points:
+  1.5 GB per array in float32)."""
+  visible, rays = _scene_rays(points, intrinsics, cam_from_world, image_size, observed)
+  return jax.lax.map(lambda ref: fn(ref, _reference_weights(ref, visible, rays, shape)),
+                     jnp.arange(visible.shape[0]))
+
+
 @functools.partial(jax.jit, static_argnames=("image_size",))
 def pair_weights(points, intrinsics, cam_from_world, *, image_size, observed=None,
                  peak_degrees=8.0, low_sigma_degrees=None, high_sigma_degrees=15.0):
@@ -58,6 +93,7 @@ def pair_weights(points, intrinsics, cam_from_world, *, image_size, observed=Non
   G is a function of the angle at the point between the two camera centres: a Gaussian around
   `peak_degrees`, narrow below it (small baselines give depth that hypotheses cannot resolve) and
   wide above it (wide baselines still match, only less reliably as appearance changes).
+  (v, v, n) at once: `view_scores` and `covering_neighbours` use it one reference at a time.
 
   Args:
     points: (n, 3) world points; intrinsics: (v, 3, 3) K; cam_from_world: (v, 4, 4).
@@ -69,27 +105,21 @@ def pair_weights(points, intrinsics, cam_from_world, *, image_size, observed=Non
   Returns:
     (v, v, n) float weights in [0, 1], 0 on the diagonal (a view is never its own neighbour).
   """
-  visible, _ = _visible(points, intrinsics, cam_from_world, image_size)
-  if observed is not None:
-    visible = visible & jnp.asarray(observed, bool).T
-  rays = points[None] - camera_centers(cam_from_world)[:, None]
-  rays = rays / jnp.maximum(jnp.linalg.norm(rays, axis=-1, keepdims=True), 1e-12)
-  cos = jnp.einsum("inc,jnc->ijn", rays, rays)
-  angle = jnp.rad2deg(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
-  if low_sigma_degrees is None:
-    low_sigma_degrees = 0.375 * peak_degrees
-  sigma = jnp.where(angle < peak_degrees, low_sigma_degrees, high_sigma_degrees)
-  weight = jnp.exp(-0.5 * ((angle - peak_degrees) / sigma) ** 2)
-  v = visible.shape[0]
-  both = visible[:, None, :] & visible[None, :, :] & ~jnp.eye(v, dtype=bool)[..., None]
-  return jnp.where(both, weight, 0.0)
+  shape = dict(peak_degrees=peak_degrees, low_sigma_degrees=low_sigma_degrees,
+               high_sigma_degrees=high_sigma_degrees)
+  return _per_reference(lambda ref, w: w, points, intrinsics, cam_from_world, image_size,
+                        observed, shape)
 
 
-def view_scores(points, intrinsics, cam_from_world, *, image_size, **shape):
+@functools.partial(jax.jit, static_argnames=("image_size",))
+def view_scores(points, intrinsics, cam_from_world, *, image_size, observed=None,
+                peak_degrees=8.0, low_sigma_degrees=None, high_sigma_degrees=15.0):
   """(v, v) co-visibility score of every view pair weighted by triangulation angle: the sum over
-  the points of `pair_weights` (same arguments), 0 on the diagonal."""
-  return jnp.sum(pair_weights(points, intrinsics, cam_from_world, image_size=image_size, **shape),
-                 -1)
+  the points of `pair_weights` (same arguments), 0 on the diagonal; memory O(v n)."""
+  shape = dict(peak_degrees=peak_degrees, low_sigma_degrees=low_sigma_degrees,
+               high_sigma_degrees=high_sigma_degrees)
+  return _per_reference(lambda ref, w: jnp.sum(w, -1), points, intrinsics, cam_from_world,
+                        image_size, observed, shape)
 
 
 @functools.partial(jax.jit, static_argnames=("num",))
@@ -106,6 +136,25 @@ def select_neighbours(scores, *, num):
   masked = jnp.where(jnp.eye(v, dtype=bool), -jnp.inf, scores)
   score, idx = jax.lax.top_k(masked, num)
   return idx.astype(jnp.int32), score
+
+
+def _cover(w, ref, num, cover):
+  """Greedy covering choice of one reference: w (v, n) its pair weights; (N,) picks, (N,) gains."""
+  v = w.shape[0]
+  chosen = jnp.zeros(v, bool).at[ref].set(True)
+  covered = jnp.zeros(w.shape[1], jnp.int32)
+  # Points already covered still break ties, a million times weaker, so that a reference whose
+  # points are all covered keeps picking by the plain score.
+  total = jnp.sum(w, -1)
+  picks, gains = [], []
+  for _ in range(num):
+    gain = jnp.sum(jnp.where(covered < cover, w, 0.0), -1)
+    j = jnp.argmax(jnp.where(chosen, -jnp.inf, gain + 1e-6 * total))
+    chosen = chosen.at[j].set(True)
+    covered = covered + (w[j] > 0)
+    picks.append(j)
+    gains.append(gain[j])
+  return jnp.stack(picks).astype(jnp.int32), jnp.stack(gains)
 
 
 @functools.partial(jax.jit, static_argnames=("num", "cover"))
@@ -127,25 +176,20 @@ def select_covering_neighbours(weights, *, num, cover):
   Returns:
     indices: (v, N) int32 neighbour views in the order chosen; gain: (v, N) what each pick added.
   """
-  v = weights.shape[0]
+  return jax.vmap(lambda w, ref: _cover(w, ref, num, cover))(weights,
+                                                               jnp.arange(weights.shape[0]))
 
-  def one(w, ref):
-    chosen = jnp.zeros(v, bool).at[ref].set(True)
-    covered = jnp.zeros(w.shape[1], jnp.int32)
-    # Points already covered still break ties, a million times weaker, so that a reference whose
-    # points are all covered keeps picking by the plain score.
-    total = jnp.sum(w, -1)
-    picks, gains = [], []
-    for _ in range(num):
-      gain = jnp.sum(jnp.where(covered < cover, w, 0.0), -1)
-      j = jnp.argmax(jnp.where(chosen, -jnp.inf, gain + 1e-6 * total))
-      chosen = chosen.at[j].set(True)
-      covered = covered + (w[j] > 0)
-      picks.append(j)
-      gains.append(gain[j])
-    return jnp.stack(picks).astype(jnp.int32), jnp.stack(gains)
 
-  return jax.vmap(one)(weights, jnp.arange(v))
+@functools.partial(jax.jit, static_argnames=("image_size", "num", "cover"))
+def covering_neighbours(points, intrinsics, cam_from_world, *, image_size, num, cover,
+                        observed=None, peak_degrees=8.0, low_sigma_degrees=None,
+                        high_sigma_degrees=15.0):
+  """`select_covering_neighbours` of the `pair_weights` of these points (same arguments), one
+  reference at a time: memory O(v n) instead of (v, v, n). Returns (v, N) indices, (v, N) gains."""
+  shape = dict(peak_degrees=peak_degrees, low_sigma_degrees=low_sigma_degrees,
+               high_sigma_degrees=high_sigma_degrees)
+  return _per_reference(lambda ref, w: _cover(w, ref, num, cover), points, intrinsics,
+                        cam_from_world, image_size, observed, shape)
 
 
 @functools.partial(jax.jit, static_argnames=("image_size",))

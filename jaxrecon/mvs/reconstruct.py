@@ -20,8 +20,8 @@ from jaxrecon.mvs.cost import sweep_cost
 from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
                                 winner_take_all)
 from jaxrecon.mvs.ground import GroundPlane, ground_hypotheses, ground_plane, view_ground
-from jaxrecon.mvs.neighbours import (depth_ranges, frustum_points, pair_weights,
-                                     select_covering_neighbours, select_neighbours)
+from jaxrecon.mvs.neighbours import (covering_neighbours, depth_ranges, frustum_points,
+                                     select_neighbours, view_scores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,13 +231,14 @@ def reconstruct_dense(images, intrinsics, cam_from_world, points=None,
     points = frustum_points(k, cams, s.near, s.far, image_size=(h, w))
   points = jnp.asarray(points, jnp.float32)
   num_neighbours = min(s.num_neighbours, v - 1)
-  weights = pair_weights(points, k, cams, image_size=(h, w), observed=point_views,
-                         peak_degrees=s.view_peak_degrees)
   if s.cover_neighbours:
-    neighbours, _ = select_covering_neighbours(weights, num=num_neighbours,
-                                               cover=min(s.top_k, num_neighbours))
+    neighbours, _ = covering_neighbours(points, k, cams, image_size=(h, w), num=num_neighbours,
+                                        cover=min(s.top_k, num_neighbours), observed=point_views,
+                                        peak_degrees=s.view_peak_degrees)
   else:
-    neighbours, _ = select_neighbours(jnp.sum(weights, -1), num=num_neighbours)
+    neighbours, _ = select_neighbours(
+        view_scores(points, k, cams, image_size=(h, w), observed=point_views,
+                    peak_degrees=s.view_peak_degrees), num=num_neighbours)
   if given_range:
     ranges = jnp.tile(jnp.asarray([s.near, s.far], jnp.float32), (v, 1))
   else:

@@ -1,4 +1,5 @@
 """View selection and depth ranges on a ring of cameras around a cloud of points."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -118,3 +119,60 @@ def test_observed_points_pick_the_adjacent_frames_of_a_camera_driving_ahead():
       np.asarray(mvs.pair_weights(jnp.asarray(pts, jnp.float32), k, cams_j, image_size=(H, W),
                                   observed=np.ones((3000, num), bool))),
       np.asarray(mvs.pair_weights(jnp.asarray(pts, jnp.float32), k, cams_j, image_size=(H, W))))
+
+
+def _pair_weights_numpy(points, k, cams, observed=None, peak=8.0, low=3.0, high=15.0):
+  """Independent float64 reference of `pair_weights`: (v, v, n)."""
+  pix, z = project(jnp.asarray(points[None], jnp.float32), k, cams)
+  pix, z = np.asarray(pix, np.float64), np.asarray(z, np.float64)
+  seen = ((pix[..., 0] >= -0.5) & (pix[..., 0] <= W - 0.5) & (pix[..., 1] >= -0.5)
+          & (pix[..., 1] <= H - 0.5) & (z > 0))
+  if observed is not None:
+    seen &= observed.T
+  cams64 = np.asarray(cams, np.float64)
+  centres = -np.einsum("vji,vj->vi", cams64[:, :3, :3], cams64[:, :3, 3])
+  rays = points[None] - centres[:, None]
+  rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+  angle = np.degrees(np.arccos(np.clip(np.einsum("inc,jnc->ijn", rays, rays), -1, 1)))
+  weight = np.exp(-0.5 * ((angle - peak) / np.where(angle < peak, low, high)) ** 2)
+  both = seen[:, None] & seen[None] & ~np.eye(len(cams64), dtype=bool)[..., None]
+  return np.where(both, weight, 0.0)
+
+
+def test_per_reference_scores_and_covering_choice_equal_the_whole_weight_volume():
+  # view_scores and covering_neighbours work one reference at a time (memory O(v n)); they must
+  # give what the (v, v, n) volume gives: against a float64 numpy reference and against
+  # select_covering_neighbours over pair_weights.
+  k, cams = _ring(12)
+  rng = np.random.default_rng(5)
+  pts = rng.uniform(-1, 1, size=(500, 3)) + [0, 0, 0.3]
+  observed = rng.uniform(size=(500, 12)) < 0.7
+  points = jnp.asarray(pts, jnp.float32)
+  for obs in (None, observed):
+    reference = _pair_weights_numpy(pts, k, cams, obs)
+    volume = np.asarray(mvs.pair_weights(points, k, cams, image_size=(H, W), observed=obs))
+    np.testing.assert_allclose(volume, reference, atol=2e-4)
+    np.testing.assert_allclose(
+        np.asarray(mvs.view_scores(points, k, cams, image_size=(H, W), observed=obs)),
+        reference.sum(-1), rtol=1e-4, atol=1e-3)
+    for num, cover in ((2, 1), (4, 2)):
+      idx, gain = mvs.covering_neighbours(points, k, cams, image_size=(H, W), num=num,
+                                          cover=cover, observed=obs)
+      want_idx, want_gain = mvs.select_covering_neighbours(jnp.asarray(volume), num=num,
+                                                           cover=cover)
+      np.testing.assert_array_equal(np.asarray(idx), np.asarray(want_idx))
+      np.testing.assert_allclose(np.asarray(gain), np.asarray(want_gain), rtol=1e-5)
+
+
+def test_neighbour_choice_memory_does_not_grow_with_views_squared():
+  # XLA's memory analysis of the compiled choice for 64 views and 4096 points: the (v, v, n)
+  # weights alone would be 64 MiB; one reference at a time stays near (v, n) arrays.
+  v, n = 64, 4096
+  cams = jnp.asarray(orbit(v, radius=6.0, height=1.0, arc_degrees=360.0), jnp.float32)
+  k = jnp.asarray(np.tile(intrinsics_from_fov(H, W, 60.0), (v, 1, 1)), jnp.float32)
+  points = jnp.zeros((n, 3), jnp.float32)
+  volume = v * v * n * 4
+  for fn in (lambda p: mvs.view_scores(p, k, cams, image_size=(H, W)),
+             lambda p: mvs.covering_neighbours(p, k, cams, image_size=(H, W), num=4, cover=2)):
+    memory = jax.jit(fn).lower(points).compile().memory_analysis()
+    assert memory.temp_size_in_bytes < volume / 4, memory.temp_size_in_bytes
