@@ -120,7 +120,8 @@ def compile_cache_dir() -> str | None:
 
 
 def _multiprocess() -> bool:
-  """Whether the parsed flags (`jaxrecon.train.multihost`'s, where defined) start several processes."""
+  """Whether the parsed flags (`jaxrecon.train.multihost`'s, where defined) start several
+  processes."""
   values = {name: flags.FLAGS[name].value for name in
             ("coordinator_address", "num_processes", "distributed") if name in flags.FLAGS}
   return bool(values.get("coordinator_address") or (values.get("num_processes") or 1) > 1
@@ -131,7 +132,7 @@ def use_compile_cache(multiprocess: bool = False) -> str | None:
   """Turns on jax's persistent compilation cache for a command (see `compile_cache_dir`).
 
   A second run on inputs of the same shapes loads its programs instead of compiling them: the
-  per-scene fit of templeRing spends 2.3 of its 5.5 s compiling on 2 CPU cores, a train step of
+  per-scene fit of templeRing spends 1.2 of its 4.2 s compiling on 2 CPU cores, a train step of
   the paper configs tens of seconds. Least recently used entries go beyond 2 GiB. A multi-process
   run gets the default folder only when one is named (JAXRECON_COMPILE_CACHE or
   JAX_COMPILATION_CACHE_DIR): on CPU, gloo fails a collective whose processes arrive more than

@@ -225,7 +225,8 @@ def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=5
              tolerance=1e-6, at_infinity=False, kernel="geman_mcclure", fix_rotations=False,
              refine_focal=False):
   """One robust stage of LM at the kernel scale `sigma` (pixels, traced); with fix_rotations
-  (traced) only the centres and points move; with refine_focal also the log of a focal scale shared by every view (focal_i = obs.focal_i exp(log_scale)).
+  (traced) only the centres and points move; with refine_focal also the log of a focal scale
+  shared by every view (focal_i = obs.focal_i exp(log_scale)).
 
   Args:
     rot: (v, 3, 3) cam_from_world rotations; centre: (v, 3); points: (t, 3) world points (unit
