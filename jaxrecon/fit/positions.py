@@ -95,9 +95,11 @@ def _schur(wa, wb):
   for k in range(n):
     big[3 * k:3 * k + 3, 3 * k:3 * k + 3] = diag[k]
   p = wa.transpose(0, 2, 1, 3).reshape(-1, 3, 3 * n)                   # (t', 3, 3n)
-  big -= np.einsum("tba,tbc->ac", p, np.einsum("tab,tbc->tac", inv, p))
+  # Sums over the tracks as one (3n, 3 t') x (3 t', 3n) BLAS product (np.einsum would loop).
+  flat = p.reshape(-1, 3 * n)
+  big -= flat.T @ np.matmul(inv, p).reshape(-1, 3 * n)
   b_sum = wb.sum(1)
-  rhs = np.einsum("tba,tb->a", p, np.einsum("tab,tb->ta", inv, b_sum)) - wb.sum(0).reshape(-1)
+  rhs = flat.T @ np.matmul(inv, b_sum[..., None]).reshape(-1) - wb.sum(0).reshape(-1)
   return 0.5 * (big + big.T), rhs, inv, b_sum
 
 

@@ -161,9 +161,7 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
   if not at_inf:
     centres, points = (centres - ref) / scale, (points - ref) / scale
   weight = np.ones(len(tt))
-  obs = bundle.Observations(jnp.asarray(vv, jnp.int32), jnp.asarray(tt, jnp.int32),
-                            jnp.asarray(bear, _F32), jnp.asarray(focal, _F32),
-                            jnp.asarray(weight, _F32))
+  obs = bundle.observations(vv, tt, bear, focal, weight, _F32)
   stages, registered, log_scale = [], active.copy(), 0.0
   if not at_inf:
     # Centres and points first, the averaged rotations held: the positions of the global

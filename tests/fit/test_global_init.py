@@ -155,8 +155,7 @@ def test_bundle_jacobians_match_finite_differences():
   centre, point = rng.normal(size=3), rng.normal(size=3) + np.array([0, 0, 5.0])
   bearing = rng.normal(size=3)
   bearing /= np.linalg.norm(bearing)
-  obs = bundle.Observations(jnp.array([0]), jnp.array([0]), jnp.asarray(bearing[None]),
-                            jnp.array([500.0]), jnp.array([1.0]))
+  obs = bundle.observations([0], [0], bearing[None], [500.0], dtype=jnp.float64)
   res, jc, jp, _ = bundle._linearize(jnp.asarray(rot[None]), jnp.asarray(centre[None]),
                                      jnp.asarray(point[None]), obs, False)   # float64 (conftest)
 
@@ -186,8 +185,7 @@ def test_bundle_focal_jacobian_matches_finite_differences():
   f0, pixel = 500.0, np.array([37.0, -81.0])          # pixel relative to the principal point
   bearing = np.append(pixel / f0, 1.0)
   bearing /= np.linalg.norm(bearing)
-  obs = bundle.Observations(jnp.array([0]), jnp.array([0]), jnp.asarray(bearing[None]),
-                            jnp.array([f0]), jnp.array([1.0]))
+  obs = bundle.observations([0], [0], bearing[None], [f0], dtype=jnp.float64)
   log_scale = 0.1
   res, jc, _, jl = bundle._linearize(jnp.asarray(rot[None]), jnp.asarray(centre[None]),
                                      jnp.asarray(point[None]), obs, False, log_scale, True)
@@ -205,6 +203,73 @@ def test_bundle_focal_jacobian_matches_finite_differences():
   num_c = np.stack([(residual(0.0, e) - residual(0.0, -e)) / (2 * eps) for e in eps * np.eye(6)],
                    -1)
   np.testing.assert_allclose(jc[0], num_c, rtol=1e-5, atol=1e-5)
+
+
+def test_observation_pairs_are_every_pair_within_a_track():
+  rng = np.random.default_rng(3)
+  track = rng.integers(0, 9, 40)
+  view = rng.integers(0, 5, 40)
+  obs = bundle.observations(view, track, np.ones((40, 3)), np.ones(40))
+  expected = {(a, b) for a in range(40) for b in range(40) if a < b and track[a] == track[b]}
+  got = {tuple(sorted(p)) for p in np.asarray(obs.pairs).tolist()}
+  assert got == expected and len(obs.pairs) == len(expected)
+
+
+@pytest.mark.x64  # float64 reference solve
+@pytest.mark.parametrize("fix_rotations", [False, True])
+@pytest.mark.parametrize("refine_focal", [False, True])
+def test_schur_solve_matches_dense_normal_equations(fix_rotations, refine_focal):
+  """The damped step of `bundle._solve` (points eliminated per observation pair) against the
+  same damped normal equations J^T W J dx = -J^T W r assembled densely and solved in numpy."""
+  rng = np.random.default_rng(7)
+  v, t = 4, 12
+  rot = np.stack([viewgraph._exp(rng.normal(0, 0.3, 3)) for _ in range(v)])
+  centre = rng.normal(0, 0.5, (v, 3))
+  points = rng.normal(0, 1, (t, 3)) + np.array([0, 0, 6.0])
+  view, track = np.nonzero(rng.random((v, t)) < 0.7)                  # (view, track) pairs
+  order = rng.permutation(len(view))          # any order: pairs (a < b) with view a > view b too
+  view, track = view[order], track[order]
+  bearing = rng.normal(0, 0.1, (len(view), 3)) + np.array([0, 0, 1.0])
+  bearing /= np.linalg.norm(bearing, axis=1, keepdims=True)
+  weight = rng.uniform(0.2, 1.0, len(view))
+  obs = bundle.observations(view, track, bearing, rng.uniform(300, 600, len(view)), weight,
+                            dtype=jnp.float64)
+  sigma, lam, log_scale = 2.0, 1e-2, 0.05
+  system, _ = bundle._system(jnp.asarray(rot), jnp.asarray(centre), jnp.asarray(points), obs,
+                             sigma, False, "geman_mcclure", log_scale, refine_focal)
+  dc, dp, dlog = bundle._solve(system, lam, obs, fix_rotations, refine_focal)
+
+  res, jc, jp, jl = (np.asarray(x) for x in bundle._linearize(
+      jnp.asarray(rot), jnp.asarray(centre), jnp.asarray(points), obs, False, log_scale,
+      refine_focal))
+  w = weight * (1.0 + np.sum(res ** 2, 1) / sigma ** 2) ** -2         # IRLS weights
+  cols = 6 * v + 3 * t + 1
+  jac = np.zeros((3 * len(view), cols))
+  for k, (i, j) in enumerate(zip(view, track)):
+    jac[3 * k:3 * k + 3, 6 * i:6 * i + 6] = jc[k]
+    jac[3 * k:3 * k + 3, 6 * v + 3 * j:6 * v + 3 * j + 3] = jp[k]
+    jac[3 * k:3 * k + 3, -1] = jl[k]
+  wk = np.repeat(w, 3)
+  h = jac.T @ (wk[:, None] * jac)
+  g = jac.T @ (wk * res.reshape(-1))
+  diag = np.diag(h).copy()
+  cams, pts = slice(0, 6 * v), slice(6 * v, 6 * v + 3 * t)
+  damp = np.zeros(cols)
+  damp[cams] = lam * diag[cams] + 1e-9 * diag[cams].max() + 1e-12
+  damp[pts] = lam * diag[pts] + 1e-9 * diag[pts].max() + 1e-12
+  damp[-1] = lam * diag[-1] + 1e-12
+  h = h + np.diag(damp)
+  keep = np.ones(cols, bool)
+  if fix_rotations:
+    keep[:6 * v] = np.tile([False] * 3 + [True] * 3, v)
+  if not refine_focal:
+    keep[-1] = False
+  dx = np.zeros(cols)
+  dx[keep] = np.linalg.solve(h[np.ix_(keep, keep)], -g[keep])
+  np.testing.assert_allclose(np.asarray(dc).reshape(-1), dx[cams], rtol=1e-7, atol=1e-9)
+  np.testing.assert_allclose(np.asarray(dp).reshape(-1), dx[pts],
+                             rtol=1e-7, atol=1e-9)
+  np.testing.assert_allclose(float(dlog), dx[-1], rtol=1e-7, atol=1e-9)
 
 
 def forward_rays(seed, *, outliers, views=12, tracks=600, noise_deg=0.1):
