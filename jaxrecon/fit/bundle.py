@@ -43,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrecon import xla_options
+
 
 class Observations(NamedTuple):
   """Fixed-size observation list (device arrays; rows with weight 0 are padding or outliers).
@@ -277,8 +279,8 @@ def _system(rot, centre, points, obs, sigma, at_infinity, kernel, log_scale=0.0,
   return blocks, robust_cost(res, obs.weight, sigma, kernel)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iterations", "at_infinity", "kernel",
-                                             "refine_focal"))
+@functools.partial(xla_options.jit, static_argnames=("max_iterations", "at_infinity", "kernel",
+                                                     "refine_focal"))
 def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=50,
              tolerance=1e-6, at_infinity=False, kernel="geman_mcclure", fix_rotations=False,
              refine_focal=False):

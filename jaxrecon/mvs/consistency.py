@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrecon import xla_options
 from jaxrecon.geometry import (backproject_depth, invert_pose, pixel_grid, project,
                                sample_bilinear, unproject)
 
@@ -42,7 +43,7 @@ def _check_pair(depth_r, k_r, cam_r, depth_n, k_n, cam_n, pixel_tolerance, depth
   return ok.reshape(h, w), z_r.reshape(h, w)
 
 
-@jax.jit
+@xla_options.jit
 def geometric_consistency(depth, intrinsics, cam_from_world, neighbours, *, pixel_tolerance=1.0,
                           depth_tolerance=0.01):
   """How many neighbours confirm each pixel's depth, and the depth they agree on.

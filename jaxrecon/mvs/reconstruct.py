@@ -11,10 +11,10 @@ import dataclasses
 import functools
 from typing import Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrecon import xla_options
 from jaxrecon.mvs.consistency import fuse_points, geometric_consistency
 from jaxrecon.mvs.cost import sweep_cost
 from jaxrecon.mvs.depth import (inverse_depth_hypotheses, median_filter, refinement_hypotheses,
@@ -127,7 +127,7 @@ def grey_images(images):
   return np.asarray(images, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
 
 
-@functools.partial(jax.jit, static_argnames=("settings",))
+@functools.partial(xla_options.jit, static_argnames=("settings",))
 def view_depth(ref, srcs, k_ref, k_srcs, cam_ref, cam_srcs, near_far, settings: MVSSettings,
                ground=None):
   """Depth and photometric confidence of one reference view against its neighbours.
