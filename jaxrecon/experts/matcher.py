@@ -176,17 +176,21 @@ def match_pair(features_i: Features, features_j: Features, intrinsics_i: np.ndar
     the first column; m = 0 when the pair fails the ratio/mutual test or has fewer than
     `settings.min_inliers` RANSAC inliers.
   """
-  empty = np.zeros((0, 2), np.int64)
+  pairs = candidate_matches(features_i, features_j, settings)
+  return verify_matches(features_i.keypoints, features_j.keypoints, pairs, intrinsics_i,
+                        intrinsics_j, settings)
+
+
+def candidate_matches(features_i: Features, features_j: Features,
+                      settings: MatcherSettings = MatcherSettings()) -> np.ndarray:
+  """(m, 2) int64 keypoint index pairs that pass the ratio test (and the mutual check if
+  `settings.mutual`), before geometric verification; sorted by the first column."""
   forward, backward = _ratio_matches(features_i.descriptors, features_j.descriptors,
                                      settings.ratio)
   candidates = np.flatnonzero(forward >= 0)
   if settings.mutual and len(candidates):
     candidates = candidates[backward[forward[candidates]] == candidates]
-  if len(candidates) < settings.min_inliers:
-    return empty
-  pairs = np.stack([candidates, forward[candidates]], axis=1)
-  return verify_matches(features_i.keypoints, features_j.keypoints, pairs, intrinsics_i,
-                        intrinsics_j, settings)
+  return np.stack([candidates, forward[candidates]], axis=1)
 
 
 def verify_matches(keypoints_i: np.ndarray, keypoints_j: np.ndarray, pairs: np.ndarray,
@@ -263,14 +267,18 @@ def match_views(images: Sequence[np.ndarray], intrinsics: np.ndarray,
   if intrinsics.shape != (len(images), 3, 3):
     raise ValueError(f"intrinsics must be ({len(images)}, 3, 3), got {intrinsics.shape}")
   pairs = view_pairs(len(images), settings.window)
-  # Images and pairs are independent and OpenCV releases the GIL: on a scene whose pairs mostly
-  # fail, the RANSAC of each runs to its iteration limit, and threads over pairs use every core
-  # (lego, 20 views: 40 s -> see the commit). Each RANSAC has its own fixed seed, so the result
-  # does not depend on the order the threads run in.
+  # Images and pairs are independent and OpenCV releases the GIL: SIFT and the RANSACs run in
+  # threads (on a scene whose pairs mostly fail, each RANSAC runs to its iteration limit; lego,
+  # 20 views: 40 s -> see the commit). The ratio tests do not: each is a BLAS matmul that
+  # already uses every core, and threads over pairs on top of it oversubscribe them (templeRing
+  # 2.06 -> 1.58 s and lego 9.65 -> 6.97 s without). Each RANSAC has its own fixed seed, so the
+  # result does not depend on the order the threads run in.
   with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
     features = list(pool.map(lambda image: detect_features(image, settings), images))
-    verified = list(pool.map(lambda ij: match_pair(features[ij[0]], features[ij[1]],
-                                                     intrinsics[ij[0]], intrinsics[ij[1]],
-                                                     settings), pairs))
+    candidates = [candidate_matches(features[i], features[j], settings) for i, j in pairs]
+    verified = list(pool.map(
+        lambda a: verify_matches(features[a[0][0]].keypoints, features[a[0][1]].keypoints, a[1],
+                                 intrinsics[a[0][0]], intrinsics[a[0][1]], settings),
+        zip(pairs, candidates)))
   matches = {ij: pair for ij, pair in zip(pairs, verified) if len(pair)}
   return features, matches
