@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import os
+import pathlib
 import time
 
 import cv2
@@ -27,7 +28,7 @@ import numpy as np
 
 import mvs_common  # noqa: F401  (sets sys.path)
 
-from jaxrecon import mvs  # noqa: E402
+from jaxrecon import mvs, xla_options  # noqa: E402
 from jaxrecon.data.formats import read_camvid  # noqa: E402
 from jaxrecon.data.synthetic import intrinsics_from_fov  # noqa: E402
 
@@ -83,7 +84,8 @@ def main():
   lines = ["# Plane-sweep MVS speed on the CPU", "", "    python experiments/mvs_speed.py", "",
            __doc__.split("\n\n", 1)[1].strip(), "",
            f"Machine: {os.cpu_count()} CPU cores shared with other jobs (load average at the end "
-           f"{report['load_average'][0]:.1f}); jax {jax.__version__}; XLA CPU defaults. Window "
+           f"{report['load_average'][0]:.1f}); jax {jax.__version__}; compiler options "
+           f"{xla_options.options() or 'XLA defaults'} (`jaxrecon.xla_options`). Window "
            f"{rows[0]['window']} x {rows[0]['window']}, top-k {settings.top_k}, chunk "
            f"{settings.chunk}.", "",
            "| image | hypotheses D | refinement R | neighbours N | s / view | consistency s / view "
@@ -92,8 +94,11 @@ def main():
     lines.append(f"| {r['size']} | {r['hypotheses']} | {r['refine']} | {r['neighbours']} | "
                  f"{r['seconds_per_view']:.2f} | {r['consistency_per_view']:.3f} | "
                  f"{r['extrapolated_24_frames']:.0f} |")
+  # A hand-written "## Reading" section of the previous file is kept (re-read it after a rerun).
+  previous = pathlib.Path(args.out + ".md")
+  reading = previous.read_text().partition("\n## Reading")[2] if previous.exists() else ""
   with open(args.out + ".md", "w") as f:
-    f.write("\n".join(lines) + "\n")
+    f.write("\n".join(lines) + "\n" + ("\n## Reading" + reading if reading else ""))
 
 
 if __name__ == "__main__":
