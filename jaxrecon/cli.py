@@ -1,9 +1,10 @@
 """How every command (main, prepare, reconstruct, segment) ends on a user's mistake: one line on
 stderr that names the file / key / argument and what was expected, and exit status 2.
 
-A traceback is for bugs. Library code raises `jaxrecon.errors.UserError` (or one of the OS errors below, whose
-messages already name the path) for an expected failure caused by the input; `run` turns those
-into the one line and a non-zero exit, and lets everything else propagate as a traceback.
+A traceback is for bugs. Library code raises `jaxrecon.errors.UserError` (or one of the OS errors
+below, whose messages already name the path) for an expected failure caused by the input; `run`
+turns those into the one line and a non-zero exit, and lets everything else propagate as a
+traceback.
 `--verbose` (or JAXRECON_VERBOSE=1) shows the traceback of user errors too, for bug reports.
 Bad flags end the same way, including ml_collections' `--config.<field>=...` overrides, which are
 parsed with the flags, before main runs (a typo gets the "did you mean" of the locked config).

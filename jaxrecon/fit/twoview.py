@@ -1,4 +1,5 @@
-"""Two-view geometry of every view pair that shares tracks, with degeneracy detection (numpy + OpenCV).
+"""Two-view geometry of every view pair that shares tracks, with degeneracy detection (numpy +
+OpenCV).
 
 For a pair (i, j) the shared track observations are explained by up to two calibrated models:
   * an essential matrix (cv2.findEssentialMat, RANSAC on K-normalised coordinates, then
