@@ -191,7 +191,8 @@ def _bmm_t(x, y):
 def _inverse_spd3(m):
   """(t, 3, 3) inverses of symmetric positive definite 3x3 blocks, in closed form (the adjugate)
   after scaling to a unit diagonal (so the determinant stays in [0, 1] whatever the blocks'
-  magnitude): 40x faster than batched LU on CPU."""
+  magnitude): 4096 blocks in 0.08 ms against 1.1 ms for batched LU (XLA:CPU), as accurate
+  (float32 vs float64: 3.3e-5 relative, LU 4.2e-5)."""
   d = jax.lax.rsqrt(jnp.diagonal(m, axis1=-2, axis2=-1))                # (t, 3)
   n = m * d[:, :, None] * d[:, None, :]
   a, b, c, e, f, i = n[:, 0, 0], n[:, 0, 1], n[:, 0, 2], n[:, 1, 1], n[:, 1, 2], n[:, 2, 2]
@@ -219,7 +220,7 @@ def _solve(system, lam, obs, fix_rotations=False, refine_focal=False):
   # system S = U - W V^-1 W^T has a (6, 6) block (i, j) for each pair of observations of one track
   # seen by views i and j: summed over the observations (i = j) and over `obs.pairs` (i != j, and
   # its transpose), O(sum of squared track lengths) work instead of the dense (6 v, 3 t) x
-  # (3 t, 6 v) product (templeRing: 6.7 ms of a 13-ms iteration, now 1 ms).
+  # (3 t, 6 v) product (templeRing: the damped solve 6.2 -> 1.7 ms).
   wv = _bmm_t(wblk, vinv[obs.track])                                  # (n, 6, 3)
   a, b = obs.pairs[:, 0], obs.pairs[:, 1]
   cross = jax.ops.segment_sum(_bmm_t(wv[a], wblk[b]), obs.view[a] * v + obs.view[b], v * v)
