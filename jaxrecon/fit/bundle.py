@@ -47,7 +47,8 @@ from jaxrecon import xla_options
 
 
 class Observations(NamedTuple):
-  """Fixed-size observation list (device arrays; rows with weight 0 are padding or outliers).
+  """Fixed-size observation list (numpy or device arrays; rows with weight 0 are padding or
+  outliers).
 
   view: (n,) int32; track: (n,) int32; bearing: (n, 3) unit observed rays, camera frame;
   focal: (n,) pixels per radian of the observing view; weight: (n,) 1 = used, 0 = ignored;
@@ -63,7 +64,7 @@ class Observations(NamedTuple):
   pairs: jax.Array
 
 
-def observations(view, track, bearing, focal, weight=None, dtype=jnp.float32) -> Observations:
+def observations(view, track, bearing, focal, weight=None, dtype=np.float32) -> Observations:
   """`Observations` of n observations given as host arrays (view, track (n,) int; bearing (n, 3);
   focal (n,)); weight defaults to ones. Builds the track-sharing pairs (host-side numpy)."""
   view, track = np.asarray(view, np.int64), np.asarray(track, np.int64)
@@ -78,9 +79,12 @@ def observations(view, track, bearing, focal, weight=None, dtype=jnp.float32) ->
     pairs.append(np.stack([order[at + first].ravel(), order[at + second].ravel()], 1))
   pairs = np.concatenate(pairs)
   weight = np.ones(len(view)) if weight is None else weight
-  return Observations(jnp.asarray(view, jnp.int32), jnp.asarray(track, jnp.int32),
-                      jnp.asarray(bearing, dtype), jnp.asarray(focal, dtype),
-                      jnp.asarray(weight, dtype), jnp.asarray(pairs, jnp.int32))
+  # Host arrays: jit moves them at the call, where jnp.asarray would compile one conversion
+  # program per array in every new process (~10 ms each).
+  dtype = np.dtype(dtype)
+  return Observations(view.astype(np.int32), track.astype(np.int32),
+                      np.asarray(bearing, dtype), np.asarray(focal, dtype),
+                      np.asarray(weight, dtype), pairs.astype(np.int32))
 
 
 class StageInfo(NamedTuple):

@@ -17,7 +17,6 @@ import dataclasses
 import time
 from typing import Optional
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxrecon.errors import UserError
@@ -27,7 +26,7 @@ from jaxrecon.fit.positions import meet_rays, world_rays
 from jaxrecon.fit.settings import FitResult, FitSettings
 from jaxrecon.fit.twoview import bearings
 
-_F32 = jnp.float32
+_F32 = np.float32
 
 
 def _check_inputs(tracks, visibility, intrinsics, depth_maps):
@@ -171,7 +170,7 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
     # rotations 2.6 deg off at a higher cost than this start reaches with them held).
     sigma = settings.stages_px[0]
     rot, centres, points, log_scale, info = bundle.run_stage(
-        *(jnp.asarray(x, _F32) for x in (rot, centres, points)), obs, sigma,
+        *(np.asarray(x, _F32) for x in (rot, centres, points)), obs, sigma,
         max_iterations=settings.max_iterations, tolerance=settings.tolerance, at_infinity=False,
         kernel=settings.kernel, fix_rotations=True, refine_focal=settings.refine_focal)
     # A warm start: the stages after it move everything, so its iteration limit is no warning
@@ -192,9 +191,9 @@ def _bundle(init, tracks, visibility, intrinsics, active, settings):
   k = 0
   while k < len(schedule):
     sigma = schedule[k]
-    rot32, cen32, pts32 = (jnp.asarray(x, _F32) for x in (rot, centres, points))
+    rot32, cen32, pts32 = (np.asarray(x, _F32) for x in (rot, centres, points))
     rot, centres, points, log_scale, info = bundle.run_stage(
-        rot32, cen32, pts32, obs._replace(weight=jnp.asarray(weight, _F32)), sigma, log_scale,
+        rot32, cen32, pts32, obs._replace(weight=np.asarray(weight, _F32)), sigma, log_scale,
         max_iterations=settings.max_iterations, tolerance=settings.tolerance, at_infinity=at_inf,
         kernel=settings.kernel, refine_focal=settings.refine_focal)
     stages.append(dict(name=f"bundle adjustment, {settings.kernel} {sigma:g} px",
