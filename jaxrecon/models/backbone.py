@@ -17,6 +17,7 @@ from flax import nnx
 from jaxrecon.models.attention import TransformerLayer
 from jaxrecon.models.config import ModelConfig
 from jaxrecon.models.rope import rope_tables
+from jaxrecon.models.stack import scan_layers, stacked
 
 # ImageNet statistics: the usual input normalisation of ViT encoders (keeps the door open to
 # initialising the patch embedding / early layers from a pretrained image encoder).
@@ -49,7 +50,7 @@ class Block(nnx.Module):
   """One frame-attention layer followed by one global-attention layer.
 
   The backbone holds `depth` of them with their parameters stacked along a leading axis and scans
-  over that axis (`Backbone.__call__`), so the program holds one block whatever the depth.
+  over that axis (`models.stack`), so the program holds one block whatever the depth.
   """
 
   def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
@@ -70,45 +71,6 @@ class Block(nnx.Module):
     return x.reshape(bv, n, d)
 
 
-def stacked_blocks(config: ModelConfig, key) -> nnx.Module:
-  """`config.depth` independently initialised Blocks as ONE Block whose parameters have a leading
-  (depth,) axis: each Block is built from its own split of `key`, under jax.vmap."""
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: Block(config, rngs=nnx.Rngs(0))))
-  init = lambda k: nnx.state(Block(config, rngs=nnx.Rngs(params=k)))
-  return nnx.merge(graphdef, jax.vmap(init)(jax.random.split(key, config.depth)))
-
-
-def block_at(blocks: nnx.Module, i: int) -> nnx.Module:
-  """Block i of stacked blocks (a plain Block; for inspection and tests)."""
-  graphdef, state = nnx.split(blocks)
-  return nnx.merge(graphdef, jax.tree.map(lambda a: a[i], state))
-
-
-def scan_blocks(blocks: nnx.Module, x, views, frame_rope, global_rope, *, remat: bool):
-  """Applies stacked blocks in order with jax.lax.scan (the traced and compiled program holds one
-  block, so compile time does not grow with depth).
-
-  Args:
-    blocks: from `stacked_blocks` (parameters with a leading (depth,) axis).
-    x: (b * views, n, d) residual stream; views, frame_rope, global_rope: see `Block.__call__`.
-    remat: checkpoint each block: the backward pass keeps only each block's input (b*v, n, d) and
-      recomputes the block's activations.
-  Returns:
-    (b * views, n, d) float32.
-  """
-  graphdef, state = nnx.split(blocks)
-
-  def body(carry, block_state):
-    return nnx.merge(graphdef, block_state)(carry, views, frame_rope, global_rope), None
-
-  if remat:
-    # prevent_cse=False: the scan already keeps XLA from merging the recomputation with the
-    # forward pass (the reason for the default True, which would cost speed here).
-    body = jax.checkpoint(body, prevent_cse=False)
-  x, _ = jax.lax.scan(body, x.astype(jnp.float32), state)
-  return x
-
-
 class Backbone(nnx.Module):
   """Patch embedding, registers and `depth` (frame, global) blocks, scanned.
 
@@ -125,7 +87,7 @@ class Backbone(nnx.Module):
     # permutation equivariance.
     self.registers = nnx.Param(
         0.02 * jax.random.normal(rngs.params(), (config.num_registers, d), jnp.float32))
-    self.blocks = stacked_blocks(config, rngs.params())
+    self.blocks = stacked(lambda r: Block(config, rngs=r), config.depth, rngs.params())
     self.norm = nnx.LayerNorm(d, dtype=jnp.float32, rngs=rngs)
 
   def embed(self, images):
@@ -163,5 +125,8 @@ class Backbone(nnx.Module):
     """
     b, v = images.shape[:2]
     x, frame_rope, global_rope = self.embed(images)
-    x = scan_blocks(self.blocks, x, v, frame_rope, global_rope, remat=self.config.remat)
+    # The residual stream stays float32 through the scan (the blocks compute in the compute dtype).
+    x = scan_layers(self.blocks, x.astype(jnp.float32),
+                    lambda block, x, _: block(x, v, frame_rope, global_rope),
+                    remat=self.config.remat)
     return self.norm(x).astype(self.config.compute_dtype).reshape(b, v, x.shape[1], -1)

@@ -169,10 +169,10 @@ class PatchAttention(nnx.Module):
 
 
 class Block(nnx.Module):
-  """PTv3 block on one serialisation order: x += CPE(x); x += attn(LN(x)); x += MLP(LN(x))."""
+  """PTv3 block on one serialisation order (given by the caller as perm / inverse):
+  x += CPE(x); x += attn(LN(x)); x += MLP(LN(x))."""
 
-  def __init__(self, dim, num_heads, *, order, mlp_ratio, qk_norm, window, dtype, rngs: nnx.Rngs):
-    self.order = order
+  def __init__(self, dim, num_heads, *, mlp_ratio, qk_norm, window, dtype, rngs: nnx.Rngs):
     self.cpe = SerializedCPE(dim, window=window, dtype=dtype, rngs=rngs)
     self.norm1 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
     self.attn = PatchAttention(dim, num_heads, qk_norm=qk_norm, dtype=dtype, rngs=rngs)
@@ -189,10 +189,6 @@ class Block(nnx.Module):
     xs = xs + self.attn(self.norm1(xs), vs, patch).astype(xs.dtype)
     xs = xs + self.fc2(jax.nn.gelu(self.fc1(self.norm2(xs)))).astype(xs.dtype)
     return take(xs, inverse)
-
-
-def apply_block(block, x, coords, valid, perm, inverse, patch):
-  return block(x, coords, valid, perm, inverse, patch)
 
 
 class Proj(nnx.Module):

@@ -46,8 +46,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrecon.models import serialization as ser
-from jaxrecon.models.remat import remat_call
-from jaxrecon.models.point_layers import (Block, Level, Proj, apply_block, pool_ids, segment_reduce,
+from jaxrecon.models.stack import scan_layers, stacked
+from jaxrecon.models.point_layers import (Block, Level, Proj, pool_ids, segment_reduce,
                                           serialise, take)
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -204,9 +204,11 @@ class PointTransformer(nnx.Module):
     self.stem = Proj(cfg.in_channels, cfg.enc_dims[0], dtype=dt, rngs=rngs)
 
     def blocks(dim, depth, heads):
-      return nnx.List([Block(dim, heads, order=cfg.orders[i % len(cfg.orders)],
-                             mlp_ratio=cfg.mlp_ratio, qk_norm=cfg.qk_norm, window=cfg.cpe_window,
-                             dtype=dt, rngs=rngs) for i in range(depth)])
+      # Stacked along a leading (depth,) axis and run as one scan (`models.stack`): block i
+      # attends in serialisation order orders[i % len(orders)], given to it as scan input.
+      return stacked(lambda r: Block(dim, heads, mlp_ratio=cfg.mlp_ratio, qk_norm=cfg.qk_norm,
+                                     window=cfg.cpe_window, dtype=dt, rngs=r),
+                     depth, rngs.params())
 
     L = cfg.num_levels
     self.enc = nnx.List([blocks(cfg.enc_dims[l], cfg.enc_depths[l], cfg.enc_heads[l])
@@ -228,16 +230,15 @@ class PointTransformer(nnx.Module):
     self.head_norm = nnx.LayerNorm(out_dim, rngs=rngs)
     self.head = nnx.Linear(out_dim, cfg.num_classes, rngs=rngs)
 
-  def _run_blocks(self, blocks, x, lvl: Level):
+  def _run_blocks(self, blocks, x, lvl: Level, depth: int):
     cfg = self.config
-    def call(blk, x, coords, valid, perm, inverse):
-      return apply_block(blk, x, coords, valid, perm, inverse, cfg.patch_size)
+    orders = [cfg.orders[i % len(cfg.orders)] for i in range(depth)]
+    perms = tuple(jnp.stack([lvl.perms[o][j] for o in orders]) for j in (0, 1))   # (depth, b, m)
 
-    for blk in blocks:
-      perm, inverse = lvl.perms[blk.order]
-      args = (blk, x, lvl.coords, lvl.valid, perm, inverse)
-      x = remat_call(call, *args) if cfg.remat else call(*args)
-    return x
+    def apply(block, x, perm_inverse):
+      return block(x, lvl.coords, lvl.valid, *perm_inverse, cfg.patch_size)
+
+    return scan_layers(blocks, x, apply, xs=perms, remat=cfg.remat)
 
   def __call__(self, xyz, rgb, valid):
     """Per-point segmentation logits.
@@ -293,7 +294,7 @@ class PointTransformer(nnx.Module):
         lvl = Level(pcoords, ppos, pvalid,
                      serialise(pcoords, ppos, pvalid, cfg.orders, cfg.code_bits))
         ids_all.append(ids)
-      x = self._run_blocks(self.enc[l], x, lvl)
+      x = self._run_blocks(self.enc[l], x, lvl, cfg.enc_depths[l])
       levels.append(lvl)
       skips.append(x)
 
@@ -303,7 +304,7 @@ class PointTransformer(nnx.Module):
       up = take(self.up_parent[l](x), jnp.minimum(ids, m_parent - 1))
       up = jnp.where((ids < m_parent)[..., None], up, jnp.zeros((), up.dtype))
       x = up + self.up_skip[l](skips[l])
-      x = self._run_blocks(self.dec[l], x, levels[l])
+      x = self._run_blocks(self.dec[l], x, levels[l], cfg.dec_depths[l])
 
     return self.head(self.head_norm(x.astype(jnp.float32))).astype(jnp.float32)
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrecon.models.backbone import normalize_images
-from jaxrecon.models.remat import remat_call
+from jaxrecon.models.stack import scan_layers, stacked
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -213,27 +213,27 @@ class MiTBlock(nnx.Module):
     return x + self.ffn(self.norm2(x)).astype(x.dtype)
 
 
-def _apply_block(block, x):
-  return block(x)
-
-
 class MiTStage(nnx.Module):
-  """Overlapping patch embedding, `depth` MiT blocks, LayerNorm."""
+  """Overlapping patch embedding, `depth` MiT blocks, LayerNorm.
+
+  The blocks' parameters are stacked along a leading (depth,) axis and the blocks run as one scan
+  (`models.stack`): the program holds one block per stage whatever the depth.
+  """
 
   def __init__(self, in_dim, dim, *, depth, num_heads, sr_ratio, patch_size, stride, mlp_ratio,
                remat=False, dtype=jnp.float32, rngs: nnx.Rngs):
     self.remat = remat
     self.embed = OverlapPatchEmbed(in_dim, dim, patch_size=patch_size, stride=stride, dtype=dtype,
                                    rngs=rngs)
-    self.blocks = nnx.List([MiTBlock(dim, num_heads, sr_ratio=sr_ratio, mlp_ratio=mlp_ratio,
-                                     dtype=dtype, rngs=rngs) for _ in range(depth)])
+    self.blocks = stacked(lambda r: MiTBlock(dim, num_heads, sr_ratio=sr_ratio,
+                                             mlp_ratio=mlp_ratio, dtype=dtype, rngs=r),
+                          depth, rngs.params())
     self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
     """x: (b, h, w, in_dim) -> (b, h / stride, w / stride, dim)."""
     x = self.embed(x)
-    for block in self.blocks:
-      x = remat_call(_apply_block, block, x) if self.remat else _apply_block(block, x)
+    x = scan_layers(self.blocks, x, lambda block, x, _: block(x), remat=self.remat)
     return self.norm(x)
 
 

@@ -186,3 +186,34 @@ def test_tiny_overfits_plane_split():
   losses = [float(step(model, opt, *data)) for _ in range(30)]
   assert losses[-1] < 0.5 * losses[0], losses
   assert time.time() - start < 60
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scanned_level_equals_a_python_loop_over_its_blocks(remat):
+  """A level's blocks are stacked and scanned (models.stack) with block i attending in serialisation
+  order orders[i % len(orders)]: float32, the same as layer_at(i) applied in a Python loop with
+  that order's permutation."""
+  from jaxrecon.models.point_layers import Level, serialise
+  from jaxrecon.models.serialization import grid_coords
+  from jaxrecon.models.stack import layer_at
+  cfg = PointTransformerConfig.tiny(K, enc_depths=(3, 1, 1, 1), remat=remat)
+  model = PointTransformer(cfg, rngs=nnx.Rngs(3))
+  xyz, _ = _cloud(2, 256, seed=4)
+  valid = np.arange(256)[None] < np.array([[256], [200]])
+  xyz, valid = jnp.asarray(xyz), jnp.asarray(valid)
+  coords = grid_coords(xyz, valid, grid_size=cfg.grid_size)
+  lvl = Level(coords, xyz, valid, serialise(coords, xyz, valid, cfg.orders, cfg.code_bits))
+  x = jax.random.normal(jax.random.key(5), (2, 256, cfg.enc_dims[0]), jnp.float32)
+  blocks = model.enc[0]
+  scanned = jax.jit(lambda x: model._run_blocks(blocks, x, lvl, 3))(x)
+
+  def looped(x):
+    for i in range(3):
+      perm, inverse = lvl.perms[cfg.orders[i % len(cfg.orders)]]
+      x = layer_at(blocks, i)(x, lvl.coords, lvl.valid, perm, inverse, cfg.patch_size)
+    return x
+  np.testing.assert_allclose(scanned, jax.jit(looped)(x), rtol=1e-5, atol=1e-5)
+  # Three different orders, and independently initialised blocks.
+  assert len({cfg.orders[i % len(cfg.orders)] for i in range(3)}) == 3
+  kernel = np.asarray(blocks.fc1.kernel[...])
+  assert not np.allclose(kernel[0], kernel[1])

@@ -12,7 +12,7 @@ from flax import nnx
 
 from jaxrecon.errors import UserError
 from jaxrecon.models import ModelConfig, Reliev3R
-from jaxrecon.models.backbone import block_at
+from jaxrecon.models.stack import layer_at
 from jaxrecon.train.checkpoint import Checkpointer, restore_or_init
 
 # 32 x 32 images, patch 8: 16 patches + 4 registers = 20 tokens per view, 60 per scene of 3 views.
@@ -56,7 +56,7 @@ def test_blocks_are_stacked_along_depth(model):
 
 @pytest.mark.parametrize("remat", [False, True])
 def test_scan_equals_a_python_loop_over_the_stacked_blocks(model, remat):
-  """float32: the scanned backbone == embed, then block_at(i) for i = 0..depth-1, then the norm."""
+  """float32: the scanned backbone == embed, then layer_at(blocks, i) for i = 0..depth-1, then the norm."""
   images = _images()
   m = _as(model, CFG.replace(remat=remat))
   scanned = jax.jit(lambda imgs: m.backbone(imgs))(images)
@@ -65,7 +65,7 @@ def test_scan_equals_a_python_loop_over_the_stacked_blocks(model, remat):
     bb = m.backbone
     x, frame_rope, global_rope = bb.embed(imgs)
     for i in range(CFG.depth):
-      x = block_at(bb.blocks, i)(x, imgs.shape[1], frame_rope, global_rope)
+      x = layer_at(bb.blocks, i)(x, imgs.shape[1], frame_rope, global_rope)
     return bb.norm(x).reshape(scanned.shape)
   np.testing.assert_allclose(scanned, jax.jit(looped)(images), rtol=1e-5, atol=1e-5)
 

@@ -124,3 +124,23 @@ def test_tiny_overfits_two_images(tiny):
   losses = [float(step(model, optimizer)) for _ in range(41)]
   assert np.all(np.isfinite(losses))
   assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_scanned_stage_equals_a_python_loop_over_its_blocks(remat):
+  """A stage's blocks are stacked and scanned (models.stack): float32, the stage equals embed,
+  then layer_at(i) for i = 0..depth-1, then the norm; the blocks are initialised independently."""
+  from jaxrecon.models.stack import layer_at
+  model = SegFormer(SegFormerConfig.tiny(3, depths=(1, 3, 1, 1), remat=remat), rngs=nnx.Rngs(1))
+  stage = model.stages[1]
+  kernel = np.asarray(stage.blocks.attn.q.kernel[...])
+  assert kernel.shape[0] == 3 and not np.allclose(kernel[0], kernel[1])
+  x = jax.random.normal(jax.random.key(2), (2, 16, 16, 16), jnp.float32)
+  scanned = jax.jit(lambda x: stage(x))(x)
+
+  def looped(x):
+    x = stage.embed(x)
+    for i in range(3):
+      x = layer_at(stage.blocks, i)(x)
+    return stage.norm(x)
+  np.testing.assert_allclose(scanned, jax.jit(looped)(x), rtol=1e-5, atol=1e-5)

@@ -84,7 +84,7 @@ def test_no_gradient_crosses_branches_and_remat_keeps_the_gradients(batch):
 
   Both students recomputing their blocks in the backward pass (the paper configs' remat=True)
   while their mean teachers run inside the same jax.grad give the same gradients: nnx.remat
-  failed there ("Cannot mutate Param from a different trace level"); models.remat.remat_call
+  failed there ("Cannot mutate Param from a different trace level"); models.stack.scan_layers
   must give the plain gradients."""
   config = SegObjectiveConfig(base_steps=0, ramp_steps=0)  # lambda = cmc_weight from step 0
   graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"]))
