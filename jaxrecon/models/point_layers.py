@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrecon.models import serialization as ser
+from jaxrecon.models.attention_kernels import dot_product_attention
 
 
 # ------------------------------------------------------------------------------------------------
@@ -131,10 +132,17 @@ class SerializedCPE(nnx.Module):
 
 
 class PatchAttention(nnx.Module):
-  """Multi-head self-attention within consecutive patches of a serialised sequence."""
+  """Multi-head self-attention within consecutive patches of a serialised sequence.
 
-  def __init__(self, dim, num_heads, *, qk_norm=True, dtype=jnp.float32, rngs: nnx.Rngs):
+  `attention` picks the kernel (`models.attention_kernels`: "auto" = fused cuDNN on GPU in bf16,
+  Pallas on TPU, query blocks of `chunk` elsewhere; "xla" materialises every patch's p x p logits
+  for all heads at once, which at the paper's patches of 1024 and 32 heads is ~128 KB per slot).
+  """
+
+  def __init__(self, dim, num_heads, *, qk_norm=True, attention="auto", chunk=128,
+               dtype=jnp.float32, rngs: nnx.Rngs):
     self.num_heads = num_heads
+    self.attention, self.chunk = attention, chunk
     self.head_dim = dim // num_heads
     self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
     if qk_norm:
@@ -148,22 +156,25 @@ class PatchAttention(nnx.Module):
     self.proj = nnx.Linear(dim, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, valid, patch):
-    """x: (b, m, c) serialised (valid entries first); valid: (b, m) bool; patch: static int.
-    Returns (b, m, c)."""
+    """x: (b, m, c) serialised; valid: (b, m) bool, True on a prefix of each row (serialised
+    order puts the valid entries first); patch: static int. Returns (b, m, c)."""
     b, m, c = x.shape
     p = min(patch, m)
     g = -(-m // p)
     pad = g * p - m
     x = jnp.pad(x, ((0, 0), (0, pad), (0, 0)))
-    keys_ok = jnp.pad(valid, ((0, 0), (0, pad))).reshape(b * g, p)
-    # A patch without any valid key (pure padding) lets all its keys be seen: its (padding) queries
-    # then get finite values with every attention implementation, and nothing valid is affected.
-    keys_ok = keys_ok | ~jnp.any(keys_ok, axis=1, keepdims=True)
+    # Valid keys are a prefix of each patch: attention over the first `lengths` keys. A patch
+    # without any valid key (pure padding) lets all its keys be seen: its (padding) queries then
+    # get finite values with every kernel, and nothing valid is affected.
+    lengths = jnp.sum(jnp.pad(valid, ((0, 0), (0, pad))).reshape(b * g, p), axis=1)
+    lengths = jnp.where(lengths > 0, lengths, p).astype(jnp.int32)
     qkv = self.qkv(x).reshape(b * g, p, 3, self.num_heads, self.head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     if self.q_norm is not None:
       q, k = self.q_norm(q), self.k_norm(k)
-    out = jax.nn.dot_product_attention(q, k, v.astype(q.dtype), mask=keys_ok[:, None, None, :])
+    out = dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
+                                implementation=self.attention, chunk=self.chunk,
+                                key_lengths=lengths)
     out = self.proj(out.reshape(b, g * p, c).astype(x.dtype))
     return out[:, :m]
 
@@ -172,10 +183,12 @@ class Block(nnx.Module):
   """PTv3 block on one serialisation order (given by the caller as perm / inverse):
   x += CPE(x); x += attn(LN(x)); x += MLP(LN(x))."""
 
-  def __init__(self, dim, num_heads, *, mlp_ratio, qk_norm, window, dtype, rngs: nnx.Rngs):
+  def __init__(self, dim, num_heads, *, mlp_ratio, qk_norm, window, dtype, attention="auto",
+               chunk=128, rngs: nnx.Rngs):
     self.cpe = SerializedCPE(dim, window=window, dtype=dtype, rngs=rngs)
     self.norm1 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-    self.attn = PatchAttention(dim, num_heads, qk_norm=qk_norm, dtype=dtype, rngs=rngs)
+    self.attn = PatchAttention(dim, num_heads, qk_norm=qk_norm, attention=attention, chunk=chunk,
+                               dtype=dtype, rngs=rngs)
     self.norm2 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
     hidden = int(dim * mlp_ratio)
     self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, rngs=rngs)

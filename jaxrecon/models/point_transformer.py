@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrecon.models import serialization as ser
+from jaxrecon.models.attention_kernels import IMPLEMENTATIONS
 from jaxrecon.models.stack import scan_layers, stacked
 from jaxrecon.models.point_layers import (Block, Level, Proj, pool_ids, segment_reduce,
                                           serialise, take)
@@ -81,6 +82,10 @@ class PointTransformerConfig:
       capacity[0] must be 1: m_l = ceil(capacity[l] * n). See the module docstring for overflow.
     dtype: compute dtype, "float32" or "bfloat16"; parameters and logits are float32.
     remat: recompute every block in the backward pass (less activation memory).
+    attention: patch attention kernel (`models.attention_kernels.IMPLEMENTATIONS`): "auto" picks
+      cuDNN / Pallas / query blocks by backend; "xla" is the reference, which holds every patch's
+      logits for all heads at once (at patches of 1024: 4 KB per slot and head).
+    attention_chunk: queries per block of the "chunked" kernel.
   """
   num_classes: int
   in_channels: int = 6
@@ -101,6 +106,8 @@ class PointTransformerConfig:
   capacity: tuple[float, ...] | None = None
   dtype: str = "float32"
   remat: bool = False
+  attention: str = "auto"
+  attention_chunk: int = 128
 
   def __post_init__(self):
     for name in ("enc_dims", "enc_depths", "enc_heads", "dec_dims", "dec_depths", "dec_heads",
@@ -143,6 +150,10 @@ class PointTransformerConfig:
                          f"{self.capacity}")
     if self.dtype not in _DTYPES:
       raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+    if self.attention not in IMPLEMENTATIONS:
+      raise ValueError(f"attention must be one of {IMPLEMENTATIONS}, got {self.attention!r}")
+    if self.attention_chunk < 1:
+      raise ValueError(f"attention_chunk must be >= 1, got {self.attention_chunk}")
 
   @property
   def num_levels(self) -> int:
@@ -207,7 +218,8 @@ class PointTransformer(nnx.Module):
       # Stacked along a leading (depth,) axis and run as one scan (`models.stack`): block i
       # attends in serialisation order orders[i % len(orders)], given to it as scan input.
       return stacked(lambda r: Block(dim, heads, mlp_ratio=cfg.mlp_ratio, qk_norm=cfg.qk_norm,
-                                     window=cfg.cpe_window, dtype=dt, rngs=r),
+                                     window=cfg.cpe_window, dtype=dt, attention=cfg.attention,
+                                     chunk=cfg.attention_chunk, rngs=r),
                      depth, rngs.params())
 
     L = cfg.num_levels

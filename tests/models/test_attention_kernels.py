@@ -98,3 +98,23 @@ def test_dispatch_on_cpu_runs_the_chunked_kernel():
   np.testing.assert_allclose(auto, xla, rtol=1e-5, atol=1e-6)
   jaxpr = str(jax.make_jaxpr(lambda q, k, v: ak.dot_product_attention(q, k, v, chunk=4))(q, k, v))
   assert "scan" in jaxpr   # the chunked kernel's loop, not the one-shot reference
+
+
+def test_key_lengths_attend_to_a_prefix_of_the_keys_in_every_kernel():
+  """key_lengths (3, 37, 1 of 37 keys): the float64 attention over each row's first keys, for the
+  reference and the chunked kernel (values and gradients); keys past the length do not matter."""
+  q, k, v = (x[:1].repeat(3, 0) for x in _qkv(37))
+  lengths = jnp.asarray([3, 37, 1])
+  want = np.stack([_numpy_attention(q[i:i + 1], k[i:i + 1, :n], v[i:i + 1, :n])[0]
+                   for i, n in enumerate([3, 37, 1])])
+  chunked = jax.jit(lambda q, k, v: ak.chunked_attention(q, k, v, chunk=8, key_lengths=lengths))
+  reference = jax.jit(lambda q, k, v: ak.reference_attention(q, k, v, lengths))
+  np.testing.assert_allclose(chunked(q, k, v), want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(reference(q, k, v), want, rtol=1e-5, atol=1e-5)
+  junk = k.at[0, 3:].set(100.0), v.at[0, 3:].set(-100.0)
+  np.testing.assert_allclose(chunked(q, *junk)[0], want[0], rtol=1e-5, atol=1e-5)
+  cot = jax.random.normal(jax.random.key(3), q.shape, jnp.float32)
+  for gc, gr in zip(jax.vjp(chunked, q, k, v)[1](cot), jax.vjp(reference, q, k, v)[1](cot)):
+    np.testing.assert_allclose(gc, gr, rtol=1e-5, atol=1e-5 * float(jnp.abs(gr).max()))
+  out = ak.dot_product_attention(q, k, v, implementation="auto", chunk=8, key_lengths=lengths)
+  np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
