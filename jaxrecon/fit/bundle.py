@@ -118,23 +118,40 @@ def exp_so3(w):
   return jnp.eye(3, dtype=w.dtype) + a * k + b * (k @ k)
 
 
+def _chord(y, bearing, focal, log_scale, refine_focal):
+  """(..., 3) residuals of predicted camera-frame rays y (..., 3) against the observed unit
+  bearings (..., 3), focal (...) in pixels.
+
+  With refine_focal the focal lengths are f_i exp(log_scale): the observed ray is rebuilt from its
+  normalised image point m = b / b_z (principal point held), (m_x / s, m_y / s, 1) normalised, and
+  the chord is measured in the refined pixels."""
+  ray = y / jnp.sqrt(jnp.sum(y * y, -1, keepdims=True) + 1e-30)
+  focal = jnp.asarray(focal)[..., None]
+  if not refine_focal:
+    return focal * (ray - bearing)
+  s = jnp.exp(log_scale)
+  m = jnp.stack([bearing[..., 0] / (bearing[..., 2] * s), bearing[..., 1] / (bearing[..., 2] * s),
+                 jnp.ones_like(bearing[..., 2])], -1)
+  return focal * s * (ray - m / jnp.sqrt(jnp.sum(m * m, -1, keepdims=True)))
+
+
 def _residual(dcam, dpoint, dlog, rot, centre, point, bearing, focal, log_scale, at_infinity,
               refine_focal):
-  """(3,) residual of one observation at the local update (dcam (6,), dpoint (3,), dlog ()).
-
-  With refine_focal the focal lengths are f_i exp(log_scale + dlog): the observed ray is rebuilt
-  from its normalised image point m = b / b_z (principal point held), (m_x / s, m_y / s, 1)
-  normalised, and the chord is measured in the refined pixels."""
+  """(3,) residual (`_chord`) of one observation at the local update (dcam (6,), dpoint (3,),
+  dlog ())."""
   r = exp_so3(dcam[:3]) @ rot
   x = point + dpoint
   y = r @ x if at_infinity else r @ (x - (centre + dcam[3:]))
-  norm = jnp.sqrt(jnp.sum(y * y) + 1e-30)
-  if not refine_focal:
-    return focal * (y / norm - bearing)
-  s = jnp.exp(log_scale + dlog)
-  m = jnp.stack([bearing[0] / (bearing[2] * s), bearing[1] / (bearing[2] * s),
-                 jnp.ones_like(s)])
-  return focal * s * (y / norm - m / jnp.sqrt(jnp.sum(m * m)))
+  return _chord(y, bearing, focal, log_scale + dlog, refine_focal)
+
+
+def _residuals(rot, centre, points, obs, at_infinity, log_scale=0.0, refine_focal=False):
+  """(n, 3) residuals of every observation at the current unknowns, without the Jacobians (the
+  cost of a trial step needs only these; tracing the Jacobians and the zero-update rotation there
+  too was about a third of the LM program's tracing)."""
+  x = points[obs.track] if at_infinity else points[obs.track] - centre[obs.view]
+  y = jnp.einsum("nij,nj->ni", rot[obs.view], x)
+  return _chord(y, obs.bearing, obs.focal, jnp.asarray(log_scale, points.dtype), refine_focal)
 
 
 def _linearize(rot, centre, points, obs, at_infinity, log_scale=0.0, refine_focal=False):
@@ -284,6 +301,13 @@ def _system(rot, centre, points, obs, sigma, at_infinity, kernel, log_scale=0.0,
   return blocks, robust_cost(res, obs.weight, sigma, kernel)
 
 
+def _zero_system(v, t, n, dtype):
+  """Zeros shaped like `_system`'s blocks (its docstring lists them) for v views, t tracks and n
+  observations: the loop's first state, without tracing `_system` once more for its shapes."""
+  shapes = ((v, 6, 6), (t, 3, 3), (n, 6, 3), (v, 6), (t, 3), (v, 6), (), (t, 3), ())
+  return tuple(jnp.zeros(shape, dtype) for shape in shapes)
+
+
 @functools.partial(xla_options.jit, static_argnames=("max_iterations", "at_infinity", "kernel",
                                                      "refine_focal"))
 def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=50,
@@ -306,15 +330,13 @@ def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=5
   system_of = lambda r, c, p, l: _system(r, c, p, obs, sigma, at_infinity, kernel, l, focal)
 
   def cost_of(r, c, p, l):
-    res = _linearize(r, c, p, obs, at_infinity, l, focal)[0]
-    return robust_cost(res, obs.weight, sigma, kernel)
+    return robust_cost(_residuals(r, c, p, obs, at_infinity, l, focal), obs.weight, sigma, kernel)
 
   # The normal equations are built in one place, at the top of an iteration whose point moved
   # (`fresh` false): one copy of the linearisation in the program instead of two (before the
   # loop and after each kept step), which is most of its XLA compile time (1.2 s on 2 CPU cores).
   cost0 = cost_of(rot, centre, points, log_scale)
-  system0 = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
-                         jax.eval_shape(system_of, rot, centre, points, log_scale)[0])
+  system0 = _zero_system(rot.shape[0], points.shape[0], obs.view.shape[0], points.dtype)
   state = dict(rot=rot, centre=centre, points=points, log_scale=log_scale, system=system0,
                fresh=jnp.bool_(False), cost=cost0, lam=jnp.asarray(1e-4, points.dtype),
                it=jnp.int32(0), reason=jnp.int32(-1))

@@ -205,6 +205,38 @@ def test_bundle_focal_jacobian_matches_finite_differences():
   np.testing.assert_allclose(jc[0], num_c, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.x64  # float64 reference
+@pytest.mark.parametrize("mode", ["points", "at_infinity", "refine_focal"])
+def test_bundle_residuals_match_numpy_and_the_linearisation(mode):
+  """The cost's residuals (`bundle._residuals`, no Jacobians) against a float64 numpy chord per
+  observation and against the residuals `_linearize` returns with its Jacobians."""
+  rng = np.random.default_rng(8)
+  v, t, n = 3, 7, 15
+  rot = np.stack([viewgraph._exp(rng.normal(0, 0.3, 3)) for _ in range(v)])
+  centre = rng.normal(0, 0.5, (v, 3))
+  points = rng.normal(0, 1, (t, 3)) + np.array([0, 0, 6.0])
+  at_inf, refine = mode == "at_infinity", mode == "refine_focal"
+  if at_inf:
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+  view, track = rng.integers(0, v, n), rng.integers(0, t, n)
+  bearing = rng.normal(0, 0.1, (n, 3)) + np.array([0, 0, 1.0])
+  bearing /= np.linalg.norm(bearing, axis=1, keepdims=True)
+  focal = rng.uniform(300, 600, n)
+  log_scale = 0.07 if refine else 0.0
+  obs = bundle.observations(view, track, bearing, focal, dtype=jnp.float64)
+  args = (jnp.asarray(rot), jnp.asarray(centre), jnp.asarray(points), obs, at_inf, log_scale,
+          refine)
+  got = np.asarray(bundle._residuals(*args))
+  y = np.einsum("nij,nj->ni", rot[view], points[track] - (0 if at_inf else centre[view]))
+  f = focal * np.exp(log_scale)
+  ray = np.concatenate([bearing[:, :2] / bearing[:, 2:] * focal[:, None] / f[:, None],
+                        np.ones((n, 1))], 1)
+  ray /= np.linalg.norm(ray, axis=1, keepdims=True)
+  want = f[:, None] * (y / np.linalg.norm(y, axis=1, keepdims=True) - ray)
+  np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
+  np.testing.assert_allclose(got, np.asarray(bundle._linearize(*args)[0]), rtol=1e-12, atol=1e-12)
+
+
 def test_observation_pairs_are_every_pair_within_a_track():
   rng = np.random.default_rng(3)
   track = rng.integers(0, 9, 40)
