@@ -236,7 +236,7 @@ def write_markdown(results: dict, meta: dict, path: pathlib.Path, cases, methods
             "| case | views | method | reg | extra reg | bad | rot med (deg) | rel rot med (deg) | "
             "AUC@30 reg | AUC@30 all | time (s) | models / notes |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-  warnings = []
+  warnings = {}       # (case, warnings) -> the methods that gave them (cold and warm runs agree)
   for case in cases:
     for method in methods:
       r = results.get(f"{case}/{method}")
@@ -252,7 +252,7 @@ def write_markdown(results: dict, meta: dict, path: pathlib.Path, cases, methods
           f"fit {_fmt(info['seconds'] - info.get('track_seconds', np.nan), '.1f')} s")
       if info.get("warnings"):
         note += f", {len(info['warnings'])} warnings"
-        warnings.append((case, info["warnings"]))
+        warnings.setdefault((case, tuple(info["warnings"])), []).append(method)
       rot = _fmt(s["rot_med"], ".3f") + (" R" if s["align"] == "R" else "")
       lines.append(f"| {case} | {s['views']} | {method} | {s['registered']}/{s['views']} | "
                    f"{','.join(s['extra_registered']) or '-'} | {_fmt(s.get('bad'), 'd')} | {rot} | "
@@ -263,7 +263,7 @@ def write_markdown(results: dict, meta: dict, path: pathlib.Path, cases, methods
     lines += ["", "## Cases", ""] + [f"* {c}: {notes[c]}" for c in cases if c in notes]
   if warnings:
     lines += ["", "## jaxrecon warnings", ""]
-    lines += [f"* {case}: " + " / ".join(w) for case, w in warnings]
+    lines += [f"* {case} ({', '.join(by)}): " + " / ".join(w) for (case, w), by in warnings.items()]
   path.write_text("\n".join(lines) + "\n")
 
 
