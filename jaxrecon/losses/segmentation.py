@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrecon.geometry.safe import masked_mean
+from jaxrecon.geometry.safe import masked_mean, safe_div
 from jaxrecon.geometry.shapes import check_shape
 
 
@@ -239,9 +239,13 @@ def student_teacher_loss(student_logits, teacher_logits, labels, *, ignore_label
   return 0.5 * ce + 0.5 * kl, {**ce_diag, **kl_diag}
 
 
+CMC_NORMALISE = ("weights", "reconstruction")
+
+
 def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
-             use_prediction_confidence: bool = True, use_reconstruction_confidence: bool = True):
-  """Rewis3d cross-modal consistency L_C = sum_j q_j c_j CE(student_j, y_j) / sum_j q_j c_j.
+             use_prediction_confidence: bool = True, use_reconstruction_confidence: bool = True,
+             normalise: str = "weights"):
+  """Rewis3d cross-modal consistency L_C = sum_j q_j c_j CE(student_j, y_j) / Z.
 
   y_j = argmax of the other modality's teacher at entry j, q_j its max-probability, c_j the
   reconstruction confidence of the 3D point that links the two modalities; only entries with a
@@ -249,6 +253,16 @@ def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
   with a gradient the loss could shrink them instead of fitting the target). Setting a flag to
   False replaces q or c by 1 (the paper's ablations: reconstruction confidence only, prediction
   confidence only, or neither = plain CE over valid entries).
+
+  The normaliser Z (`normalise`):
+    "weights": Z = sum_j q_j c_j, a weighted mean: the weights only rank the entries, and the
+      term keeps its full strength however unsure the teacher is.
+    "reconstruction": Z = sum_j c_j. The paper writes the loss as the weighted sum
+      -sum_j w_j log S(y_j) (Rewis3d, CVPR 2026, eq. of L_C), i.e. a teacher's low max-probability
+      q lowers the term itself; c has no common unit across reconstructions (MapAnything's, the
+      plane sweep's in [0, 1], the simulated one's), so it is normalised to mean 1 over the
+      entries, and q, a probability, keeps its absolute value. Without c this is mean_j q_j CE_j;
+      without q, the same as "weights".
 
   Args:
     student_logits: (..., n, k).
@@ -259,13 +273,16 @@ def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
     valid: (..., n) bool, True where the correspondence exists.
     use_prediction_confidence: weight by q (else q = 1).
     use_reconstruction_confidence: weight by c (else c = 1).
+    normalise: "weights" or "reconstruction" (above).
 
   Returns:
-    loss: scalar (nats); 0 with zero gradient when the weight sum is 0 (no valid entry).
+    loss: scalar (nats); 0 with zero gradient when Z is 0 (no valid entry).
     diagnostics: "cmc" (= loss), "ce_unweighted" (mean over valid entries), "weight_sum",
       "num_valid", "pred_conf" and "recon_conf" (means of q and c over valid entries), "agreement"
       (fraction of valid entries where the student's argmax equals the pseudo-label).
   """
+  if normalise not in CMC_NORMALISE:
+    raise ValueError(f"normalise: expected one of {CMC_NORMALISE}, got {normalise!r}")
   dims = _check_logits(student_logits, "student_logits")
   _check_logits(other_teacher_logits, "other_teacher_logits", dims)
   check_shape(recon_confidence, "... n", "recon_confidence", dims)
@@ -274,17 +291,16 @@ def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
   student = _logits(student_logits, shape)
   dtype = student.dtype
   _, pseudo, q = _teacher(_logits(other_teacher_logits, shape).astype(dtype))
-  c = _nonneg_weights(recon_confidence, shape, dtype)
+  recon = _nonneg_weights(recon_confidence, shape, dtype)
   valid = _bool_mask(valid, shape)
-  w = jnp.ones(shape, dtype)
-  if use_prediction_confidence:
-    w = w * q
-  if use_reconstruction_confidence:
-    w = w * c
   # where, not multiply: a NaN confidence or teacher on an entry without correspondence is dropped.
-  w = jnp.where(valid, w, 0.0)
+  c = jnp.where(valid, recon if use_reconstruction_confidence else 1.0, 0.0)
+  w = jnp.where(valid, c * q, 0.0) if use_prediction_confidence else c
   nll = _nll(student, pseudo)
-  loss = masked_mean(nll, w)
+  if normalise == "weights":
+    loss = masked_mean(nll, w)
+  else:
+    loss = safe_div(jnp.sum(jnp.where(w > 0, nll, 0.0) * w), jnp.sum(c))
   agree = (jnp.argmax(student, axis=-1) == pseudo).astype(dtype)
   return loss, {
       "cmc": loss,
@@ -292,6 +308,6 @@ def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
       "weight_sum": jnp.sum(w),
       "num_valid": _count(valid, dtype),
       "pred_conf": masked_mean(q, valid),
-      "recon_conf": masked_mean(c, valid),
+      "recon_conf": masked_mean(recon, valid),
       "agreement": masked_mean(agree, valid),
   }

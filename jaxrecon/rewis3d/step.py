@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxrecon.losses.segmentation import cmc_loss, student_teacher_loss
+from jaxrecon.losses.segmentation import CMC_NORMALISE, cmc_loss, student_teacher_loss
 from jaxrecon.optim.ema import teacher_params
 from jaxrecon.train.sharding import constrain_state
 
@@ -65,16 +65,23 @@ class SegObjectiveConfig:
   ramp_steps: steps over which lambda then rises linearly to cmc_weight (0: at once).
   confidence: weighting of the cross-modal terms: "dual" (q * c, the paper's), "prediction" (q),
     "reconstruction" (c) or "none" (plain CE over corresponding entries).
+  cmc_normalise: what the cross-modal terms are divided by (`losses.cmc_loss`'s `normalise`):
+    "weights" (sum of q c: a weighted mean) or "reconstruction" (sum of c: an unsure teacher,
+    low q, weakens the term, as in the paper's weighted sum).
   """
   tau: float = 0.95
   cmc_weight: float = 0.1
   base_steps: int = 100
   ramp_steps: int = 100
   confidence: str = "dual"
+  cmc_normalise: str = "weights"
 
   def __post_init__(self):
     if self.confidence not in CONFIDENCE:
       raise ValueError(f"confidence: expected one of {CONFIDENCE}, got {self.confidence!r}")
+    if self.cmc_normalise not in CMC_NORMALISE:
+      raise ValueError(f"cmc_normalise: expected one of {CMC_NORMALISE}, got "
+                       f"{self.cmc_normalise!r}")
     if not 0.0 <= self.tau <= 1.0:
       raise ValueError(f"tau: expected a value in [0, 1], got {self.tau}")
     if self.cmc_weight < 0 or self.base_steps < 0 or self.ramp_steps < 0:
@@ -129,7 +136,8 @@ def cross_modal_terms(s2, t2, s3, t3, batch, config: SegObjectiveConfig):
   picks which of q (teacher prediction) and c (batch["points_confidence"]) weight the terms."""
   linked = batch["points_valid"] & (batch["points_pixel"] >= 0)
   flags = dict(use_prediction_confidence=config.confidence in ("dual", "prediction"),
-               use_reconstruction_confidence=config.confidence in ("dual", "reconstruction"))
+               use_reconstruction_confidence=config.confidence in ("dual", "reconstruction"),
+               normalise=config.cmc_normalise)
   conf = batch["points_confidence"]
   cmc2, c2 = cmc_loss(_gather(s2, batch["points_pixel"]), t3, conf, linked, **flags)
   cmc3, _ = cmc_loss(s3, _gather(t2, batch["points_pixel"]), conf, linked, **flags)

@@ -71,7 +71,7 @@ def np_student_teacher(student, teacher, labels, tau, ignore=IGNORE):
   return 0.5 * np_ce(student, labels, ignore) + 0.5 * kl_loss
 
 
-def np_cmc(student, teacher, conf, valid, use_q=True, use_c=True):
+def np_cmc(student, teacher, conf, valid, use_q=True, use_c=True, normalise="weights"):
   t_rows = teacher.reshape(-1, teacher.shape[-1])
   conf, valid = conf.reshape(-1), valid.reshape(-1)
   num = den = 0.0
@@ -79,9 +79,10 @@ def np_cmc(student, teacher, conf, valid, use_q=True, use_c=True):
     if not valid[j]:
       continue
     p_t = _np_softmax(t_rows[j])
-    w = (p_t.max() if use_q else 1.0) * (max(conf[j], 0.0) if use_c else 1.0)
+    c = max(conf[j], 0.0) if use_c else 1.0
+    w = (p_t.max() if use_q else 1.0) * c
     num += w * -math.log(_np_softmax(s_row)[int(np.argmax(p_t))])
-    den += w
+    den += w if normalise == "weights" else c
   return num / den if den > 0 else 0.0
 
 
@@ -261,15 +262,34 @@ def test_student_teacher_grad_check():
 # cmc_loss
 
 
+@pytest.mark.parametrize("normalise", ["weights", "reconstruction"])
 @pytest.mark.parametrize("use_q,use_c",
                          [(True, True), (True, False), (False, True), (False, False)])
-def test_cmc_matches_numpy(use_q, use_c):
+def test_cmc_matches_numpy(use_q, use_c, normalise):
   s, t, _, conf, valid = _data(14)
   conf[0, 0] = -0.5  # negative confidence counts as 0
   loss, diag = cmc_loss(s, t, conf, valid, use_prediction_confidence=use_q,
-                        use_reconstruction_confidence=use_c)
-  np.testing.assert_allclose(loss, np_cmc(s, t, conf, valid, use_q, use_c), rtol=1e-12)
+                        use_reconstruction_confidence=use_c, normalise=normalise)
+  np.testing.assert_allclose(loss, np_cmc(s, t, conf, valid, use_q, use_c, normalise),
+                             rtol=1e-12)
   assert diag["num_valid"] == valid.sum()
+
+
+def test_cmc_reconstruction_normaliser_keeps_the_teachers_doubt():
+  """normalise="reconstruction": a teacher that is equally unsure everywhere (q = 1/2 with two
+  classes tied) halves the term against a sure one, where "weights" does not change it; scaling c
+  changes neither."""
+  s, _, _, conf, valid = _data(21, k=2)
+  sure = np.stack([np.full(s.shape[:-1], 50.0), np.zeros(s.shape[:-1])], -1)
+  tied = np.stack([np.full(s.shape[:-1], 1e-6), np.zeros(s.shape[:-1])], -1)
+  loss = lambda t, c, how: float(cmc_loss(s, t, c, valid, normalise=how)[0])
+  np.testing.assert_allclose(loss(tied, conf, "reconstruction"),
+                             0.5 * loss(sure, conf, "reconstruction"), rtol=1e-5)
+  np.testing.assert_allclose(loss(tied, conf, "weights"), loss(sure, conf, "weights"), rtol=1e-5)
+  np.testing.assert_allclose(loss(tied, conf * 37.0, "reconstruction"),
+                             loss(tied, conf, "reconstruction"), rtol=1e-12)
+  with pytest.raises(ValueError, match="normalise"):
+    cmc_loss(s, sure, conf, valid, normalise="count")
 
 
 def test_cmc_without_confidences_is_ce_on_teacher_argmax():
@@ -294,25 +314,30 @@ def test_cmc_no_gradient_to_teacher_or_confidence():
   assert np.all(np.asarray(gt) == 0.0) and np.all(np.asarray(gc) == 0.0)
 
 
+@pytest.mark.parametrize("normalise", ["weights", "reconstruction"])
 @pytest.mark.parametrize("case", ["no_valid", "zero_conf"])
-def test_cmc_degenerate_finite(case):
+def test_cmc_degenerate_finite(case, normalise):
   s, t, _, conf, valid = _data(18)
   if case == "no_valid":
     valid = np.zeros_like(valid)
     conf = np.full_like(conf, np.nan)  # junk where there is no correspondence
   else:
     conf = np.zeros_like(conf)
-  (loss, diag), g = jax.value_and_grad(lambda x: cmc_loss(x, t, conf, valid), has_aux=True)(s)
+  (loss, diag), g = jax.value_and_grad(lambda x: cmc_loss(x, t, conf, valid, normalise=normalise),
+                                       has_aux=True)(s)
   assert loss == 0.0 and not np.any(g) and _finite_tree(g)
   assert np.isfinite(diag["weight_sum"])
 
 
-def test_cmc_junk_outside_valid_is_ignored():
+@pytest.mark.parametrize("normalise", ["weights", "reconstruction"])
+def test_cmc_junk_outside_valid_is_ignored(normalise):
   s, t, _, conf, valid = _data(19)
   conf_j = np.where(valid, conf, np.nan)
   t_j = np.where(valid[..., None], t, np.nan)
-  np.testing.assert_allclose(cmc_loss(s, t_j, conf_j, valid)[0], cmc_loss(s, t, conf, valid)[0],
-                             rtol=1e-12)
+  f = lambda t, c: jax.value_and_grad(lambda x: cmc_loss(x, t, c, valid, normalise=normalise)[0])(s)
+  (loss_j, g_j), (loss, g) = f(t_j, conf_j), f(t, conf)
+  np.testing.assert_allclose(loss_j, loss, rtol=1e-12)
+  np.testing.assert_allclose(g_j, g, rtol=1e-12)
 
 
 def test_cmc_grad_check():

@@ -67,6 +67,8 @@ def test_bad_objective_configs():
     SegObjectiveConfig(confidence="both")
   with pytest.raises(ValueError, match="tau"):
     SegObjectiveConfig(tau=1.5)
+  with pytest.raises(ValueError, match="cmc_normalise"):
+    SegObjectiveConfig(cmc_normalise="count")
   with pytest.raises(ValueError, match="keys"):
     create_seg_state({"3d": _models()["3d"]}, _txs(["3d"]))
 
