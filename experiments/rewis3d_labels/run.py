@@ -67,6 +67,15 @@ VARIANTS = {
     "coarse_margin3_dual": ("rewis3d", {**COARSE, **MARGIN3},
                             "Rewis3d, coarse labels, 3 px margin: is the loss the labels' class "
                             "prior?"),
+    # The paper's L_C is a weighted sum: a teacher's low max-probability q lowers the term itself.
+    # The recipe's weighted mean (divided by sum q c) keeps its full strength however unsure the
+    # other branch's teacher is; cmc_normalise="reconstruction" divides by sum c instead.
+    "scribbles_qsum": ("rewis3d", {"objective.cmc_normalise": "reconstruction"},
+                       "CMC divided by sum c, not sum q c (q keeps its scale), scribbles"),
+    "points_qsum": ("rewis3d", {**POINTS, "objective.cmc_normalise": "reconstruction"},
+                    "CMC divided by sum c, not sum q c, point labels"),
+    "coarse_qsum": ("rewis3d", {**COARSE, "objective.cmc_normalise": "reconstruction"},
+                    "CMC divided by sum c, not sum q c, coarse labels"),
 }
 PAIRS = [("scribbles_dual", "scribbles_ema"), ("scribbles_lambda0.03", "scribbles_ema"),
          ("scribbles_lambda0.03", "scribbles_dual"), ("points_dual", "points_ema"), ("points_base250", "points_ema"),
@@ -76,7 +85,10 @@ PAIRS = [("scribbles_dual", "scribbles_ema"), ("scribbles_lambda0.03", "scribble
          ("points_gt3d", "points_dual"), ("coarse_dual", "coarse_ema"),
          ("coarse_lambda0.03", "coarse_ema"), ("coarse_gt3d", "coarse_ema"),
          ("coarse_lambda0.03", "coarse_dual"), ("coarse_gt3d", "coarse_dual"),
-         ("coarse_margin3_dual", "coarse_margin3_ema"), ("coarse_margin3_ema", "coarse_ema")]
+         ("coarse_margin3_dual", "coarse_margin3_ema"), ("coarse_margin3_ema", "coarse_ema"),
+         ("scribbles_qsum", "scribbles_ema"), ("scribbles_qsum", "scribbles_dual"),
+         ("points_qsum", "points_ema"), ("points_qsum", "points_dual"),
+         ("coarse_qsum", "coarse_ema"), ("coarse_qsum", "coarse_dual")]
 COLUMNS = (("miou", "mIoU student (%)", ".2f"), ("teacher_miou", "mIoU teacher (%)", ".2f"),
            ("pixel_accuracy", "pixel acc (%)", ".2f"), ("seconds", "time (s)", ".0f"))
 PAIR_METRICS = (("miou", "mIoU student", ".2f", True),)
