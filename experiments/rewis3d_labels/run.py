@@ -76,6 +76,15 @@ VARIANTS = {
                     "CMC divided by sum c, not sum q c, point labels"),
     "coarse_qsum": ("rewis3d", {**COARSE, "objective.cmc_normalise": "reconstruction"},
                     "CMC divided by sum c, not sum q c, coarse labels"),
+    # The reading above: the 3D branch inherits the labels' class prior and the cross-modal term
+    # hands it on through the many entries of its dominant pseudo-class. Balanced, each
+    # pseudo-class counts once (objective.cmc_balance).
+    "scribbles_balance": ("rewis3d", {"objective.cmc_balance": True},
+                          "CMC averaged per pseudo-class (each class counts once), scribbles"),
+    "points_balance": ("rewis3d", {**POINTS, "objective.cmc_balance": True},
+                       "CMC averaged per pseudo-class, point labels"),
+    "coarse_balance": ("rewis3d", {**COARSE, "objective.cmc_balance": True},
+                       "CMC averaged per pseudo-class, coarse labels"),
 }
 PAIRS = [("scribbles_dual", "scribbles_ema"), ("scribbles_lambda0.03", "scribbles_ema"),
          ("scribbles_lambda0.03", "scribbles_dual"), ("points_dual", "points_ema"), ("points_base250", "points_ema"),
@@ -88,7 +97,10 @@ PAIRS = [("scribbles_dual", "scribbles_ema"), ("scribbles_lambda0.03", "scribble
          ("coarse_margin3_dual", "coarse_margin3_ema"), ("coarse_margin3_ema", "coarse_ema"),
          ("scribbles_qsum", "scribbles_ema"), ("scribbles_qsum", "scribbles_dual"),
          ("points_qsum", "points_ema"), ("points_qsum", "points_dual"),
-         ("coarse_qsum", "coarse_ema"), ("coarse_qsum", "coarse_dual")]
+         ("coarse_qsum", "coarse_ema"), ("coarse_qsum", "coarse_dual"),
+         ("scribbles_balance", "scribbles_ema"), ("scribbles_balance", "scribbles_dual"),
+         ("points_balance", "points_ema"), ("points_balance", "points_dual"),
+         ("coarse_balance", "coarse_ema"), ("coarse_balance", "coarse_dual")]
 COLUMNS = (("miou", "mIoU student (%)", ".2f"), ("teacher_miou", "mIoU teacher (%)", ".2f"),
            ("pixel_accuracy", "pixel acc (%)", ".2f"), ("seconds", "time (s)", ".0f"))
 PAIR_METRICS = (("miou", "mIoU student", ".2f", True),)

@@ -244,7 +244,7 @@ CMC_NORMALISE = ("weights", "reconstruction")
 
 def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
              use_prediction_confidence: bool = True, use_reconstruction_confidence: bool = True,
-             normalise: str = "weights"):
+             normalise: str = "weights", balance_classes: bool = False):
   """Rewis3d cross-modal consistency L_C = sum_j q_j c_j CE(student_j, y_j) / Z.
 
   y_j = argmax of the other modality's teacher at entry j, q_j its max-probability, c_j the
@@ -264,6 +264,14 @@ def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
       entries, and q, a probability, keeps its absolute value. Without c this is mean_j q_j CE_j;
       without q, the same as "weights".
 
+  balance_classes: the normalised sum is taken per pseudo-class y (num_y / Z_y over the entries
+  whose pseudo-label is y, with Z_y that class's share of Z) and the classes present are averaged
+  with equal weight, over all batch dimensions together. The other branch inherits the class
+  prior of sparse labels (coarse labels: mostly ground; points: mostly objects), and an
+  unbalanced term hands that prior on through the many entries of its dominant class; balanced,
+  a pseudo-class counts once however many entries carry it (a class-balanced loss in the sense
+  of re-weighting by inverse class frequency, here of the pseudo-labels).
+
   Args:
     student_logits: (..., n, k).
     other_teacher_logits: (..., n, k), teacher of the other modality, gathered onto the student's
@@ -274,6 +282,7 @@ def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
     use_prediction_confidence: weight by q (else q = 1).
     use_reconstruction_confidence: weight by c (else c = 1).
     normalise: "weights" or "reconstruction" (above).
+    balance_classes: average the per-pseudo-class terms (above).
 
   Returns:
     loss: scalar (nats); 0 with zero gradient when Z is 0 (no valid entry).
@@ -297,10 +306,17 @@ def cmc_loss(student_logits, other_teacher_logits, recon_confidence, valid, *,
   c = jnp.where(valid, recon if use_reconstruction_confidence else 1.0, 0.0)
   w = jnp.where(valid, c * q, 0.0) if use_prediction_confidence else c
   nll = _nll(student, pseudo)
-  if normalise == "weights":
-    loss = masked_mean(nll, w)
+  z = w if normalise == "weights" else c
+  num = jnp.where(w > 0, nll, 0.0) * w
+  if balance_classes:
+    # (k,) sums per pseudo-class over every entry of every batch element.
+    hot = jax.nn.one_hot(pseudo, student.shape[-1], dtype=dtype).reshape(-1, student.shape[-1])
+    num_y, z_y = num.reshape(-1) @ hot, z.reshape(-1) @ hot
+    present = z_y > 0
+    per_class = jnp.where(present, num_y / jnp.where(present, z_y, 1.0), 0.0)
+    loss = safe_div(jnp.sum(per_class), jnp.sum(present.astype(dtype)))
   else:
-    loss = safe_div(jnp.sum(jnp.where(w > 0, nll, 0.0) * w), jnp.sum(c))
+    loss = safe_div(jnp.sum(num), jnp.sum(z))
   agree = (jnp.argmax(student, axis=-1) == pseudo).astype(dtype)
   return loss, {
       "cmc": loss,

@@ -68,6 +68,8 @@ class SegObjectiveConfig:
   cmc_normalise: what the cross-modal terms are divided by (`losses.cmc_loss`'s `normalise`):
     "weights" (sum of q c: a weighted mean) or "reconstruction" (sum of c: an unsure teacher,
     low q, weakens the term, as in the paper's weighted sum).
+  cmc_balance: each pseudo-class counts once in the cross-modal terms (`losses.cmc_loss`'s
+    `balance_classes`), so the other branch's class prior is not handed on by its dominant class.
   """
   tau: float = 0.95
   cmc_weight: float = 0.1
@@ -75,6 +77,7 @@ class SegObjectiveConfig:
   ramp_steps: int = 100
   confidence: str = "dual"
   cmc_normalise: str = "weights"
+  cmc_balance: bool = False
 
   def __post_init__(self):
     if self.confidence not in CONFIDENCE:
@@ -137,7 +140,7 @@ def cross_modal_terms(s2, t2, s3, t3, batch, config: SegObjectiveConfig):
   linked = batch["points_valid"] & (batch["points_pixel"] >= 0)
   flags = dict(use_prediction_confidence=config.confidence in ("dual", "prediction"),
                use_reconstruction_confidence=config.confidence in ("dual", "reconstruction"),
-               normalise=config.cmc_normalise)
+               normalise=config.cmc_normalise, balance_classes=config.cmc_balance)
   conf = batch["points_confidence"]
   cmc2, c2 = cmc_loss(_gather(s2, batch["points_pixel"]), t3, conf, linked, **flags)
   cmc3, _ = cmc_loss(s3, _gather(t2, batch["points_pixel"]), conf, linked, **flags)

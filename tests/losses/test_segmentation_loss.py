@@ -1,4 +1,5 @@
 """Tests of jaxrecon.losses.segmentation against float64 numpy references written here."""
+from collections import defaultdict
 import math
 
 import hypothesis
@@ -71,19 +72,23 @@ def np_student_teacher(student, teacher, labels, tau, ignore=IGNORE):
   return 0.5 * np_ce(student, labels, ignore) + 0.5 * kl_loss
 
 
-def np_cmc(student, teacher, conf, valid, use_q=True, use_c=True, normalise="weights"):
+def np_cmc(student, teacher, conf, valid, use_q=True, use_c=True, normalise="weights",
+           balance=False):
   t_rows = teacher.reshape(-1, teacher.shape[-1])
   conf, valid = conf.reshape(-1), valid.reshape(-1)
-  num = den = 0.0
+  num, den = defaultdict(float), defaultdict(float)  # per pseudo-class (one key if not balanced)
   for j, s_row in _entries(student):
     if not valid[j]:
       continue
     p_t = _np_softmax(t_rows[j])
+    y = int(np.argmax(p_t))
     c = max(conf[j], 0.0) if use_c else 1.0
     w = (p_t.max() if use_q else 1.0) * c
-    num += w * -math.log(_np_softmax(s_row)[int(np.argmax(p_t))])
-    den += w if normalise == "weights" else c
-  return num / den if den > 0 else 0.0
+    key = y if balance else 0
+    num[key] += w * -math.log(_np_softmax(s_row)[y])
+    den[key] += w if normalise == "weights" else c
+  terms = [num[key] / den[key] for key in den if den[key] > 0]
+  return sum(terms) / len(terms) if terms else 0.0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -262,15 +267,17 @@ def test_student_teacher_grad_check():
 # cmc_loss
 
 
+@pytest.mark.parametrize("balance", [False, True])
 @pytest.mark.parametrize("normalise", ["weights", "reconstruction"])
 @pytest.mark.parametrize("use_q,use_c",
                          [(True, True), (True, False), (False, True), (False, False)])
-def test_cmc_matches_numpy(use_q, use_c, normalise):
+def test_cmc_matches_numpy(use_q, use_c, normalise, balance):
   s, t, _, conf, valid = _data(14)
   conf[0, 0] = -0.5  # negative confidence counts as 0
   loss, diag = cmc_loss(s, t, conf, valid, use_prediction_confidence=use_q,
-                        use_reconstruction_confidence=use_c, normalise=normalise)
-  np.testing.assert_allclose(loss, np_cmc(s, t, conf, valid, use_q, use_c, normalise),
+                        use_reconstruction_confidence=use_c, normalise=normalise,
+                        balance_classes=balance)
+  np.testing.assert_allclose(loss, np_cmc(s, t, conf, valid, use_q, use_c, normalise, balance),
                              rtol=1e-12)
   assert diag["num_valid"] == valid.sum()
 
@@ -290,6 +297,24 @@ def test_cmc_reconstruction_normaliser_keeps_the_teachers_doubt():
                              loss(tied, conf, "reconstruction"), rtol=1e-12)
   with pytest.raises(ValueError, match="normalise"):
     cmc_loss(s, sure, conf, valid, normalise="count")
+
+
+@pytest.mark.parametrize("normalise", ["weights", "reconstruction"])
+def test_cmc_balanced_counts_each_pseudo_class_once(normalise):
+  """balance_classes: repeating every entry of one pseudo-class leaves the term unchanged (it
+  moves the unbalanced one), and with one pseudo-class present the two agree."""
+  s, t, _, conf, valid = _data(22, b=1, n=40)
+  y = np.argmax(t, -1)
+  many = y[0][valid[0]][0]
+  rep = np.where(valid[0] & (y[0] == many))[0]
+  grow = lambda x: np.concatenate([x, np.repeat(x[:, rep], 5, axis=1)], axis=1)
+  loss = lambda *a, balance: float(cmc_loss(*a, normalise=normalise, balance_classes=balance)[0])
+  base, grown = (s, t, conf, valid), tuple(grow(x) for x in (s, t, conf, valid))
+  np.testing.assert_allclose(loss(*grown, balance=True), loss(*base, balance=True), rtol=1e-5)
+  assert abs(loss(*grown, balance=False) - loss(*base, balance=False)) > 1e-3
+  one = valid & (y == many)
+  np.testing.assert_allclose(loss(s, t, conf, one, balance=True),
+                             loss(s, t, conf, one, balance=False), rtol=1e-6)
 
 
 def test_cmc_without_confidences_is_ce_on_teacher_argmax():
@@ -314,35 +339,41 @@ def test_cmc_no_gradient_to_teacher_or_confidence():
   assert np.all(np.asarray(gt) == 0.0) and np.all(np.asarray(gc) == 0.0)
 
 
+@pytest.mark.parametrize("balance", [False, True])
 @pytest.mark.parametrize("normalise", ["weights", "reconstruction"])
 @pytest.mark.parametrize("case", ["no_valid", "zero_conf"])
-def test_cmc_degenerate_finite(case, normalise):
+def test_cmc_degenerate_finite(case, normalise, balance):
   s, t, _, conf, valid = _data(18)
   if case == "no_valid":
     valid = np.zeros_like(valid)
     conf = np.full_like(conf, np.nan)  # junk where there is no correspondence
   else:
     conf = np.zeros_like(conf)
-  (loss, diag), g = jax.value_and_grad(lambda x: cmc_loss(x, t, conf, valid, normalise=normalise),
-                                       has_aux=True)(s)
+  (loss, diag), g = jax.value_and_grad(
+      lambda x: cmc_loss(x, t, conf, valid, normalise=normalise, balance_classes=balance),
+      has_aux=True)(s)
   assert loss == 0.0 and not np.any(g) and _finite_tree(g)
   assert np.isfinite(diag["weight_sum"])
 
 
+@pytest.mark.parametrize("balance", [False, True])
 @pytest.mark.parametrize("normalise", ["weights", "reconstruction"])
-def test_cmc_junk_outside_valid_is_ignored(normalise):
+def test_cmc_junk_outside_valid_is_ignored(normalise, balance):
   s, t, _, conf, valid = _data(19)
   conf_j = np.where(valid, conf, np.nan)
   t_j = np.where(valid[..., None], t, np.nan)
-  f = lambda t, c: jax.value_and_grad(lambda x: cmc_loss(x, t, c, valid, normalise=normalise)[0])(s)
+  f = lambda t, c: jax.value_and_grad(lambda x: cmc_loss(
+      x, t, c, valid, normalise=normalise, balance_classes=balance)[0])(s)
   (loss_j, g_j), (loss, g) = f(t_j, conf_j), f(t, conf)
   np.testing.assert_allclose(loss_j, loss, rtol=1e-12)
   np.testing.assert_allclose(g_j, g, rtol=1e-12)
 
 
-def test_cmc_grad_check():
+@pytest.mark.parametrize("balance", [False, True])
+def test_cmc_grad_check(balance):
   s, t, _, conf, valid = _data(20)
-  check_grads(jax.jit(lambda x: cmc_loss(x, t, conf, valid)[0]), (s,), order=1,
+  check_grads(jax.jit(lambda x: cmc_loss(x, t, conf, valid, balance_classes=balance)[0]), (s,),
+              order=1,
               modes=("fwd", "rev"))
 
 

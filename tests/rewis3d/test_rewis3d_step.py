@@ -116,6 +116,7 @@ def test_no_gradient_crosses_branches_and_remat_keeps_the_gradients(batch):
 def test_confidence_modes_change_the_cross_modal_weighting(batch):
   """config.confidence picks the weights of both cross-modal terms: "dual" q * c, "prediction" q,
   "reconstruction" c, "none" 1; the four give four different losses on the same logits.
+  config.cmc_normalise and config.cmc_balance reach cmc_loss for both terms.
   (seg_losses reaching these terms is test_no_gradient_crosses_branches...'s cmc metrics.)"""
   rng = np.random.default_rng(2)
   s2, t2 = (jnp.asarray(rng.normal(size=(B, H * W, K)), jnp.float32) for _ in range(2))
@@ -135,6 +136,17 @@ def test_confidence_modes_change_the_cross_modal_weighting(batch):
     values[mode] = (float(cmc2), float(cmc3))
   for i in range(2):
     assert len({round(v[i], 6) for v in values.values()}) == 4, values
+  # cmc_normalise and cmc_balance reach both terms as cmc_loss's normalise / balance_classes.
+  for normalise in ("weights", "reconstruction"):
+    for balance in (False, True):
+      config = SegObjectiveConfig(cmc_normalise=normalise, cmc_balance=balance)
+      got = cross_modal_terms(s2, t2, s3, t3, batch, config)[:2]
+      kw = dict(normalise=normalise, balance_classes=balance)
+      want = (cmc_loss(_gather(s2, batch["points_pixel"]), t3, conf, linked, **kw)[0],
+              cmc_loss(s3, _gather(t2, batch["points_pixel"]), conf, linked, **kw)[0])
+      np.testing.assert_allclose(got, want, rtol=1e-6)
+      if normalise == "weights":  # unbalanced, this is the recipe's term: values["dual"]
+        assert (abs(float(got[0]) - values["dual"][0]) > 1e-6) == balance
 
 
 @pytest.mark.slow
