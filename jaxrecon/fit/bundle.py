@@ -31,6 +31,9 @@ Scenes where every camera shares one centre (a camera that only turned) have no 
 Approximate intrinsics (`refine_focal`): one more unknown, the log of a focal scale shared by every
 view (the principal points held), enters the reduced camera system as one extra row and column.
 
+`run_stage` pads every stage's problem to size buckets (`fit.buckets`): scenes of a similar size
+then share one compiled program (and its entry in the persistent compilation cache).
+
 The gauge (a similarity, 7 degrees of freedom) is left free: the damped system is regular and the
 gradient has no component along it. `fit.scene` fixes it afterwards.
 """
@@ -44,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrecon import xla_options
+from jaxrecon.fit import buckets
 
 
 class Observations(NamedTuple):
@@ -336,6 +340,10 @@ def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=5
   # (`fresh` false): one copy of the linearisation in the program instead of two (before the
   # loop and after each kept step), which is most of its XLA compile time (1.2 s on 2 CPU cores).
   cost0 = cost_of(rot, centre, points, log_scale)
+  # The step test's scale counts only the unknowns some used observation constrains, so that
+  # padding (`run_stage`) and dropped outliers leave it alone.
+  seen_view = jax.ops.segment_sum(obs.weight, obs.view, rot.shape[0]) > 0
+  seen_track = jax.ops.segment_sum(obs.weight, obs.track, points.shape[0]) > 0
   system0 = _zero_system(rot.shape[0], points.shape[0], obs.view.shape[0], points.dtype)
   state = dict(rot=rot, centre=centre, points=points, log_scale=log_scale, system=system0,
                fresh=jnp.bool_(False), cost=cost0, lam=jnp.asarray(1e-4, points.dtype),
@@ -352,7 +360,9 @@ def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=5
     ok = jnp.isfinite(new_cost) & (new_cost < st["cost"])
     rel = (st["cost"] - new_cost) / jnp.maximum(st["cost"], 1e-30)
     size = jnp.sqrt(jnp.sum(dc[:, :3] ** 2) + jnp.sum(dp ** 2) + jnp.sum(dc[:, 3:] ** 2) + dl ** 2)
-    scale = jnp.sqrt(jnp.sum(st["points"] ** 2) + jnp.sum(st["centre"] ** 2) + st["rot"].shape[0])
+    scale = jnp.sqrt(jnp.sum(jnp.where(seen_track, jnp.sum(st["points"] ** 2, -1), 0.0))
+                     + jnp.sum(jnp.where(seen_view, jnp.sum(st["centre"] ** 2, -1), 0.0))
+                     + jnp.sum(seen_view))
     pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)
     rot_, centre_, points_, l_, cost = pick((r, c, p, l, new_cost),
                                             (st["rot"], st["centre"], st["points"],
@@ -374,17 +384,22 @@ def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=5
 
 
 def run_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations, tolerance,
-              at_infinity, kernel="geman_mcclure", fix_rotations=False, refine_focal=False):
+              at_infinity, kernel="geman_mcclure", fix_rotations=False, refine_focal=False,
+              bucketed=True):
   """`lm_stage` with host-side results: (rot, centre, points numpy float64, log_scale float,
-  `StageInfo`)."""
-  out = lm_stage(rot, centre, points, obs, sigma, log_scale, max_iterations=max_iterations,
+  `StageInfo`). Host (numpy) inputs; with `bucketed` they are padded to size buckets
+  (`buckets.pad_problem`), so that scenes of similar size share one compiled program."""
+  v, t = len(rot), len(points)
+  args = (rot, centre, points, obs)
+  args = buckets.pad_problem(*args) if bucketed else args
+  out = lm_stage(*args, sigma, log_scale, max_iterations=max_iterations,
                  tolerance=tolerance, at_infinity=at_infinity, kernel=kernel,
                  fix_rotations=fix_rotations, refine_focal=refine_focal)
   rot, centre, points, log_scale, it, c0, c1, reason = jax.device_get(out)
   info = StageInfo(iterations=int(it), converged=int(reason) < 3, cost_start=float(c0),
                    cost_end=float(c1), message=_MESSAGES[int(reason)])
-  return (np.asarray(rot, np.float64), np.asarray(centre, np.float64),
-          np.asarray(points, np.float64), float(log_scale), info)
+  return (np.asarray(rot[:v], np.float64), np.asarray(centre[:v], np.float64),
+          np.asarray(points[:t], np.float64), float(log_scale), info)
 
 
 def chord_errors_px(rot, centre, points, view, track, bearing, focal, at_infinity=False,
