@@ -195,7 +195,8 @@ def score(pred, gt, kind):
   out = {"registered": int(registered.sum()), "views": len(pred),
          "extra_registered": [k for k, r in zip(kind, registered) if r and k in ("blank",
                                                                                  "foreign")],
-         "rot_med": None, "rel_rot_med": None, "auc_reg": None, "auc_all": None, "align": "", "bad": None}
+         "rot_med": None, "rel_rot_med": None, "auc_reg": None, "auc_all": None, "align": "",
+         "bad": None}
   n_gt = int(has_gt.sum())
   if sel.sum() >= 2:
     errors, out["align"] = per_camera_rotation_errors(pred[sel], gt[sel])
@@ -254,8 +255,9 @@ def write_markdown(results: dict, meta: dict, path: pathlib.Path, cases, methods
         note += f", {len(info['warnings'])} warnings"
         warnings.setdefault((case, tuple(info["warnings"])), []).append(method)
       rot = _fmt(s["rot_med"], ".3f") + (" R" if s["align"] == "R" else "")
+      extra = ",".join(s["extra_registered"]) or "-"
       lines.append(f"| {case} | {s['views']} | {method} | {s['registered']}/{s['views']} | "
-                   f"{','.join(s['extra_registered']) or '-'} | {_fmt(s.get('bad'), 'd')} | {rot} | "
+                   f"{extra} | {_fmt(s.get('bad'), 'd')} | {rot} | "
                    f"{_fmt(s['rel_rot_med'], '.3f')} | {_fmt(s['auc_reg'])} | "
                    f"{_fmt(s['auc_all'])} | {_fmt(info['seconds'], '.1f')} | {note} |")
   notes = meta.get("cases", {})
