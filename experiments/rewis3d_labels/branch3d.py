@@ -17,7 +17,7 @@ to the true share, so a branch that over-predicts the labels' dominant class sho
 above the truth.
 
 Writes the tables between the BRANCH3D markers of README.md and the per-run numbers to
-branch3d.json next to this script.
+branch3d.json next to this script (merged: variants not scored in this call keep their numbers).
 """
 from __future__ import annotations
 
@@ -151,6 +151,9 @@ def main():
           f"{p} acc {100 * np.trace(c) / max(c.sum(), 1):.1f}%" for p, c in conf.items()))
   if not results:
     raise SystemExit(f"{out}: no trained run of {args.variants}")
+  # The variants not scored in this call keep their stored numbers.
+  stored = HERE / "branch3d.json"
+  results = {**(json.loads(stored.read_text()) if stored.exists() else {}), **results}
   class_names = list(make_config("rewis3d", {}, steps=1, seed=0).class_names)
   text = tables(results, class_names)
   print(text)
