@@ -152,10 +152,10 @@ def main():
         for version in versions:
           cache = tmp / f"cache_{family}_{version}_{round_}"
           for n, i in enumerate(order):
-            out = run_once(trees[version], files[i], cache, args.timeout)
+            got = run_once(trees[version], files[i], cache, args.timeout)
             for key in rows[n][version]:
-              rows[n][version][key].append(out[key])
-            print(family, round_, version, scenes[i][0], rows[n]["run"], out, flush=True)
+              rows[n][version][key].append(got[key])
+            print(family, round_, version, scenes[i][0], rows[n]["run"], got, flush=True)
       results[family] = rows
   load = " ".join(f"{x:.1f}" for x in os.getloadavg())
   cpu = f"{os.cpu_count()} CPU cores, Python {platform.python_version()}"
