@@ -68,11 +68,17 @@ VARIANTS = {
     "dual_rerun": ("rewis3d", {}, "dual (paper's unbalanced term), rerun at the code of the "
                                   "balance rows"),
 }
-# Rows that leave objective.cmc_balance unset train the paper's unbalanced term (the default of
-# configs/rewis3d.py changed after they ran): it is pinned for them here.
-for _name, (_method, _overrides, _) in VARIANTS.items():
-  if _method == "rewis3d":
-    _overrides.setdefault("objective.cmc_balance", False)
+
+
+def pin_paper_term(variants: dict) -> None:
+  """Rows that leave objective.cmc_balance unset train the paper's unbalanced term (the default of
+  configs/rewis3d.py changed after they ran): pins it in their overrides."""
+  for method, overrides, _ in variants.values():
+    if method == "rewis3d":
+      overrides.setdefault("objective.cmc_balance", False)
+
+
+pin_paper_term(VARIANTS)
 COLUMNS = (("miou", "mIoU student (%)", ".2f"), ("teacher_miou", "mIoU teacher (%)", ".2f"),
            ("pixel_accuracy", "pixel acc (%)", ".2f"), ("seconds", "time (s)", ".0f"))
 

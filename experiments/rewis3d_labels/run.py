@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "experiments"))
 
 import ablation_table  # noqa: E402
-from rewis3d_ablation.run import ensure_cache, make_config, run_segmentation  # noqa: E402
+from rewis3d_ablation.run import (ensure_cache, make_config, pin_paper_term,  # noqa: E402
+                                  run_segmentation)
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -86,11 +87,7 @@ VARIANTS = {
     "coarse_balance": ("rewis3d", {**COARSE, "objective.cmc_balance": True},
                        "CMC averaged per pseudo-class, coarse labels"),
 }
-# Rows that leave objective.cmc_balance unset train the paper's unbalanced term (the default of
-# configs/rewis3d.py changed after they ran): it is pinned for them here.
-for _name, (_method, _overrides, _) in VARIANTS.items():
-  if _method == "rewis3d":
-    _overrides.setdefault("objective.cmc_balance", False)
+pin_paper_term(VARIANTS)
 PAIRS = [("scribbles_dual", "scribbles_ema"), ("scribbles_lambda0.03", "scribbles_ema"),
          ("scribbles_lambda0.03", "scribbles_dual"), ("points_dual", "points_ema"), ("points_base250", "points_ema"),
          ("points_lambda0.03", "points_ema"), ("points_4096pts", "points_ema"),
