@@ -135,8 +135,9 @@ def use_compile_cache(multiprocess: bool = False) -> str | None:
   A second run on inputs of the same shapes loads its programs instead of compiling them: the
   per-scene fit of templeRing spends 1.2 of its 4.2 s compiling on 2 CPU cores, a train step of
   the paper configs tens of seconds. The fit pads its problem to size buckets (`fit.buckets`), so
-  other scenes of a similar size load its program too. Least recently used entries go beyond
-  2 GiB. A multi-process run gets the default folder only when one is named
+  other scenes of a similar size load its program too, and `jaxrecon.program_store` keeps the
+  fit's lowered programs beside it, so they are not traced again. Least recently used entries
+  go beyond 2 GiB. A multi-process run gets the default folder only when one is named
   (JAXRECON_COMPILE_CACHE or JAX_COMPILATION_CACHE_DIR): on CPU, gloo fails a collective whose
   processes arrive more than 30 s apart, which a cache hit in one process and a compilation in
   another can cause. Returns the folder, or None when off.

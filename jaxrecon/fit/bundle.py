@@ -39,14 +39,13 @@ gradient has no component along it. `fit.scene` fixes it afterwards.
 """
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrecon import xla_options
+from jaxrecon import program_store, xla_options
 from jaxrecon.fit import buckets
 
 
@@ -312,14 +311,13 @@ def _zero_system(v, t, n, dtype):
   return tuple(jnp.zeros(shape, dtype) for shape in shapes)
 
 
-@functools.partial(xla_options.jit, static_argnames=("max_iterations", "at_infinity", "kernel",
-                                                     "refine_focal"))
 def lm_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations=50,
              tolerance=1e-6, at_infinity=False, kernel="geman_mcclure", fix_rotations=False,
              refine_focal=False):
   """One robust stage of LM at the kernel scale `sigma` (pixels, traced); with fix_rotations
   (traced) only the centres and points move; with refine_focal also the log of a focal scale
-  shared by every view (focal_i = obs.focal_i exp(log_scale)).
+  shared by every view (focal_i = obs.focal_i exp(log_scale)). A function to trace:
+  max_iterations, at_infinity, kernel and refine_focal are static (`run_stage` compiles it).
 
   Args:
     rot: (v, 3, 3) cam_from_world rotations; centre: (v, 3); points: (t, 3) world points (unit
@@ -392,9 +390,12 @@ def run_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations,
   v, t = len(rot), len(points)
   args = (rot, centre, points, obs)
   args = buckets.pad_problem(*args) if bucketed else args
-  out = lm_stage(*args, sigma, log_scale, max_iterations=max_iterations,
-                 tolerance=tolerance, at_infinity=at_infinity, kernel=kernel,
-                 fix_rotations=fix_rotations, refine_focal=refine_focal)
+  # Through the program store: a new process loads the traced and lowered program of an earlier
+  # one instead of tracing it again (about 0.3 s; the persistent cache then serves XLA's code).
+  out = program_store.call(
+      lm_stage, *args, sigma, log_scale, tolerance=tolerance, fix_rotations=fix_rotations,
+      static=dict(max_iterations=max_iterations, at_infinity=at_infinity, kernel=kernel,
+                  refine_focal=refine_focal), compiler_options=xla_options.options())
   rot, centre, points, log_scale, it, c0, c1, reason = jax.device_get(out)
   info = StageInfo(iterations=int(it), converged=int(reason) < 3, cost_start=float(c0),
                    cost_end=float(c1), message=_MESSAGES[int(reason)])

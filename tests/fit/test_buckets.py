@@ -70,3 +70,24 @@ def test_padded_stage_equals_unpadded(mode):
                              rtol=1e-9)
   assert a[4].cost_end < 0.1 * a[4].cost_start                  # it did fit something
   assert jnp.asarray(a[0]).dtype == jnp.float64
+
+
+def test_stage_through_the_program_store(tmp_path, monkeypatch):
+  """With the program store on (a process that reuses an earlier one's lowered LM program), a
+  stage returns what the plain jit returns, and a new process loads the program."""
+  from jaxrecon import program_store
+  rot, centre, points, obs = (np.asarray(x, np.float32) if isinstance(x, np.ndarray) else x
+                              for x in _problem(4, False))
+  obs = obs._replace(**{k: np.asarray(v, np.float32) for k, v in obs._asdict().items()
+                        if np.asarray(v).dtype == np.float64})
+  kw = dict(max_iterations=20, tolerance=1e-6, at_infinity=False)
+  monkeypatch.setattr(program_store, "store_dir", lambda: None)
+  plain = bundle.run_stage(rot, centre, points, obs, 2.0, **kw)
+  monkeypatch.setattr(program_store, "store_dir", lambda: tmp_path)
+  for _ in range(2):   # exported and stored, then loaded as by a new process
+    monkeypatch.setattr(program_store, "_PROGRAMS", {})
+    stored = bundle.run_stage(rot, centre, points, obs, 2.0, **kw)
+    for x, y in zip(stored[:4], plain[:4]):
+      np.testing.assert_array_equal(x, y)
+    assert stored[4] == plain[4] and stored[4].iterations > 1
+  assert len(list(tmp_path.glob("*.jaxexport"))) == 1
