@@ -2,8 +2,9 @@
 
 jax's persistent compilation cache (`jaxrecon.cli.use_compile_cache`) saves XLA's compile of a
 program seen before, but every process still traces the Python function to a jaxpr and lowers it
-to StableHLO to compute the cache key: for the fit's LM program (`fit.bundle.lm_stage`) that is
-about 0.2 + 0.1 s on 2 CPU cores, half of a warm 8-view fit. `call` keeps the lowered program
+to StableHLO to compute the cache key: for the fit's LM program (`fit.bundle.lm_stage`) tracing
+is about 0.2 s on 2 CPU cores, and skipping it cut a warm 8-view run of tracking + fit by 27 %
+(experiments/bench_fit_store.md). `call` keeps the lowered program
 (`jax.export`: StableHLO in a versioned flatbuffer, no pickle) in `<cache dir>/exported/`, one
 file per key, and a later process deserialises it (milliseconds) and compiles it through jit,
 where the persistent cache serves XLA's executable.
@@ -14,13 +15,15 @@ jaxlib versions, the backend, the compiler options and the jax settings that cha
 (float64, matmul precision, dtype and rank promotion). A program that calls code outside its
 module must name those modules, or an edit there would not change the key. An unreadable or
 stale file is exported again. The store is on exactly when jax's persistent cache is
-(`jax_compilation_cache_dir` set); otherwise `call` is the plain jit call. At most
-`MAX_FILES` programs are kept (the least recently written go).
+(`jax_compilation_cache_dir` set to a local folder) and jax.export can serialise (flatbuffers
+installed); otherwise `call` is the plain jit call. At most `MAX_FILES` programs are kept (the
+least recently written go).
 """
 from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import pathlib
 import sys
@@ -42,6 +45,13 @@ def _source_hash(module_name: str) -> str:
   path = getattr(sys.modules[module_name], "__file__", None)
   data = pathlib.Path(path).read_bytes() if path else module_name.encode()
   return hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def _serialisable() -> bool:
+  """Whether jax.export can serialise here (it needs the flatbuffers package, a dependency of
+  jaxrecon that a machine with a preinstalled jax and no network may lack)."""
+  return importlib.util.find_spec("flatbuffers") is not None
 
 
 def store_dir() -> pathlib.Path | None:
@@ -127,7 +137,7 @@ def call(fun: Callable, *args, static: Mapping[str, Any] | None = None,
   """
   static = dict(static or {})
   options = dict(compiler_options or {})
-  if store_dir() is None:
+  if store_dir() is None or not _serialisable():
     jitted = _plain(fun, tuple(static), tuple(sorted(options.items())))
     return jitted(*args, **kwargs, **static)
   leaves, tree = jax.tree.flatten((args, kwargs))

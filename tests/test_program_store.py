@@ -50,6 +50,13 @@ def test_off_is_plain_jit(monkeypatch, tmp_path):
   _same(out, want)
 
 
+def test_without_serialisation_is_plain_jit(store, monkeypatch):
+  monkeypatch.setattr(program_store, "_serialisable", lambda: False)
+  out = program_store.call(_program, _inputs(), 1.5, offset=0.25)
+  _same(out, jax.jit(_program)(_inputs(), 1.5, offset=0.25))
+  assert not _files(store)
+
+
 def test_store_equals_jit_and_loads_in_a_new_process(store, monkeypatch):
   want = jax.jit(_program, static_argnames=("power",))(_inputs(), 1.5, offset=0.25, power=3)
   first = program_store.call(_program, _inputs(), 1.5, offset=0.25, static={"power": 3})
