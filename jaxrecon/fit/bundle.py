@@ -391,7 +391,7 @@ def run_stage(rot, centre, points, obs, sigma, log_scale=0.0, *, max_iterations,
   args = (rot, centre, points, obs)
   args = buckets.pad_problem(*args) if bucketed else args
   # Through the program store: a new process loads the traced and lowered program of an earlier
-  # one instead of tracing it again (about 0.3 s; the persistent cache then serves XLA's code).
+  # one instead of tracing it again (about 0.2 s; the persistent cache then serves XLA's code).
   out = program_store.call(
       lm_stage, *args, sigma, log_scale, tolerance=tolerance, fix_rotations=fix_rotations,
       static=dict(max_iterations=max_iterations, at_infinity=at_infinity, kernel=kernel,
