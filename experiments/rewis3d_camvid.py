@@ -1,12 +1,13 @@
 """Rewis3d on real footage: CamVid with the point cloud reconstructed from the frames (issue #14).
 
     python experiments/rewis3d_camvid.py [--out runs/rewis3d_camvid] [--seeds 0,1,2]
-        [--report-only]
+        [--set KEY=VALUE ...] [--report-only]
 
 For each seed, the real command `python -m jaxrecon.main --config=configs/rewis3d.py:camvid`
 (recon "mvs": SIFT tracks, per-scene fit, plane-sweep stereo; 18 training frames with generated
 scribbles, the last 6 frames held out as their own clip) trains the EMA baseline and Rewis3d with
-the same budget; seed 0 builds the segmentation records and the other seeds read them
+the same budget (`--set KEY=VALUE` adds `--config.KEY=VALUE` to every run, e.g.
+objective.cmc_balance=True); seed 0 builds the segmentation records and the other seeds read them
 (`--config.data.cache`), so every seed sees the same reconstruction. Then:
   * the held-out mIoU of both methods per seed, mean +- sample std, and Rewis3d - EMA paired by
     seed with its 95 % Student-t interval (a difference whose interval holds 0 is "not
@@ -38,13 +39,15 @@ CONFIG = "configs/rewis3d.py:camvid"
 METHODS = ("ema", "rewis3d")
 
 
-def run_seed(out: pathlib.Path, seed: int, first: int) -> dict:
-  """summary.json of one seed (trained now unless it exists)."""
+def run_seed(out: pathlib.Path, seed: int, first: int, settings=()) -> dict:
+  """summary.json of one seed (trained now unless it exists); settings: "KEY=VALUE" config
+  overrides."""
   workdir = out / f"seed{seed}"
   summary = workdir / "summary.json"
   if not summary.exists():
     command = [sys.executable, "-m", "jaxrecon.main", f"--config={CONFIG}",
-               f"--workdir={workdir}", f"--config.seed={seed}"]
+               f"--workdir={workdir}", f"--config.seed={seed}",
+               *(f"--config.{kv}" for kv in settings)]
     if seed != first:
       command.append(f"--config.data.cache={out / f'seed{first}' / 'cache'}")
     print(" ".join(command), flush=True)
@@ -165,7 +168,7 @@ def cloud_figure(cache: pathlib.Path, class_names, path: pathlib.Path) -> None:
   plt.close(fig)
 
 
-def report(out: pathlib.Path, seeds, summaries: dict, class_names) -> str:
+def report(out: pathlib.Path, seeds, summaries: dict, class_names, settings=()) -> str:
   rows = [{"variant": m, "seed": s, "miou": 100 * summaries[s][m]["student"]["miou"],
            "pixel_accuracy": 100 * summaries[s][m]["student"]["pixel_accuracy"]}
           for s in seeds for m in METHODS]
@@ -174,8 +177,9 @@ def report(out: pathlib.Path, seeds, summaries: dict, class_names) -> str:
   links = label_agreement(cache, class_names)
   lines = ["# Rewis3d on CamVid with the 'mvs' reconstruction (issue #14)", "",
            f"    python experiments/rewis3d_camvid.py --out {out} --seeds "
-           f"{','.join(map(str, seeds))}", "",
-           "Each seed runs `python -m jaxrecon.main --config=configs/rewis3d.py:camvid` (defaults "
+           f"{','.join(map(str, seeds))}" + "".join(f" --set {kv}" for kv in settings), "",
+           "Each seed runs `python -m jaxrecon.main --config=configs/rewis3d.py:camvid`"
+           + "".join(f" `--config.{kv}`" for kv in settings) + " (otherwise the defaults "
            "of that config: 18 training frames with generated scribbles, 6 held-out frames "
            "reconstructed as their own clip, 96x128 records, 64x96 crops, 400 steps per method). "
            "Held-out mIoU of the student, 11 classes.", "",
@@ -219,6 +223,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--out", default=str(ROOT / "runs" / "rewis3d_camvid"))
   parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="a config override for every run (repeatable)")
   parser.add_argument("--report-only", action="store_true")
   args = parser.parse_args()
   out = pathlib.Path(args.out)
@@ -230,11 +236,11 @@ def main():
       if summary.exists():
         summaries[seed] = json.loads(summary.read_text())
     else:
-      summaries[seed] = run_seed(out, seed, seeds[0])
+      summaries[seed] = run_seed(out, seed, seeds[0], args.set)
   seeds = [s for s in seeds if s in summaries]
   sys.path.insert(0, str(ROOT))
   from configs.rewis3d import CAMVID_CLASSES
-  text = report(out, seeds, summaries, list(CAMVID_CLASSES))
+  text = report(out, seeds, summaries, list(CAMVID_CLASSES), args.set)
   path = HERE / "rewis3d_camvid.md"
   # The reading is written by hand below a marker; a rerun keeps it (and it must be re-read).
   marker = "\n## Reading"
