@@ -17,7 +17,8 @@ ratio column is each row's peak over the fsdp = 1 row of the same device count.
 --depth D (default 4) builds the backbones with fewer layers of the same width (Reliev3R: D
 frame/global blocks of the paper's 18; Rewis3d: PTv3 encoder/decoder depths capped at D, SegFormer
 stages capped at D blocks) so that every compile fits this 2-core, 24 GB machine; --full uses the
-paper depths. The table says which was used. Writes bench_sharding_memory.json next to this file
+paper depths. The table says which was used. --trainers measures some of them and keeps the other
+trainers' rows of the last run at the same depth. Writes bench_sharding_memory.json next to this file
 and the table into bench_sharding_memory.md between its "<!-- table -->" markers (the notes
 around them, expectations and findings, are kept); --out to change the stem.
 """
@@ -41,7 +42,7 @@ def _fsdp_sizes(n: int) -> list[int]:
   return sorted({1, min(8, n), n})
 
 
-def _reliev3r_case(depth, points=0):
+def reliev3r_case(depth, points=0):
   """(step function, static kwargs, abstract state, batch shapes) of the paper Reliev3R config."""
   from configs import reliev3r as cfg_module
   from jaxrecon.reliev3r.objective import ObjectiveConfig
@@ -63,7 +64,7 @@ def _reliev3r_case(depth, points=0):
   return train_step, kwargs, jax.eval_shape(init_state), batch, f"depth {config.model.depth}"
 
 
-def _rewis3d_case(depth, points=0):
+def rewis3d_case(depth, points=0):
   """Same for the paper Rewis3d config (both branches, EMA teachers in the optimiser state)."""
   from configs import rewis3d as cfg_module
   from jaxrecon.rewis3d.step import SegObjectiveConfig, seg_train_step
@@ -76,11 +77,6 @@ def _rewis3d_case(depth, points=0):
       for key in ("enc_depths", "dec_depths"):
         config.model3d[key] = tuple(min(d, depth) for d in config.model3d[key])
       config.model2d.depths = tuple(min(d, depth) for d in config.model2d.depths)
-    # The PTv3's nnx.remat inside the step's value_and_grad raises flax's TraceContextError
-    # ("Cannot mutate Param from a different trace level"; jaxrecon.models, reported in #15):
-    # until it is fixed the point branch is lowered without remat (more temporaries, same
-    # parameters and optimiser state, which is what the sharding changes).
-    config.model3d.remat = False
     if points:
       config.pipeline.num_points = points
   graphdefs, txs, init_state = build_seg(config, "rewis3d")
@@ -106,8 +102,8 @@ def worker(trainer: str, depth: int, points: int = 0) -> list[dict]:
   import jax
   import numpy as np
   from jaxrecon.train import sharding
-  step, kwargs, abstract, sample, label = {"reliev3r": _reliev3r_case,
-                                           "rewis3d": _rewis3d_case}[trainer](depth, points)
+  step, kwargs, abstract, sample, label = {"reliev3r": reliev3r_case,
+                                           "rewis3d": rewis3d_case}[trainer](depth, points)
   n = jax.device_count()
   state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(abstract))
   rows = []
@@ -190,9 +186,15 @@ def main():
   if args.worker:
     worker(args.worker, depth, args.points)
     return
-  rows = []
   out = pathlib.Path(args.out)
-  for trainer in args.trainers.split(","):
+  # Rows of a trainer this run leaves out are kept from the last run at the same depth, so each
+  # trainer can be measured alone (a full-depth run of both takes most of an hour on 2 cores).
+  trainers = args.trainers.split(",")
+  last = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() \
+      else {}
+  rows = [r for r in last.get("rows", []) if r["trainer"] not in trainers] \
+      if last.get("depth") == depth else []
+  for trainer in trainers:
     for n in (int(d) for d in args.devices.split(",")):
       rows += run_subprocess(trainer, n, depth, args.points, args.timeout)
       # Written after every subprocess: a long run stopped later keeps what it measured.

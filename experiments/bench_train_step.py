@@ -6,10 +6,12 @@ share of the step, and the input pipeline at paper shapes.
 
 One command for every machine: on a GPU or TPU `--scale auto` runs the paper configs as they are
 (one scene of 8 x 518^2 views per device for Reliev3R, one 512^2 image + 120k points for Rewis3d);
-on a CPU it runs them "reduced": the paper widths, image sizes, view and point counts, but one
-transformer block (2 layers) for the FFRM and 16k points for the point transformer, because a
-paper-depth step takes many minutes on 2 cores. Writes experiments/bench_train_step.{md,json}
-(suffixed with the backend when it is not the CPU).
+on a CPU it runs them "reduced": the paper widths, image sizes and view counts, but one
+transformer block (2 layers) for the FFRM, and for Rewis3d one block per SegFormer-B4 stage and
+per point-transformer level with 16k points, because a paper-depth step takes many minutes on
+2 cores (the paper Rewis3d step had not finished one step in 22 minutes there). Writes
+experiments/bench_train_step.{md,json} (suffixed with the backend when it is not the CPU); the
+table goes between the .md's RESULTS markers, the hand-written notes around it are kept.
 
 Columns:
 - steps/s, images/s: median over `--steps` timed steps after the compiling one (images = views
@@ -17,10 +19,13 @@ Columns:
 - compile s: lowering + XLA compilation of the step, timed separately.
 - memory: XLA's memory analysis of the compiled step (arguments + outputs + temporaries, per
   device; aliased, i.e. donated, buffers counted once).
-- MFU: FLOPs of one step counted by XLA's cost analysis (`compiled.cost_analysis()["flops"]`;
-  XLA counts a multiply-add as 2 FLOPs and counts the recomputed (remat) forward), divided by the
-  step time and by the device's peak, measured in the same run as the best of square matmuls in
-  the model's compute dtype.
+- MFU: the matmul FLOPs of one step (`jaxrecon.flops.matmul_flops` of the step's jaxpr: every
+  dot_general and convolution, 2 FLOPs per multiply-add, scanned layers times their count, the
+  recomputed (remat) forward included), divided by the step time and by the device's peak,
+  measured in the same run as the best of square matmuls in the model's compute dtype. XLA's
+  `cost_analysis()["flops"]` is kept in the JSON ("xla_flops") but not used: it counts a scanned
+  stack of layers as one layer. Rows measured before 2026-12-07 (one block per stage, so nothing
+  scanned more than once) carry XLA's count, marked "(XLA)".
 - losses: each objective's forward + backward (with respect to the network outputs) at the same
   shapes, alone, as a fraction of the measured step (goal < 5 %).
 - pipeline: Reliev3R samples (8 views, 518^2, 2048 tracks) per second of one worker process, and
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import pathlib
@@ -46,6 +52,7 @@ sys.path.insert(0, str(REPO))
 from configs import reliev3r as reliev3r_config  # noqa: E402
 from configs import rewis3d as rewis3d_config  # noqa: E402
 from jaxrecon.data.cache import cache_scenes  # noqa: E402
+from jaxrecon.flops import matmul_flops  # noqa: E402
 from jaxrecon.losses.segmentation import cmc_loss, student_teacher_loss  # noqa: E402
 from jaxrecon.reliev3r.objective import ObjectiveConfig, objective  # noqa: E402
 from jaxrecon.reliev3r.pipeline import NpzSource, PipelineConfig, make_dataset  # noqa: E402
@@ -54,7 +61,8 @@ from jaxrecon.reliev3r.step import train_step  # noqa: E402
 from jaxrecon.reliev3r.task import build, predict  # noqa: E402
 from jaxrecon.rewis3d.step import SegObjectiveConfig, seg_train_step  # noqa: E402
 from jaxrecon.rewis3d.task import build_seg  # noqa: E402
-from timing import median_seconds  # noqa: E402  (experiments/, the script's folder)
+from ablation_table import write_block  # noqa: E402  (experiments/, the script's folder)
+from timing import median_seconds  # noqa: E402
 
 
 def matmul_peak(dtype, n: int) -> float:
@@ -68,7 +76,11 @@ def matmul_peak(dtype, n: int) -> float:
 
 
 def compiled_step(jitted, state, batch, **static):
-  """(compiled executable, compile seconds, flops, memory bytes) of a jitted step."""
+  """(compiled executable, compile seconds, flops, memory bytes, XLA's flops) of a jitted step;
+  flops from the jaxpr (scanned layers counted times their number), see the module docstring."""
+  count = matmul_flops(jax.make_jaxpr(functools.partial(jitted, **static))(state, batch))
+  if count.uncounted_loops:
+    print(f"warning: {count.uncounted_loops} while loop(s) counted once", flush=True)
   start = time.perf_counter()
   compiled = jitted.lower(state, batch, **static).compile()
   seconds = time.perf_counter() - start
@@ -77,7 +89,7 @@ def compiled_step(jitted, state, batch, **static):
   mem = compiled.memory_analysis()
   total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
            - mem.alias_size_in_bytes)
-  return compiled, seconds, float(cost.get("flops", float("nan"))), total
+  return compiled, seconds, count.flops, total, float(cost.get("flops", float("nan")))
 
 
 def run_steps(compiled, state, batch, steps: int) -> float:
@@ -116,13 +128,14 @@ def reliev3r_row(args, paths, peaks) -> tuple[dict, dict]:
   state = jax.jit(init_state)()
   objective_config = ObjectiveConfig(**config.objective.to_dict())
   static = dict(graphdef=graphdef, tx=tx, config=objective_config)
-  compiled, compile_s, flops, memory = compiled_step(train_step, state, batch, **static)
+  compiled, compile_s, flops, memory, xla_flops = compiled_step(train_step, state, batch,
+                                                                **static)
   seconds = run_steps(compiled, state, batch, args.steps)
   images = pipeline.batch_size * pipeline.num_views
   row = dict(trainer="Reliev3R", scale=args.scale, layers=2 * config.model.depth,
              shapes=f"{pipeline.batch_size} x {pipeline.num_views} x {pipeline.height}^2",
              steps_per_s=1 / seconds, images_per_s=images / seconds, compile_s=compile_s,
-             memory_gib=memory / 2**30, flops=flops,
+             memory_gib=memory / 2**30, flops=flops, xla_flops=xla_flops, flops_source="jaxpr",
              mfu=flops / seconds / peaks[config.model.dtype])
 
   # Each objective variant alone: forward + backward with respect to the network outputs.
@@ -159,28 +172,45 @@ def rewis3d_row(args, peaks) -> tuple[dict, dict]:
   config = rewis3d_config.get_config("paper")
   config.unlock()
   num_points = 16_384 if args.scale == "reduced" else config.pipeline.num_points
+  if args.scale == "reduced":     # one block per stage / level, as the FFRM's one block
+    config.model2d.depths = tuple(min(d, 1) for d in config.model2d.depths)
+    for key in ("enc_depths", "dec_depths"):
+      config.model3d[key] = tuple(min(d, 1) for d in config.model3d[key])
   batch_size = jax.device_count()
   batch = seg_batch(config, num_points, batch_size, jax.random.key(0))
   graphdefs, txs, init_state = build_seg(config, "rewis3d")
   objective_config = SegObjectiveConfig(**config.objective.to_dict())
   state = jax.jit(init_state)()
   static = dict(graphdefs=graphdefs, txs=txs, config=objective_config)
-  compiled, compile_s, flops, memory = compiled_step(seg_train_step, state, batch, **static)
+  compiled, compile_s, flops, memory, xla_flops = compiled_step(seg_train_step, state, batch,
+                                                                **static)
   seconds = run_steps(compiled, state, batch, args.steps)
-  row = dict(trainer="Rewis3d", scale=args.scale, layers="SegFormer-B4 + PTv3",
+  blocks = (f"SegFormer-B4 {sum(config.model2d.depths)} + PTv3 "
+            f"{sum(config.model3d.enc_depths) + sum(config.model3d.dec_depths)} blocks")
+  row = dict(trainer="Rewis3d", scale=args.scale, layers=blocks,
              shapes=f"{batch_size} x {config.pipeline.height}^2 + {num_points} points",
              steps_per_s=1 / seconds, images_per_s=batch_size / seconds, compile_s=compile_s,
-             memory_gib=memory / 2**30, flops=flops, mfu=flops / seconds / peaks["float32"])
+             memory_gib=memory / 2**30, flops=flops, xla_flops=xla_flops, flops_source="jaxpr",
+             mfu=flops / seconds / peaks["float32"])
 
-  # The losses alone: student-teacher in 2D and 3D and both cross-modal terms, forward +
-  # backward with respect to the student logits.
+  name = "Rewis3d student-teacher 2D + 3D + both cross-modal terms"
+  return row, {name: rewis3d_losses_seconds(config, batch, num_points) / seconds}
+
+
+def rewis3d_losses_seconds(config, batch, num_points: int) -> float:
+  """Median seconds of the Rewis3d losses alone: student-teacher in 2D and 3D and both cross-modal
+  terms, forward + backward with respect to the student logits. Every array is an argument of
+  the jitted function: closed-over arrays are constants that XLA folds at compile time (it did,
+  and the first measurement read 0.01 % of the step)."""
+  objective_config = SegObjectiveConfig(**config.objective.to_dict())
+  batch_size = batch["labels"].shape[0]
   k = len(config.class_names)
   hw = config.pipeline.height * config.pipeline.width
   keys = jax.random.split(jax.random.key(1), 4)
   s2, t2 = (jax.random.normal(x, (batch_size, hw, k)) for x in keys[:2])
   s3, t3 = (jax.random.normal(x, (batch_size, num_points, k)) for x in keys[2:])
 
-  def losses_fn(s2, s3):
+  def losses_fn(s2, s3, t2, t3, batch):
     pixel = jnp.clip(batch["points_pixel"], 0, hw - 1)[..., None]
     linked = batch["points_valid"] & (batch["points_pixel"] >= 0)
     conf = batch["points_confidence"]
@@ -188,13 +218,14 @@ def rewis3d_row(args, peaks) -> tuple[dict, dict]:
                                  tau=objective_config.tau)[0]
     total += student_teacher_loss(s3, t3, batch["points_label"], tau=objective_config.tau,
                                   valid=batch["points_valid"])[0]
-    total += cmc_loss(jnp.take_along_axis(s2, pixel, 1), t3, conf, linked)[0]
-    return total + cmc_loss(s3, jnp.take_along_axis(t2, pixel, 1), conf, linked)[0]
+    options = dict(normalise=objective_config.cmc_normalise,
+                   balance_classes=objective_config.cmc_balance)
+    total += cmc_loss(jnp.take_along_axis(s2, pixel, 1), t3, conf, linked, **options)[0]
+    return total + cmc_loss(s3, jnp.take_along_axis(t2, pixel, 1), conf, linked, **options)[0]
 
   grad = jax.jit(jax.grad(losses_fn, argnums=(0, 1)))
-  jax.block_until_ready(grad(s2, s3))
-  t = median_seconds(lambda: jax.block_until_ready(grad(s2, s3)), 5)
-  return row, {"Rewis3d student-teacher 2D + 3D + both cross-modal terms": t / seconds}
+  jax.block_until_ready(grad(s2, s3, t2, t3, batch))
+  return median_seconds(lambda: jax.block_until_ready(grad(s2, s3, t2, t3, batch)), 5)
 
 
 def pipeline_rate(paths, samples: int) -> float:
@@ -209,14 +240,32 @@ def pipeline_rate(paths, samples: int) -> float:
   return samples / (time.perf_counter() - start)
 
 
+def recount(result: dict) -> None:
+  """Replaces the XLA FLOP count of stored reduced-scale rows by the jaxpr count (tracing only: the
+  step's program, not its measured time, changes) and scales their MFU by the same factor."""
+  from bench_sharding_memory import reliev3r_case, rewis3d_case   # the steps' abstract inputs
+  for name, case, points in (("reliev3r", reliev3r_case, 0), ("rewis3d", rewis3d_case, 16_384)):
+    row = result["trainers"].get(name, {}).get("row")
+    if not row or row.get("flops_source") == "jaxpr" or row["scale"] != "reduced":
+      continue
+    step, static, state, sample, _ = case(1, points)
+    batch = {k: jax.ShapeDtypeStruct((1, *shape), dtype) for k, (shape, dtype) in sample.items()}
+    flops = matmul_flops(jax.make_jaxpr(functools.partial(step, **static))(state, batch)).flops
+    print(f"{name}: {row['flops'] / 1e9:.0f} GFLOP (XLA) -> {flops / 1e9:.0f} (jaxpr)", flush=True)
+    row.update(mfu=row["mfu"] * flops / row["flops"], xla_flops=row["flops"], flops=flops,
+               flops_source="jaxpr")
+
+
 def markdown(runs, pipeline, args) -> str:
   """runs: [{"row", "losses", "peaks"}] of each trainer (each measured with its own peak)."""
   rows = [run["row"] for run in runs]
   losses = {k: v for run in runs for k, v in run["losses"].items()}
   lines = [f"# Train step of the paper configs on {jax.devices()[0].device_kind} "
            f"({jax.default_backend()}, {jax.device_count()} device(s), scale={args.scale})", "",
-           f"Command: `python experiments/bench_train_step.py --scale={args.scale} "
-           f"--steps={args.steps}`", "",
+           "Commands: " + "; ".join(
+               f"{r['trainer']}: `python experiments/bench_train_step.py --trainers="
+               f"{r['trainer'].lower()} --scale={a['scale']} --steps={a['steps']}`"
+               for r, a in ((run["row"], run.get("args", vars(args))) for run in runs)), "",
            "Peak (best square matmul, measured in the same run as each row): " + "; ".join(
                f"{r['trainer']}: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s"
                                                 for k, v in run["peaks"].items())
@@ -226,7 +275,9 @@ def markdown(runs, pipeline, args) -> str:
   for r in rows:
     lines.append(f"| {r['trainer']} | {r['scale']} | {r['layers']} | {r['shapes']} | "
                  f"{r['steps_per_s']:.4f} | {r['images_per_s']:.3f} | {r['compile_s']:.1f} | "
-                 f"{r['memory_gib']:.2f} | {r['flops'] / 1e9:.0f} | {100 * r['mfu']:.1f} % |")
+                 f"{r['memory_gib']:.2f} | {r['flops'] / 1e9:.0f}"
+                 f"{'' if r.get('flops_source') == 'jaxpr' else ' (XLA)'} | "
+                 f"{100 * r['mfu']:.1f} % |")
   lines += ["", "| loss (forward + backward, alone) | share of the step |", "|---|---|"]
   lines += [f"| {name} | {100 * share:.2f} % |" for name, share in losses.items()]
   if rows and rows[0]["trainer"] == "Reliev3R":
@@ -246,7 +297,25 @@ def main():
   parser.add_argument("--pipeline_samples", type=int, default=20)
   parser.add_argument("--trainers", default="reliev3r,rewis3d",
                       help="comma-separated; a trainer left out keeps its row of the last run")
+  parser.add_argument("--recount", action="store_true",
+                      help="recount the FLOPs of the stored CPU rows (see recount), re-measure the "
+                      "Rewis3d losses against the stored step time, rewrite the table")
   args = parser.parse_args()
+  if args.recount:
+    out = REPO / "experiments" / "bench_train_step"
+    result = json.loads(out.with_suffix(".json").read_text())
+    recount(result)
+    rewis3d = result["trainers"].get("rewis3d")
+    if rewis3d and rewis3d["row"]["scale"] == "reduced":   # its losses were constant-folded
+      config = rewis3d_config.get_config("paper")
+      batch = seg_batch(config, 16_384, 1, jax.random.key(0))
+      share = rewis3d_losses_seconds(config, batch, 16_384) * rewis3d["row"]["steps_per_s"]
+      rewis3d["losses"] = {name: share for name in rewis3d["losses"]}
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    runs = [result["trainers"][t] for t in ("reliev3r", "rewis3d") if t in result["trainers"]]
+    write_block(out.with_suffix(".md"), markdown(runs, result["pipeline_samples_per_s"],
+                                                 argparse.Namespace(**result["args"])).rstrip("\n"))
+    return
   if args.scale == "auto":
     args.scale = "reduced" if jax.default_backend() == "cpu" else "paper"
   n = 2048 if jax.default_backend() == "cpu" else 8192
@@ -265,17 +334,20 @@ def main():
       result["pipeline_samples_per_s"] = pipeline_rate(paths, args.pipeline_samples)
       print(f"pipeline: {result['pipeline_samples_per_s']:.2f} samples/s per worker", flush=True)
       row, losses = reliev3r_row(args, paths, peaks)
-    result["trainers"]["reliev3r"] = dict(row=row, losses=losses, peaks=peaks)
+    result["trainers"]["reliev3r"] = dict(row=row, losses=losses, peaks=peaks, args=vars(args))
     print(row, losses, flush=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
   if "rewis3d" in trainers:
     row, losses = rewis3d_row(args, peaks)
-    result["trainers"]["rewis3d"] = dict(row=row, losses=losses, peaks=peaks)
+    result["trainers"]["rewis3d"] = dict(row=row, losses=losses, peaks=peaks, args=vars(args))
     print(row, losses, flush=True)
   out.with_suffix(".json").write_text(json.dumps(result, indent=1))
   runs = [result["trainers"][t] for t in ("reliev3r", "rewis3d") if t in result["trainers"]]
   text = markdown(runs, result.get("pipeline_samples_per_s", float("nan")), args)
-  out.with_suffix(".md").write_text(text)
+  md = out.with_suffix(".md")
+  if not md.exists():    # the notes around the generated block are written by hand
+    md.write_text("<!-- RESULTS START -->\n<!-- RESULTS END -->\n")
+  write_block(md, text.rstrip("\n"))
   print(text)
 
 
