@@ -17,8 +17,8 @@ ratio column is each row's peak over the fsdp = 1 row of the same device count.
 --depth D (default 4) builds the backbones with fewer layers of the same width (Reliev3R: D
 frame/global blocks of the paper's 18; Rewis3d: PTv3 encoder/decoder depths capped at D, SegFormer
 stages capped at D blocks) so that every compile fits this 2-core, 24 GB machine; --full uses the
-paper depths. The table says which was used. --trainers measures some of them and keeps the other
-trainers' rows of the last run at the same depth. Writes bench_sharding_memory.json next to this file
+paper depths. The table says which was used. --trainers / --devices measure a part and keep the
+other rows of the last run at the same depth. Writes bench_sharding_memory.json next to this file
 and the table into bench_sharding_memory.md between its "<!-- table -->" markers (the notes
 around them, expectations and findings, are kept); --out to change the stem.
 """
@@ -181,24 +181,28 @@ def main():
   parser.add_argument("--trainers", default="reliev3r,rewis3d")
   parser.add_argument("--timeout", type=float, default=3600.0, help="per subprocess, seconds")
   parser.add_argument("--out", default=str(HERE / "bench_sharding_memory"))
+  parser.add_argument("--report-only", action="store_true",
+                      help="rewrite the table from the stored rows, measure nothing")
   args = parser.parse_args()
   depth = 0 if args.full else args.depth
   if args.worker:
     worker(args.worker, depth, args.points)
     return
   out = pathlib.Path(args.out)
-  # Rows of a trainer this run leaves out are kept from the last run at the same depth, so each
-  # trainer can be measured alone (a full-depth run of both takes most of an hour on 2 cores).
-  trainers = args.trainers.split(",")
+  # Rows of a (trainer, device count) this run does not measure are kept from the last run at the
+  # same depth, so a long study can be run in parts (a full-depth run of both trainers takes more
+  # than an hour on 2 cores); --report-only only rewrites the table from them.
+  runs = [] if args.report_only else [(t, int(d)) for t in args.trainers.split(",")
+                                      for d in args.devices.split(",")]
   last = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() \
       else {}
-  rows = [r for r in last.get("rows", []) if r["trainer"] not in trainers] \
+  rows = [r for r in last.get("rows", []) if (r["trainer"], r["devices"]) not in runs] \
       if last.get("depth") == depth else []
-  for trainer in trainers:
-    for n in (int(d) for d in args.devices.split(",")):
-      rows += run_subprocess(trainer, n, depth, args.points, args.timeout)
-      # Written after every subprocess: a long run stopped later keeps what it measured.
-      out.with_suffix(".json").write_text(json.dumps(dict(depth=depth, rows=rows), indent=1))
+  for trainer, n in runs:
+    rows += run_subprocess(trainer, n, depth, args.points, args.timeout)
+    # Written after every subprocess: a long run stopped later keeps what it measured.
+    out.with_suffix(".json").write_text(json.dumps(dict(depth=depth, rows=rows), indent=1))
+  rows.sort(key=lambda r: (r["trainer"], r["devices"], r["fsdp"]))
   models = sorted({f"{r['trainer']}: {r['model']}" for r in rows})
   text = table(rows)
   print(text)
