@@ -48,13 +48,12 @@ def _equation_flops(eqn) -> float:
     (lhs_contract, _), _ = eqn.params["dimension_numbers"]
     lhs = eqn.invars[0].aval.shape
     return 2.0 * math.prod(out) * math.prod(lhs[i] for i in lhs_contract)
-  if name == "conv_general_dilated":
-    # Each output element takes one multiply-add per kernel element of its output feature (the
-    # kernel's input features per group times its window), for feature and batch grouping alike.
-    rhs = eqn.invars[1].aval.shape
-    out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
-    return 2.0 * math.prod(out) * math.prod(rhs) / rhs[out_feature_dim]
-  return 0.0
+  # A convolution: each output element takes one multiply-add per kernel element of its output
+  # feature (the kernel's input features per group times its window), for feature and batch
+  # grouping alike (a grouped convolution's kernel gradient uses batch grouping; tested).
+  rhs = eqn.invars[1].aval.shape
+  out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+  return 2.0 * math.prod(out) * math.prod(rhs) / rhs[out_feature_dim]
 
 
 def _count(jaxpr, count: FlopCount) -> float:
