@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+from compile_bound import XLA_FLAGS as COMPILE_BOUND_XLA_FLAGS
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 _TINY = {"model.embed_dim": 32, "model.depth": 1, "model.num_heads": 2, "model.dense_hidden": 32,
@@ -21,11 +23,20 @@ def tiny_flags(**fields) -> list[str]:
   return [f"--config.{k}={v}" for k, v in values.items()]
 
 
-def run_main(workdir, *args, timeout: int = 900) -> subprocess.CompletedProcess:
-  """`python -m jaxrecon.main --workdir=<workdir> <args>` from the repository root."""
+def command_env(devices: int = 1) -> dict:
+  """Environment of a training command launched by a test: CPU, `devices` virtual devices (1:
+  as a user runs it), LLVM -O0 (compile_bound: tiny configs are compile-bound), no verbose
+  logging."""
   env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)         # one device, as a user runs it
+  env["XLA_FLAGS"] = COMPILE_BOUND_XLA_FLAGS + (
+      f" --xla_force_host_platform_device_count={devices}" if devices > 1 else "")
   env.pop("JAXRECON_VERBOSE", None)
   env["JAX_PLATFORMS"] = "cpu"
+  return env
+
+
+def run_main(workdir, *args, timeout: int = 900) -> subprocess.CompletedProcess:
+  """`python -m jaxrecon.main --workdir=<workdir> <args>` from the repository root."""
+  env = command_env()
   return subprocess.run([sys.executable, "-m", "jaxrecon.main", f"--workdir={workdir}", *args],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

@@ -9,7 +9,6 @@ killed after `timeout` seconds) instead of blocking CI, with every process's out
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -18,20 +17,22 @@ from typing import Sequence
 
 import portpicker
 
-from main_runs import REPO
+from main_runs import REPO, command_env
 
 
-def process_env(devices: int) -> dict:
-  """Environment of one CPU process with `devices` virtual devices. No persistent compile cache:
-  gloo on CPU fails a collective whose processes arrive more than 30 s apart (a fixed rendezvous
-  timeout), and a cache hit in one process but not in the other would be such a gap."""
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env["JAX_PLATFORMS"] = "cpu"
-  env.pop("JAXRECON_VERBOSE", None)
+def process_env(devices: int, cache: str | None = None) -> dict:
+  """Environment of one CPU process with `devices` virtual devices (main_runs.command_env), with
+  jax's persistent compile cache in `cache` or none. Only a cache of the process's own: gloo on
+  CPU fails a collective whose processes arrive more than 30 s apart (a fixed rendezvous
+  timeout), and a cache hit in one process but a compilation in the other would be such a gap;
+  a relaunch of the same processes hits in every one of them."""
+  env = command_env(devices)
   for name in ("JAX_COMPILATION_CACHE_DIR", "JAX_SHARE_BINARY_BETWEEN_HOSTS"):
     env.pop(name, None)
-  env["JAXRECON_COMPILE_CACHE"] = "off"   # nor the commands' default one (jaxrecon.cli)
+  if cache:
+    env["JAX_COMPILATION_CACHE_DIR"] = cache
+  else:
+    env["JAXRECON_COMPILE_CACHE"] = "off"   # nor the commands' default one (jaxrecon.cli)
   return env
 
 
@@ -42,10 +43,11 @@ def describe(results: Sequence[subprocess.CompletedProcess], tail: int = 3000) -
 
 
 def run_processes(args: Sequence[str], *, num_processes: int, devices_each: int,
-                  timeout: float) -> list[subprocess.CompletedProcess]:
+                  timeout: float, cache: str | None = None) -> list[subprocess.CompletedProcess]:
   """Runs `python <args> --coordinator_address=... --num_processes=N --process_id=i` for i < N
   from the repository root, at once; returns their results in process order. AssertionError with
-  every process's output if they are not all done within `timeout` seconds (all are killed)."""
+  every process's output if they are not all done within `timeout` seconds (all are killed).
+  `cache`: a folder whose subfolder process_<i> is process i's persistent compile cache."""
   address = f"localhost:{portpicker.pick_unused_port()}"
   # Output goes to files, not pipes: a process blocked on a full pipe while its peer waits for it
   # in a collective would hang both.
@@ -54,7 +56,8 @@ def run_processes(args: Sequence[str], *, num_processes: int, devices_each: int,
   procs = [subprocess.Popen(
       [sys.executable, *args, f"--coordinator_address={address}",
        f"--num_processes={num_processes}", f"--process_id={i}"],
-      cwd=REPO, env=process_env(devices_each), stdout=out, stderr=err, text=True)
+      cwd=REPO, env=process_env(devices_each, cache and f"{cache}/process_{i}"),
+      stdout=out, stderr=err, text=True)
       for i, (out, err) in enumerate(logs)]
   deadline = time.monotonic() + timeout
   hung = False

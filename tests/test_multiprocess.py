@@ -143,8 +143,11 @@ def test_two_processes_train_and_resume_like_one(tmp_path, assert_same_updates):
                              cwd=REPO, env=process_env(8), capture_output=True, text=True,
                              timeout=300)
   assert reference.returncode == 0, f"one process:\n{reference.stderr[-4000:]}"
+  # The 2-process runs keep a compile cache per process: the relaunch loads what the first launch
+  # compiled, in both processes.
+  caches = str(tmp_path / "compile_caches")
   first = run_processes([*_flags(2, GLOBAL_BATCH // 2), f"--workdir={two_dir}"],
-                        num_processes=2, devices_each=4, timeout=300)
+                        num_processes=2, devices_each=4, timeout=300, cache=caches)
   assert all(r.returncode == 0 for r in first), describe(first)
   out0 = first[0].stdout
   assert "fresh, step 0 of 2" in out0 and "8 devices" in out0, describe(first)
@@ -158,7 +161,7 @@ def test_two_processes_train_and_resume_like_one(tmp_path, assert_same_updates):
       "commit_success.txt", "process_0-of-2.json", "process_1-of-2.json"]
 
   resumed = run_processes([*_flags(4, GLOBAL_BATCH // 2), f"--workdir={two_dir}"],
-                          num_processes=2, devices_each=4, timeout=300)
+                          num_processes=2, devices_each=4, timeout=300, cache=caches)
   assert all(r.returncode == 0 for r in resumed), describe(resumed)
   assert "workdir:2, step 2 of 4" in resumed[0].stdout, describe(resumed)
   assert _files(two_dir / "checkpoints") == ["2", "4"]

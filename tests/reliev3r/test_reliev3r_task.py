@@ -1,7 +1,6 @@
 """`python -m jaxrecon.main` end to end on a tiny config: training, evaluation, exact resume after
 SIGKILL (no step done twice, none skipped)."""
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -18,8 +17,9 @@ from jaxrecon.train.checkpoint import Checkpointer
 from jaxrecon.reliev3r.task import build
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from configs import reliev3r  # noqa: E402  (the real config file, imported as data)
+from main_runs import command_env  # noqa: E402
 
 TINY = ["--config.model.embed_dim=32", "--config.model.depth=1", "--config.model.num_heads=2",
         "--config.model.dense_hidden=32", "--config.model.camera_hidden=32",
@@ -48,9 +48,7 @@ def _command(workdir, cache, steps, *extra):
 
 
 def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
-  return env
+  return command_env()  # one device, as a user runs it
 
 
 def _final_params(workdir, steps):

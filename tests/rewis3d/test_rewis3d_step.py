@@ -2,6 +2,9 @@
 
 One device against 8 (data parallel and fsdp) is tests/train/test_sharding.py's Rewis3d test."""
 
+import pathlib
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +18,9 @@ from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
 from jaxrecon.losses.segmentation import cmc_loss
 from jaxrecon.rewis3d.step import (SegObjectiveConfig, _flat, _gather, create_seg_state,
                                    cross_modal_terms, seg_losses, seg_train_step)
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+import compile_bound  # noqa: E402
 
 
 K = 4
@@ -74,9 +80,11 @@ def test_bad_objective_configs():
 
 
 def _grad_fn(state, batch, graphdefs, config):
-  """jit(params -> (gradient, metrics)) of the Rewis3d losses at `state`'s teachers."""
+  """jit(params -> (gradient, metrics)) of the Rewis3d losses at `state`'s teachers (-O0:
+  compile_bound)."""
   return jax.jit(jax.grad(lambda p: seg_losses(p, state, batch, graphdefs=graphdefs,
-                                               config=config), has_aux=True))
+                                               config=config), has_aux=True),
+                 compiler_options=compile_bound.OPTIONS)
 
 
 @pytest.mark.slow
@@ -154,8 +162,10 @@ def test_step_updates_students_and_ema_teachers(batch):
   graphdefs, state = create_seg_state(_models(), _txs(["2d", "3d"]))
   before = jax.tree.map(np.asarray, state)
   config = SegObjectiveConfig(base_steps=0, ramp_steps=1)
-  state, metrics = seg_train_step(state, batch, graphdefs=tuple(graphdefs.items()),
-                                  txs=tuple(_txs(["2d", "3d"]).items()), config=config)
+  static = dict(graphdefs=tuple(graphdefs.items()), txs=tuple(_txs(["2d", "3d"]).items()),
+                config=config)
+  step = seg_train_step.lower(state, batch, **static).compile(compile_bound.OPTIONS)
+  state, metrics = step(state, batch)
   assert int(state.step) == 1 and bool(metrics["grads_finite"])
   for name in ("2d", "3d"):
     new = state.branches[name].params

@@ -1,7 +1,6 @@
 """`python -m jaxrecon.main --config=configs/rewis3d.py` end to end on a tiny config: both methods,
 the summary, exact resume after SIGKILL, evaluation mode and `python -m jaxrecon.segment`."""
 import json
-import os
 import pathlib
 import signal
 import subprocess
@@ -20,8 +19,9 @@ from jaxrecon.train.runs import stored_config
 from jaxrecon.rewis3d.task import build_seg
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from configs import rewis3d  # noqa: E402  (the real config file, imported as data)
+from main_runs import command_env  # noqa: E402
 
 STEPS = 6
 TINY = ["--config.pipeline.height=32", "--config.pipeline.width=32",
@@ -48,9 +48,7 @@ def _command(workdir, cache, *extra):
 
 
 def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
-  return env
+  return command_env()  # one device, as a user runs it
 
 
 def _run(args, timeout=900):

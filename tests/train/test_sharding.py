@@ -25,7 +25,8 @@ from jaxrecon.train.sharding import (FSDP_AXIS, make_mesh, param_spec, place_sta
                                      state_shardings)
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(TESTS.parent), str(TESTS / "reliev3r")]
+sys.path[:0] = [str(TESTS.parent), str(TESTS), str(TESTS / "reliev3r")]
+import compile_bound  # noqa: E402
 from configs import rewis3d as rewis3d_config  # noqa: E402
 from configs import reliev3r as reliev3r_config  # noqa: E402
 from test_reliev3r_step import MODEL as RELIEV3R_MODEL, batch, shipped_optimizer  # noqa: E402,F401
@@ -97,17 +98,20 @@ def test_mesh_config_errors_are_one_line():
 
 
 def _run(state, host_batch, fsdp, step, devices=None):
-  """STEPS steps of `step(state, batch, mesh)` on a mesh of `devices` (default: all 8) with this
-  fsdp size: (losses, final state). Checks on the way that every step's output state has the
-  placed layout and that the donated input was consumed."""
+  """STEPS steps of `step` (a trainer's jitted step and its static keyword arguments but the
+  mesh) on a mesh of `devices` (default: all 8) with this fsdp size: (losses, final state).
+  Checks on the way that every step's output state has the placed layout and that the donated
+  input was consumed. The step's program is compiled once, at -O0 (compile_bound)."""
   mesh = make_mesh(devices, fsdp=fsdp)
   state = place_state(state, mesh)
   want = state_shardings(state, mesh)
   sharded = shard_batch(host_batch, mesh)
+  jitted, static = step
+  compiled = jitted.lower(state, sharded, mesh=mesh, **static).compile(compile_bound.OPTIONS)
   losses = []
   for _ in range(STEPS):
     before = jax.tree.leaves(state)
-    state, metrics = step(state, sharded, mesh)
+    state, metrics = compiled(state, sharded)
     assert all(x.is_deleted() for x in before), "the state was not donated"
     for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(want)):
       assert x.sharding.is_equivalent_to(s, x.ndim), (jax.tree_util.keystr(path), x.sharding)
@@ -146,8 +150,7 @@ def test_reliev3r_one_device_data_parallel_and_fsdp_agree(batch, assert_same_upd
   graphdef, state0 = create_state(Reliev3R(model, rngs=nnx.Rngs(0)), tx)
   fresh = jax.tree.map(np.asarray, state0.params)
 
-  def step(state, rows, mesh):
-    return train_step(state, rows, graphdef=graphdef, tx=tx, config=ObjectiveConfig(), mesh=mesh)
+  step = (train_step, dict(graphdef=graphdef, tx=tx, config=ObjectiveConfig()))
 
   runs = []
   for fsdp, devices in ((1, jax.devices()[:1]), (1, None), (2, None), (8, None)):
@@ -201,9 +204,8 @@ def test_rewis3d_one_device_data_parallel_and_fsdp_agree(assert_same_updates):
   fresh = jax.tree.map(np.asarray, {m: br.params for m, br in state0.branches.items()})
   config = SegObjectiveConfig(base_steps=0, ramp_steps=1)   # the cross-modal terms on from step 1
 
-  def step(state, rows, mesh):
-    return seg_train_step(state, rows, graphdefs=tuple(graphdefs.items()),
-                          txs=tuple(txs.items()), config=config, mesh=mesh)
+  step = (seg_train_step, dict(graphdefs=tuple(graphdefs.items()), txs=tuple(txs.items()),
+                               config=config))
 
   runs = []
   for fsdp, devices in ((1, jax.devices()[:1]), (1, None), (4, None)):
