@@ -2,7 +2,6 @@
 import functools
 import pathlib
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -173,7 +172,6 @@ def test_config_validation():
 
 
 def test_tiny_overfits_plane_split():
-  start = time.time()
   model = PointTransformer(PointTransformerConfig.tiny(2), rngs=nnx.Rngs(0))
   b, n = 1, 256
   xyz, rgb = _cloud(b, n, seed=7)
@@ -190,7 +188,6 @@ def test_tiny_overfits_plane_split():
 
   losses = [float(step(model, opt, *data)) for _ in range(30)]
   assert losses[-1] < 0.5 * losses[0], losses
-  assert time.time() - start < 60
 
 
 @pytest.mark.parametrize("remat", [False, True])
