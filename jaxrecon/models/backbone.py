@@ -10,7 +10,6 @@ mask, no special first view). Permuting the input views therefore permutes every
 from __future__ import annotations
 
 import einops
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -18,6 +17,7 @@ from jaxrecon.models.attention import TransformerLayer
 from jaxrecon.models.config import ModelConfig
 from jaxrecon.models.rope import rope_tables
 from jaxrecon.models.stack import scan_layers, stacked
+from jaxrecon.models.initializers import LECUN, normal
 
 # ImageNet statistics: the usual input normalisation of ViT encoders (keeps the door open to
 # initialising the patch embedding / early layers from a pretrained image encoder).
@@ -37,7 +37,8 @@ class PatchEmbed(nnx.Module):
 
   def __init__(self, patch_size, dim, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.patch_size = patch_size
-    self.proj = nnx.Linear(patch_size * patch_size * 3, dim, dtype=dtype, rngs=rngs)
+    self.proj = nnx.Linear(patch_size * patch_size * 3, dim, dtype=dtype, kernel_init=LECUN,
+                           rngs=rngs)
 
   def __call__(self, x):
     """x: (B, h, w, 3) normalised images -> (B, (h/p) * (w/p), d) tokens, row-major patch order."""
@@ -85,8 +86,7 @@ class Backbone(nnx.Module):
     self.patch_embed = PatchEmbed(config.patch_size, d, dtype=dt, rngs=rngs)
     # One set of registers shared by all views: a per-view set would tag views and break
     # permutation equivariance.
-    self.registers = nnx.Param(
-        0.02 * jax.random.normal(rngs.params(), (config.num_registers, d), jnp.float32))
+    self.registers = nnx.Param(normal(0.02)(rngs.params(), (config.num_registers, d)))
     self.blocks = stacked(lambda r: Block(config, rngs=r), config.depth, rngs.params())
     self.norm = nnx.LayerNorm(d, dtype=jnp.float32, rngs=rngs)
 

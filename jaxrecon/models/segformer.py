@@ -23,6 +23,7 @@ from flax import nnx
 
 from jaxrecon.models.backbone import normalize_images
 from jaxrecon.models.stack import scan_layers, stacked
+from jaxrecon.models.initializers import LECUN, truncated_normal
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -40,7 +41,7 @@ _MIT_VARIANTS = {
 # MiT uses eps 1e-6 in its transformer blocks and stage norms.
 _LN_EPS = 1e-6
 # Linear layers start as in MiT (truncated normal, std 0.02): small residual branches at init.
-_LINEAR_INIT = nnx.initializers.truncated_normal(stddev=0.02)
+_LINEAR_INIT = truncated_normal(0.02)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +146,8 @@ class OverlapPatchEmbed(nnx.Module):
   def __init__(self, in_dim, dim, *, patch_size, stride, dtype=jnp.float32, rngs: nnx.Rngs):
     pad = patch_size // 2
     self.proj = nnx.Conv(in_dim, dim, (patch_size, patch_size), (stride, stride),
-                         padding=((pad, pad), (pad, pad)), dtype=dtype, rngs=rngs)
+                         padding=((pad, pad), (pad, pad)), dtype=dtype, kernel_init=LECUN,
+                         rngs=rngs)
     self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
@@ -165,7 +167,7 @@ class EfficientAttention(nnx.Module):
     self.proj = nnx.Linear(dim, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
     if sr_ratio > 1:
       self.sr = nnx.Conv(dim, dim, (sr_ratio, sr_ratio), (sr_ratio, sr_ratio), padding="VALID",
-                         dtype=dtype, rngs=rngs)
+                         dtype=dtype, kernel_init=LECUN, rngs=rngs)
       self.sr_norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
     else:
       self.sr = self.sr_norm = None
@@ -190,7 +192,7 @@ class MixFFN(nnx.Module):
   def __init__(self, dim, hidden, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.fc1 = nnx.Linear(dim, hidden, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
     self.dwconv = nnx.Conv(hidden, hidden, (3, 3), padding=((1, 1), (1, 1)),
-                           feature_group_count=hidden, dtype=dtype, rngs=rngs)
+                           feature_group_count=hidden, dtype=dtype, kernel_init=LECUN, rngs=rngs)
     self.fc2 = nnx.Linear(hidden, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
@@ -250,9 +252,10 @@ class AllMLPDecoder(nnx.Module):
   def __init__(self, in_dims, dim, num_classes, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.proj = nnx.List([nnx.Linear(c, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
                           for c in in_dims])
-    self.fuse = nnx.Linear(len(in_dims) * dim, dim, use_bias=False, dtype=dtype, rngs=rngs)
+    self.fuse = nnx.Linear(len(in_dims) * dim, dim, use_bias=False, dtype=dtype,
+                           kernel_init=LECUN, rngs=rngs)
     self.fuse_norm = nnx.LayerNorm(dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
-    self.classifier = nnx.Linear(dim, num_classes, dtype=dtype, rngs=rngs)
+    self.classifier = nnx.Linear(dim, num_classes, dtype=dtype, kernel_init=LECUN, rngs=rngs)
 
   def __call__(self, features):
     """features: 4 maps (b, h_i, w_i, c_i), the first at 1/4 resolution -> (b, h/4, w/4, k) logits
