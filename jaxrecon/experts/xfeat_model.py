@@ -120,19 +120,13 @@ def load_backbone() -> XFeatBackbone:
   Raises `xfeat_weights.WeightsNotFoundError` (one line naming the install command) when absent.
   """
   arrays = xfeat_weights.converted_weights("xfeat.pt", convert_state_dict, CONVERSION_TAG)
-  model = XFeatBackbone(nnx.Rngs(0))
 
-  def assign(conv: nnx.Conv, name: str):
-    if conv.kernel.shape != arrays[f"{name}.kernel"].shape:
-      raise ValueError(f"checkpoint {name} has shape {arrays[name + '.kernel'].shape}, "
-                       f"expected {conv.kernel.shape}")
-    conv.kernel[...] = jnp.asarray(arrays[f"{name}.kernel"])
-    conv.bias[...] = jnp.asarray(arrays[f"{name}.bias"])
+  def name_of(path):  # ('skip1' | 'blocks', block, i | 'final', block), then 'kernel' / 'bias'
+    *module, leaf = path
+    if module[0] == "blocks":
+      return f"{module[1]}.{module[2]}.{leaf}"
+    if module[0] == "final":
+      return f"{module[1]}.final.{leaf}"
+    return ".".join(str(p) for p in path)
 
-  assign(model.skip1, "skip1")
-  for block in _BLOCKS:
-    for i, conv in enumerate(model.blocks[block]):
-      assign(conv, f"{block}.{i}")
-  for block in _FINAL:
-    assign(model.final[block], f"{block}.final")
-  return model
+  return xfeat_weights.module_with_weights(lambda: XFeatBackbone(nnx.Rngs(0)), arrays, name_of)

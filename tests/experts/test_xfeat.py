@@ -39,6 +39,40 @@ def _conv_reference(x, kernel, stride, pad):
   return out
 
 
+def test_module_with_weights_fills_every_parameter_and_names_what_differs():
+  """A module built abstractly takes its parameters from the arrays (cast to the parameter's
+  dtype); a missing, extra or misshapen array, or a variable that is not a parameter, raises."""
+  from flax import nnx
+  make = lambda: nnx.Sequential(nnx.Linear(2, 3, rngs=nnx.Rngs(0)),  # noqa: E731
+                                nnx.LayerNorm(3, rngs=nnx.Rngs(0)))
+  name_of = lambda path: ".".join(str(p) for p in path)  # noqa: E731
+  rng = np.random.default_rng(0)
+  arrays = {"layers.0.kernel": rng.normal(size=(2, 3)), "layers.0.bias": rng.normal(size=3),
+            "layers.1.scale": rng.normal(size=3), "layers.1.bias": rng.normal(size=3)}
+  model = xfeat_weights.module_with_weights(make, arrays, name_of)
+  np.testing.assert_array_equal(model.layers[0].kernel[...],
+                                arrays["layers.0.kernel"].astype(np.float32))
+  assert model.layers[0].kernel[...].dtype == np.float32
+  x = rng.normal(size=(4, 2)).astype(np.float32)
+  h = x @ arrays["layers.0.kernel"] + arrays["layers.0.bias"]
+  h = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(model(x), h * arrays["layers.1.scale"] + arrays["layers.1.bias"],
+                             rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match=r"1 parameters without an array \['layers.1.bias'\]"):
+    xfeat_weights.module_with_weights(
+        make, {k: v for k, v in arrays.items() if k != "layers.1.bias"}, name_of)
+  with pytest.raises(ValueError, match=r"1 arrays without a parameter \['extra'\]"):
+    xfeat_weights.module_with_weights(make, {**arrays, "extra": np.zeros(1)}, name_of)
+  with pytest.raises(ValueError, match=r"layers.0.kernel has shape \(3, 2\), expected \(2, 3\)"):
+    xfeat_weights.module_with_weights(make, {**arrays, "layers.0.kernel": np.zeros((3, 2))},
+                                      name_of)
+  with pytest.raises(ValueError, match="BatchStat"):
+    xfeat_weights.module_with_weights(
+        lambda: nnx.BatchNorm(3, rngs=nnx.Rngs(0)),
+        {"scale": np.ones(3), "bias": np.zeros(3), "mean": np.zeros(3), "var": np.ones(3)},
+        name_of)
+
+
 def test_state_dict_reads_without_torch_and_conv_bn_folding_matches(weights):
   import jax.numpy as jnp
   from jaxrecon.experts import xfeat_model
