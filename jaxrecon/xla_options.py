@@ -7,10 +7,19 @@ Measured on 2 CPU cores, jax 0.10.2, same results:
     0.66 s, its three stages 0.56 -> 0.52 s;
   - a plane-sweep view (`mvs.view_depth`, CamVid 480x360, 48 hypotheses): 2.07 -> 1.73 s,
     320x240: 0.68 -> 0.57 s;
+  - a synthetic view (`data.synthetic.render.render_view`, 320x240): compile 11.8 -> 8.6 s, run
+    0.58 -> 0.55 s;
   - not everywhere: XFeat's mutual-nearest-neighbour matching 21 -> 31 ms per pair and
     LighterGlue 663 -> 764 ms, so it is not a process-wide flag.
-The option is read by XLA:CPU only (other backends ignore it). An XLA that no longer knows it
-makes `options()` empty, and the programs compile with the defaults.
+The options are read by XLA:CPU only (other backends ignore them). An XLA that no longer knows
+one drops it from `options()`, and the programs compile with its default.
+
+These programs also state XLA's default backend optimisation level (3), so that they keep it when
+XLA_FLAGS lowers the level for everything else: the test suite does
+(--xla_backend_optimization_level=0, for the tiny models whose cost is compiling them), where the
+bundle adjustment, the plane sweeps and the synthetic renderer run long enough that -O0 code
+doubled their tests' time (tests/fit/test_fit_cases.py + tests/mvs: 308 -> 566 s on 2 cores; a
+rendered 320x240 view 0.58 -> 3.9 s).
 """
 from __future__ import annotations
 
@@ -18,18 +27,23 @@ import functools
 
 import jax
 
-_LEGACY_FUSION = {"xla_cpu_use_fusion_emitters": False}
+_CANDIDATES = ({"xla_cpu_use_fusion_emitters": False}, {"xla_backend_optimization_level": 3})
+
+
+def _known(option: dict) -> bool:
+  try:
+    jax.jit(lambda x: x + 1, compiler_options=option).lower(1.0).compile()
+  except Exception:  # noqa: BLE001  (an XLA without the option: "No such compile option")
+    return False
+  return True
 
 
 @functools.cache
 def options() -> dict:
-  """The compiler options `jit` passes: XLA:CPU's LLVM-IR fusion emitters, if this XLA has the
-  option (checked once by compiling a one-operation program), else {}."""
-  try:
-    jax.jit(lambda x: x + 1, compiler_options=_LEGACY_FUSION).lower(1.0).compile()
-  except Exception:  # noqa: BLE001  (an XLA without the option: "No such compile option")
-    return {}
-  return dict(_LEGACY_FUSION)
+  """The compiler options `jit` passes: XLA:CPU's LLVM-IR fusion emitters and the full backend
+  optimisation level, each if this XLA has the option (checked once by compiling a one-operation
+  program)."""
+  return {k: v for option in _CANDIDATES if _known(option) for k, v in option.items()}
 
 
 class _Jit:

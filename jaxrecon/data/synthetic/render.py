@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrecon import xla_options
 from jaxrecon.data.synthetic import intersect, texture
 from jaxrecon.data.synthetic.world import SKY, World
 
@@ -100,7 +101,9 @@ def _rays(intrinsics, cam_from_world, uv):
   return -rot.T @ trans, cam @ rot                       # centre -R^T t; directions R^T x_cam
 
 
-@functools.partial(jax.jit, static_argnames=("height", "width", "supersample"))
+# xla_options.jit: a view runs long enough to need full optimisation (under -O0, 320x240: 3.9 s
+# instead of 0.58 s), and XLA:CPU's LLVM-IR fusion emitters compile it faster (8.6 vs 11.8 s).
+@functools.partial(xla_options.jit, static_argnames=("height", "width", "supersample"))
 def render_view(world: World, intrinsics, cam_from_world, *, height: int, width: int,
                 supersample: int = 2):
   """Renders one view (compiled once per (height, width, supersample) and input dtypes).
