@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 from jaxrecon.models.point_transformer import PointTransformer, PointTransformerConfig
 from jaxrecon.models.reliev3r import Reliev3R
 from jaxrecon.models.segformer import SegFormer, SegFormerConfig
-from jaxrecon.optim.ema import ema_teacher, rewis3d_decay
+from jaxrecon.optim.ema import ema_teacher, rewis3d_decay, teacher_params
 from jaxrecon.reliev3r.objective import ObjectiveConfig
 from jaxrecon.reliev3r.step import create_state, train_step
 from jaxrecon.rewis3d.step import SegObjectiveConfig, create_seg_state, seg_train_step
@@ -97,11 +97,12 @@ def test_mesh_config_errors_are_one_line():
   check_mesh(auto, device_count=1, local_device_count=1)
 
 
-def _run(state, host_batch, fsdp, step, devices=None):
+def _run(state, host_batch, fsdp, step, devices=None, after_first=None):
   """STEPS steps of `step` (a trainer's jitted step and its static keyword arguments but the
   mesh) on a mesh of `devices` (default: all 8) with this fsdp size: (losses, final state).
   Checks on the way that every step's output state has the placed layout and that the donated
-  input was consumed. The step's program is compiled once, at -O0 (compile_bound)."""
+  input was consumed; `after_first(state, metrics)` checks the state after step 1. The step's
+  program is compiled once, at -O0 (compile_bound)."""
   mesh = make_mesh(devices, fsdp=fsdp)
   state = place_state(state, mesh)
   want = state_shardings(state, mesh)
@@ -116,6 +117,8 @@ def _run(state, host_batch, fsdp, step, devices=None):
     for (path, x), s in zip(jax.tree_util.tree_leaves_with_path(state), jax.tree.leaves(want)):
       assert x.sharding.is_equivalent_to(s, x.ndim), (jax.tree_util.keystr(path), x.sharding)
     losses.append(float(metrics["loss"]))
+    if after_first is not None and len(losses) == 1:
+      after_first(state, metrics)
   return losses, state
 
 
@@ -171,7 +174,8 @@ def test_rewis3d_one_device_data_parallel_and_fsdp_agree(assert_same_updates):
   """Both branches with the shipped optimisers (clip + AdamW, the demo config's settings without
   warm-up) and EMA teachers (#11): one device, pure data parallelism over 8 (8 x 1, the Rewis3d
   configs' layout) and fsdp 4 (2 x 4, both mesh axes in use) give the same losses and parameter
-  updates. The fully sharded 1 x 8 case is covered by the Reliev3R test, the rule being
+  updates. The one-device run also checks the step itself after step 1 (students move, teachers
+  take the first update whole). The fully sharded 1 x 8 case is covered by the Reliev3R test, the rule being
   model-independent (each 8-device compile of this step costs ~1 min on 2 cores)."""
   k, b, h, w, n = 4, 8, 32, 32, 128
   rng = np.random.default_rng(0)
@@ -207,10 +211,23 @@ def test_rewis3d_one_device_data_parallel_and_fsdp_agree(assert_same_updates):
   step = (seg_train_step, dict(graphdefs=tuple(graphdefs.items()), txs=tuple(txs.items()),
                                config=config))
 
+  def first_step(state, metrics):
+    """One device, after step 1: both students moved, and each EMA teacher took its student's
+    new parameters (rewis3d_decay gives d = 0 at the first update)."""
+    assert int(state.step) == 1 and bool(metrics["grads_finite"])
+    for name, branch in state.branches.items():
+      assert max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in
+                 zip(jax.tree.leaves(branch.params), jax.tree.leaves(fresh[name]))) > 0
+      for t, p in zip(jax.tree.leaves(teacher_params(branch.opt_state)),
+                      jax.tree.leaves(branch.params)):
+        np.testing.assert_allclose(t, p, rtol=1e-6, atol=1e-7)
+
   runs = []
   for fsdp, devices in ((1, jax.devices()[:1]), (1, None), (4, None)):
     _, state = create_seg_state(models(), txs)
-    losses, state = _run(state, seg_batch, fsdp, step, devices)
+    losses, state = _run(state, seg_batch, fsdp, step, devices,
+                         after_first=first_step if fsdp == 1 and devices is not None
+                         and len(devices) == 1 else None)
     params = {m: br.params for m, br in state.branches.items()}
     if fsdp > 1:
       assert _split_over_fsdp(params["2d"], fsdp) >= 5
