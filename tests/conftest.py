@@ -5,17 +5,18 @@ The environment must be set before jax is imported anywhere, so this runs first.
 import contextlib
 import os
 import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from compile_bound import XLA_FLAGS as COMPILE_BOUND_XLA_FLAGS  # noqa: E402
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in _flags:
   _flags += " --xla_force_host_platform_device_count=8"
-# LLVM -O0 for the suite's programs (tests/compile_bound.py): most tests run tiny models and small
-# geometry programs once, so compiling them is their cost (tests/losses + tests/geometry + the
-# Reliev3R objective tests: 397 -> 320 s on 2 cores). The programs that run long (bundle
-# adjustment, plane sweeps) state full optimisation in their own options (jaxrecon.xla_options).
+# LLVM -O0 for the suite's programs (see compile_bound: compiling is most tests' cost).
 if "xla_backend_optimization_level" not in _flags:
-  _flags += " --xla_backend_optimization_level=0"
+  _flags += " " + COMPILE_BOUND_XLA_FLAGS
 os.environ["XLA_FLAGS"] = _flags.strip()
 # The persistent compile cache is set through the environment so that the commands the end-to-end
 # tests launch (python -m jaxrecon.main, ...) and both pytest workers share it: a resumed,

@@ -1,7 +1,5 @@
 """Tests of the serialised point transformer: shapes, equivariances, grads, jit, size, overfitting."""
 import functools
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,13 +11,10 @@ from flax import nnx
 from jaxrecon.models.point_transformer import (PointTransformer, PointTransformerConfig,
                                                abstract_point_transformer, count_params)
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import compile_bound  # noqa: E402
-
 K = 3
 
 
-@functools.partial(jax.jit, static_argnums=0, compiler_options=compile_bound.OPTIONS)
+@functools.partial(jax.jit, static_argnums=0)
 def _forward_jit(graphdef, state, xyz, rgb, valid):
   return nnx.merge(graphdef, state)(xyz, rgb, valid)
 
@@ -241,7 +236,7 @@ def test_attention_kernel_leaves_outputs_and_gradients_unchanged():
     (_, out), grads = nnx.value_and_grad(loss, has_aux=True)(m)
     return out, nnx.state(grads, nnx.Param)
 
-  fn = jax.jit(loss_and_grads, compiler_options=compile_bound.OPTIONS)
+  fn = jax.jit(loss_and_grads)
   out_r, g_r = fn(model)
   out_c, g_c = fn(chunked)
   np.testing.assert_allclose(np.asarray(out_c)[np.asarray(valid)],

@@ -4,8 +4,6 @@ One device against 8 (data parallel and fsdp) is tests/train/test_sharding.py's 
 one-device run also checks that a step moves both students and that the EMA teachers take the
 first update whole (one compiled step serves both checks)."""
 
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +18,6 @@ from jaxrecon.optim.ema import ema_teacher, rewis3d_decay
 from jaxrecon.losses.segmentation import cmc_loss
 from jaxrecon.rewis3d.step import (SegObjectiveConfig, _flat, _gather, create_seg_state,
                                    cross_modal_terms, seg_losses, seg_train_step)
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-import compile_bound  # noqa: E402
 
 
 K = 4
@@ -82,11 +77,9 @@ def test_bad_objective_configs():
 
 
 def _grad_fn(state, batch, graphdefs, config):
-  """jit(params -> (gradient, metrics)) of the Rewis3d losses at `state`'s teachers (-O0:
-  compile_bound)."""
+  """jit(params -> (gradient, metrics)) of the Rewis3d losses at `state`'s teachers."""
   return jax.jit(jax.grad(lambda p: seg_losses(p, state, batch, graphdefs=graphdefs,
-                                               config=config), has_aux=True),
-                 compiler_options=compile_bound.OPTIONS)
+                                               config=config), has_aux=True))
 
 
 @pytest.mark.slow

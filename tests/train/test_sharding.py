@@ -26,7 +26,6 @@ from jaxrecon.train.sharding import (FSDP_AXIS, make_mesh, param_spec, place_sta
 
 TESTS = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS.parent), str(TESTS), str(TESTS / "reliev3r")]
-import compile_bound  # noqa: E402
 from configs import rewis3d as rewis3d_config  # noqa: E402
 from configs import reliev3r as reliev3r_config  # noqa: E402
 from test_reliev3r_step import MODEL as RELIEV3R_MODEL, batch, shipped_optimizer  # noqa: E402,F401
@@ -102,13 +101,13 @@ def _run(state, host_batch, fsdp, step, devices=None, after_first=None):
   mesh) on a mesh of `devices` (default: all 8) with this fsdp size: (losses, final state).
   Checks on the way that every step's output state has the placed layout and that the donated
   input was consumed; `after_first(state, metrics)` checks the state after step 1. The step's
-  program is compiled once, at -O0 (compile_bound)."""
+  program is compiled once."""
   mesh = make_mesh(devices, fsdp=fsdp)
   state = place_state(state, mesh)
   want = state_shardings(state, mesh)
   sharded = shard_batch(host_batch, mesh)
   jitted, static = step
-  compiled = jitted.lower(state, sharded, mesh=mesh, **static).compile(compile_bound.OPTIONS)
+  compiled = jitted.lower(state, sharded, mesh=mesh, **static).compile()
   losses = []
   for _ in range(STEPS):
     before = jax.tree.leaves(state)
