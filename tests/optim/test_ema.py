@@ -77,29 +77,40 @@ def test_teacher_starts_as_a_copy_of_params():
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_nonfinite_step_is_skipped_then_resumes(bad):
+def test_nonfinite_step_keeps_the_teacher_then_resumes(bad):
   # Stateless sgd, so the bad step leaves no trace in the optimiser's own state.
   tx = optax.chain(optax.sgd(0.1), ema_teacher(rewis3d_decay(0.9)))
   step = _make_step(tx)
   params = _init_params()
   opt_state = tx.init(params)
-  ref, n_ok = {k: np.array(v) for k, v in params.items()}, 0
+  ref = {k: np.array(v) for k, v in params.items()}
   for i in range(8):
     if i in (3, 4):
       new_params, new_state, _ = step(params, opt_state, bad)
-      assert not np.all(np.isfinite(new_params["w"]))
-      assert new_state[1].count == opt_state[1].count
+      assert not np.any(np.isfinite(new_params["w"]))
+      assert new_state[1].count == opt_state[1].count + 1   # every update is counted
       jax.tree.map(np.testing.assert_array_equal, teacher_params(new_state),
                    teacher_params(opt_state))
       opt_state = new_state  # the trainer drops the NaN parameters, keeps the optimiser state
       continue
     params, opt_state, _ = step(params, opt_state)
-    d = _np_decay((0, 0.9), n_ok)  # the schedule sees only the counted (finite) steps
+    d = _np_decay((0, 0.9), i)  # the schedule's step counts the skipped updates too
     ref = {k: d * ref[k] + (1.0 - d) * np.asarray(params[k]) for k in ref}
-    n_ok += 1
-  assert opt_state[1].count == n_ok == 6
+  assert opt_state[1].count == 8
   for k in ref:
     np.testing.assert_allclose(teacher_params(opt_state)[k], ref[k], rtol=1e-12)
+
+
+def test_only_the_nonfinite_elements_keep_their_teacher_value():
+  tx = ema_teacher(0.25)
+  params = {"w": jnp.array([1.0, 2.0, 3.0, 4.0]), "n": jnp.array([1, 2], jnp.int32)}
+  state = tx.init(params)
+  updates = {"w": jnp.array([np.nan, 1.0, np.inf, -np.inf]), "n": jnp.array([5, 5], jnp.int32)}
+  _, state = jax.jit(tx.update)(updates, state, params)
+  # Element 1 mixes: 0.25 * 2 + 0.75 * 3; the NaN / inf elements keep the old teacher value.
+  np.testing.assert_array_equal(state.teacher["w"], [1.0, 2.75, 3.0, 4.0])
+  np.testing.assert_array_equal(state.teacher["n"], [6, 7])  # integers are copied, not averaged
+  assert state.count == 1
 
 
 def test_params_required():
