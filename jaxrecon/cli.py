@@ -96,8 +96,8 @@ def parse_flags(command: str) -> Callable[[list[str]], list[str]]:
   return parse
 
 
-# Every program is kept, however fast it compiled: a model's eager initialisation is ~150 small
-# programs of ~0.1 s each (tests/conftest.py measured the launched commands with both).
+# Every program is kept, however fast it compiled: a model's eager initialisation is still ~70
+# small programs (models/initializers), each ~0.05-0.3 s to compile and ~10 ms to load.
 _CACHE_MIN_COMPILE_SECONDS = 0.0
 _CACHE_MAX_BYTES = 2 * 2 ** 30
 

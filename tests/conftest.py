@@ -21,8 +21,9 @@ os.environ["XLA_FLAGS"] = _flags.strip()
 # The persistent compile cache is set through the environment so that the commands the end-to-end
 # tests launch (python -m jaxrecon.main, ...) and both pytest workers share it: a resumed,
 # evaluated or re-run command loads the programs an earlier one compiled. Every program is kept,
-# however fast it compiled: a model's eager initialisation is ~150 small programs of ~0.1 s each
-# (measured: the Rewis3d demo's train states 21 s -> 2.7 s, its whole tiny run 154 s -> 60 s).
+# however fast it compiled: a model's eager initialisation is ~70 small programs, each ~0.05-0.3 s
+# to compile and ~10 ms to load (measured before models/initializers, at ~150 programs: the Rewis3d
+# demo's train states 21 s -> 2.7 s, its whole tiny run 154 s -> 60 s).
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(pathlib.Path(__file__).resolve().parent.parent / ".jax_cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")

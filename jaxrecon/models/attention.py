@@ -15,7 +15,7 @@ from flax import nnx
 
 from jaxrecon.models.attention_kernels import dot_product_attention
 from jaxrecon.models.rope import apply_rope
-from jaxrecon.models.initializers import LECUN
+from jaxrecon.models.initializers import linear
 
 
 class Attention(nnx.Module):
@@ -32,10 +32,10 @@ class Attention(nnx.Module):
     self.implementation = implementation
     self.chunk = chunk
     self.head_dim = dim // num_heads
-    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.qkv = linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
     self.q_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
     self.k_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
-    self.proj = nnx.Linear(dim, dim, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.proj = linear(dim, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, cos, sin):
     """x: (B, n, d) tokens; cos, sin: (n, head_dim / 2) RoPE tables. Returns (B, n, d)."""
@@ -54,8 +54,8 @@ class Mlp(nnx.Module):
   """Linear -> GELU -> Linear."""
 
   def __init__(self, dim, hidden, *, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, kernel_init=LECUN, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, dim, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.fc1 = linear(dim, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = linear(hidden, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
     """x: (..., dim) -> (..., dim)."""

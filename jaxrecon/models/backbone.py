@@ -17,7 +17,7 @@ from jaxrecon.models.attention import TransformerLayer
 from jaxrecon.models.config import ModelConfig
 from jaxrecon.models.rope import rope_tables
 from jaxrecon.models.stack import scan_layers, stacked
-from jaxrecon.models.initializers import LECUN, normal
+from jaxrecon.models.initializers import linear, normal
 
 # ImageNet statistics: the usual input normalisation of ViT encoders (keeps the door open to
 # initialising the patch embedding / early layers from a pretrained image encoder).
@@ -37,8 +37,7 @@ class PatchEmbed(nnx.Module):
 
   def __init__(self, patch_size, dim, *, dtype=jnp.float32, rngs: nnx.Rngs):
     self.patch_size = patch_size
-    self.proj = nnx.Linear(patch_size * patch_size * 3, dim, dtype=dtype, kernel_init=LECUN,
-                           rngs=rngs)
+    self.proj = linear(patch_size * patch_size * 3, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
     """x: (B, h, w, 3) normalised images -> (B, (h/p) * (w/p), d) tokens, row-major patch order."""

@@ -12,7 +12,7 @@ from flax import nnx
 
 from jaxrecon.geometry.cameras import make_pose
 from jaxrecon.geometry.rotations import rotation_from_9d
-from jaxrecon.models.initializers import LECUN, normal, variance_scaling
+from jaxrecon.models.initializers import conv, linear, normal, variance_scaling
 
 # Row-major flattened 3x3 identity: the camera head's initial 9D output.
 _IDENTITY_9D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -31,17 +31,15 @@ class DenseHead(nnx.Module):
     self.patch_size = patch_size
     self.channels = channels
     self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
-    self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, kernel_init=LECUN, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, patch_size * patch_size * channels, dtype=dtype,
-                          kernel_init=LECUN, rngs=rngs)
-    self.refine = nnx.Conv(channels + 3, channels, (3, 3), dtype=dtype, kernel_init=LECUN,
-                           rngs=rngs)
+    self.fc1 = linear(dim, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = linear(hidden, patch_size * patch_size * channels, dtype=dtype, rngs=rngs)
+    self.refine = conv(channels + 3, channels, (3, 3), dtype=dtype, rngs=rngs)
     # The last layer runs in float32 (its outputs go through exp / sigmoid) and starts with small
     # weights (0.1x the usual std): initial depth ~1 and confidence ~1 everywhere, not random maps
     # spanning decades that the first steps would have to undo.
-    self.out = nnx.Conv(channels, 2, (1, 1), dtype=jnp.float32,
-                        kernel_init=variance_scaling(0.01, "fan_in", "normal"),
-                        rngs=rngs)
+    self.out = conv(channels, 2, (1, 1), dtype=jnp.float32,
+                    kernel_init=variance_scaling(0.01, "fan_in", "normal"),
+                    rngs=rngs)
 
   def __call__(self, patch_tokens, images_norm, grid_hw):
     """Args:
@@ -71,12 +69,12 @@ class CameraHead(nnx.Module):
 
   def __init__(self, dim, hidden, *, rngs: nnx.Rngs):
     self.norm = nnx.LayerNorm(2 * dim, rngs=rngs)
-    self.fc1 = nnx.Linear(2 * dim, hidden, kernel_init=LECUN, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, hidden, kernel_init=LECUN, rngs=rngs)
+    self.fc1 = linear(2 * dim, hidden, rngs=rngs)
+    self.fc2 = linear(hidden, hidden, rngs=rngs)
     bias = jnp.asarray(_IDENTITY_9D + (0.0, 0.0, 0.0), jnp.float32)
-    self.out = nnx.Linear(hidden, 12, kernel_init=normal(1e-3),
-                          bias_init=lambda key, shape, dtype=jnp.float32: bias.astype(dtype),
-                          rngs=rngs)
+    self.out = linear(hidden, 12, kernel_init=normal(1e-3),
+                      bias_init=lambda key, shape, dtype=jnp.float32: bias.astype(dtype),
+                      rngs=rngs)
 
   def __call__(self, register_tokens, patch_tokens):
     """Args:

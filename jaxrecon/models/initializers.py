@@ -5,10 +5,10 @@ The random-number code (threefry hashing plus the inverse-erf of a truncated nor
 0.3 s to compile on 2 CPU cores, and a model has dozens of distinct parameter shapes: building the
 tiny SegFormer cost 30 s, 24 of them compiling 64 truncated normals. Here the draw is made for a
 flat vector whose length is the parameter's size rounded up to a power of two (at least 4096; past
-2^20, to a multiple of 2^20), and
-the parameter is its first `size` entries, reshaped and scaled: the costly program is compiled once
-per bucket, and what is compiled per shape is a slice and a multiply. Under jax.jit or jax.vmap
-(`models.stack.stacked`) the same functions run inside the caller's program, with the same values.
+2^20, to a multiple of 2^20), and the parameter is its first `size` entries, reshaped and scaled:
+the costly program is compiled once per bucket, and what is compiled per shape is a slice and a
+multiply. Under jax.jit or jax.vmap (`models.stack.stacked`) the same functions run inside the
+caller's program, with the same values. `linear` and `conv` build nnx's layers with these draws.
 
 The distributions are the usual ones (flax / jax.nn.initializers semantics): `variance_scaling`
 with fans taken from the last two axes times the receptive field (kernel axes), `lecun_normal`
@@ -23,6 +23,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 Initializer = Callable[..., jax.Array]
 
@@ -105,3 +106,16 @@ def normal(stddev: float) -> Initializer:
 
 # The default kernel initialiser of jaxrecon.models' Linear and Conv layers.
 LECUN = lecun_normal()
+
+
+def linear(in_features: int, out_features: int, **kwargs) -> nnx.Linear:
+  """nnx.Linear whose kernel is drawn by `LECUN` (nnx's default law, bucketed) unless kwargs give
+  another kernel_init; every other argument as nnx.Linear's."""
+  return nnx.Linear(in_features, out_features, **{"kernel_init": LECUN, **kwargs})
+
+
+def conv(in_features: int, out_features: int, kernel_size, *args, **kwargs) -> nnx.Conv:
+  """nnx.Conv whose kernel is drawn by `LECUN` unless kwargs give another kernel_init; every
+  other argument as nnx.Conv's."""
+  return nnx.Conv(in_features, out_features, kernel_size, *args,
+                  **{"kernel_init": LECUN, **kwargs})

@@ -17,7 +17,7 @@ from flax import nnx
 
 from jaxrecon.models import serialization as ser
 from jaxrecon.models.attention_kernels import dot_product_attention
-from jaxrecon.models.initializers import LECUN, normal
+from jaxrecon.models.initializers import linear, normal
 
 
 # ------------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ class SerializedCPE(nnx.Module):
     self.dtype = dtype
     self.kernel = nnx.Param(normal(1.0 / math.sqrt(27 * dim))(rngs.params(), (27 * dim, dim)))
     self.bias = nnx.Param(jnp.zeros((dim,), jnp.float32))
-    self.linear = nnx.Linear(dim, dim, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.linear = linear(dim, dim, dtype=dtype, rngs=rngs)
     self.norm = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, coords, valid):
@@ -144,7 +144,7 @@ class PatchAttention(nnx.Module):
     self.num_heads = num_heads
     self.attention, self.chunk = attention, chunk
     self.head_dim = dim // num_heads
-    self.qkv = nnx.Linear(dim, 3 * dim, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.qkv = linear(dim, 3 * dim, dtype=dtype, rngs=rngs)
     if qk_norm:
       self.q_norm = nnx.LayerNorm(self.head_dim, dtype=dtype, rngs=rngs)
       # No bias on the normed keys: it would add q . b to every logit of a query alike, which
@@ -153,7 +153,7 @@ class PatchAttention(nnx.Module):
       self.k_norm = nnx.LayerNorm(self.head_dim, use_bias=False, dtype=dtype, rngs=rngs)
     else:
       self.q_norm = self.k_norm = None
-    self.proj = nnx.Linear(dim, dim, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.proj = linear(dim, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, valid, patch):
     """x: (b, m, c) serialised; valid: (b, m) bool, True on a prefix of each row (serialised
@@ -191,8 +191,8 @@ class Block(nnx.Module):
                                dtype=dtype, rngs=rngs)
     self.norm2 = nnx.LayerNorm(dim, dtype=dtype, rngs=rngs)
     hidden = int(dim * mlp_ratio)
-    self.fc1 = nnx.Linear(dim, hidden, dtype=dtype, kernel_init=LECUN, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, dim, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.fc1 = linear(dim, hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = linear(hidden, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, coords, valid, perm, inverse, patch):
     """x: (b, m, c) slots; coords (b, m, 3); valid (b, m); perm/inverse (b, m) of this block's order.
@@ -208,7 +208,7 @@ class Proj(nnx.Module):
   """Linear -> LayerNorm -> GELU."""
 
   def __init__(self, din, dout, *, dtype, rngs: nnx.Rngs):
-    self.linear = nnx.Linear(din, dout, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.linear = linear(din, dout, dtype=dtype, rngs=rngs)
     self.norm = nnx.LayerNorm(dout, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):

@@ -48,7 +48,7 @@ from flax import nnx
 from jaxrecon.models import serialization as ser
 from jaxrecon.models.attention_kernels import IMPLEMENTATIONS
 from jaxrecon.models.stack import scan_layers, stacked
-from jaxrecon.models.initializers import LECUN
+from jaxrecon.models.initializers import linear
 from jaxrecon.models.point_layers import (Block, Level, Proj, pool_ids, segment_reduce,
                                           serialise, take)
 
@@ -227,8 +227,7 @@ class PointTransformer(nnx.Module):
     self.enc = nnx.List([blocks(cfg.enc_dims[l], cfg.enc_depths[l], cfg.enc_heads[l])
                          for l in range(L)])
     # pool[l - 1] maps level l-1 to level l (PTv3: Linear, segment max, norm, act).
-    self.pool_proj = nnx.List([nnx.Linear(cfg.enc_dims[l - 1], cfg.enc_dims[l], dtype=dt,
-                                                kernel_init=LECUN, rngs=rngs)
+    self.pool_proj = nnx.List([linear(cfg.enc_dims[l - 1], cfg.enc_dims[l], dtype=dt, rngs=rngs)
                                for l in range(1, L)])
     self.pool_norm = nnx.List([nnx.LayerNorm(cfg.enc_dims[l], dtype=dt, rngs=rngs)
                                for l in range(1, L)])
@@ -242,7 +241,7 @@ class PointTransformer(nnx.Module):
                          for l in range(L - 1)])
     out_dim = cfg.dec_dims[0] if L > 1 else cfg.enc_dims[0]
     self.head_norm = nnx.LayerNorm(out_dim, rngs=rngs)
-    self.head = nnx.Linear(out_dim, cfg.num_classes, kernel_init=LECUN, rngs=rngs)
+    self.head = linear(out_dim, cfg.num_classes, rngs=rngs)
 
   def _run_blocks(self, blocks, x, lvl: Level, depth: int):
     cfg = self.config

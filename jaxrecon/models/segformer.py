@@ -23,7 +23,7 @@ from flax import nnx
 
 from jaxrecon.models.backbone import normalize_images
 from jaxrecon.models.stack import scan_layers, stacked
-from jaxrecon.models.initializers import LECUN, truncated_normal
+from jaxrecon.models.initializers import conv, linear, truncated_normal
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -145,9 +145,9 @@ class OverlapPatchEmbed(nnx.Module):
 
   def __init__(self, in_dim, dim, *, patch_size, stride, dtype=jnp.float32, rngs: nnx.Rngs):
     pad = patch_size // 2
-    self.proj = nnx.Conv(in_dim, dim, (patch_size, patch_size), (stride, stride),
-                         padding=((pad, pad), (pad, pad)), dtype=dtype, kernel_init=LECUN,
-                         rngs=rngs)
+    self.proj = conv(in_dim, dim, (patch_size, patch_size), (stride, stride),
+                     padding=((pad, pad), (pad, pad)), dtype=dtype,
+                     rngs=rngs)
     self.norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
@@ -162,12 +162,12 @@ class EfficientAttention(nnx.Module):
   def __init__(self, dim, num_heads, *, sr_ratio, dtype=jnp.float32, rngs: nnx.Rngs):
     self.num_heads = num_heads
     self.head_dim = dim // num_heads
-    self.q = nnx.Linear(dim, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
-    self.kv = nnx.Linear(dim, 2 * dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
-    self.proj = nnx.Linear(dim, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
+    self.q = linear(dim, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
+    self.kv = linear(dim, 2 * dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
+    self.proj = linear(dim, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
     if sr_ratio > 1:
-      self.sr = nnx.Conv(dim, dim, (sr_ratio, sr_ratio), (sr_ratio, sr_ratio), padding="VALID",
-                         dtype=dtype, kernel_init=LECUN, rngs=rngs)
+      self.sr = conv(dim, dim, (sr_ratio, sr_ratio), (sr_ratio, sr_ratio), padding="VALID",
+                     dtype=dtype, rngs=rngs)
       self.sr_norm = nnx.LayerNorm(dim, epsilon=_LN_EPS, dtype=dtype, rngs=rngs)
     else:
       self.sr = self.sr_norm = None
@@ -190,10 +190,10 @@ class MixFFN(nnx.Module):
   information from zero padding, which replaces positional embeddings (so any input size works)."""
 
   def __init__(self, dim, hidden, *, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.fc1 = nnx.Linear(dim, hidden, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
-    self.dwconv = nnx.Conv(hidden, hidden, (3, 3), padding=((1, 1), (1, 1)),
-                           feature_group_count=hidden, dtype=dtype, kernel_init=LECUN, rngs=rngs)
-    self.fc2 = nnx.Linear(hidden, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
+    self.fc1 = linear(dim, hidden, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
+    self.dwconv = conv(hidden, hidden, (3, 3), padding=((1, 1), (1, 1)),
+                       feature_group_count=hidden, dtype=dtype, rngs=rngs)
+    self.fc2 = linear(hidden, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
 
   def __call__(self, x):
     """x: (b, h, w, dim) -> (b, h, w, dim)."""
@@ -250,12 +250,11 @@ class AllMLPDecoder(nnx.Module):
   """
 
   def __init__(self, in_dims, dim, num_classes, *, dtype=jnp.float32, rngs: nnx.Rngs):
-    self.proj = nnx.List([nnx.Linear(c, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
+    self.proj = nnx.List([linear(c, dim, kernel_init=_LINEAR_INIT, dtype=dtype, rngs=rngs)
                           for c in in_dims])
-    self.fuse = nnx.Linear(len(in_dims) * dim, dim, use_bias=False, dtype=dtype,
-                           kernel_init=LECUN, rngs=rngs)
+    self.fuse = linear(len(in_dims) * dim, dim, use_bias=False, dtype=dtype, rngs=rngs)
     self.fuse_norm = nnx.LayerNorm(dim, epsilon=1e-5, dtype=dtype, rngs=rngs)
-    self.classifier = nnx.Linear(dim, num_classes, dtype=dtype, kernel_init=LECUN, rngs=rngs)
+    self.classifier = linear(dim, num_classes, dtype=dtype, rngs=rngs)
 
   def __call__(self, features):
     """features: 4 maps (b, h_i, w_i, c_i), the first at 1/4 resolution -> (b, h/4, w/4, k) logits
