@@ -3,7 +3,6 @@ ends with one line `<command>: error: ...` naming what is wrong, a non-zero exit
 and nothing written where the outputs were promised. Plus the must-fix: an image name with a
 space used to leave depth / poses / PLY written and then fail in the COLMAP writer."""
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from jaxrecon.data.formats.folder import write_folder
 from jaxrecon.data.synthetic import make_scene
 from jaxrecon.train.checkpoint import Checkpointer
+from main_runs import command_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -53,10 +53,7 @@ def runs(tmp_path_factory):
 
 
 def _cli(command, *args):
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
-  env.pop("JAXRECON_VERBOSE", None)
-  env["JAX_PLATFORMS"] = "cpu"
+  env = command_env()  # one device, as a user runs it; LLVM -O0 (compile_bound)
   return subprocess.run([sys.executable, "-m", f"jaxrecon.{command}", *map(str, args)], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=600)
 

@@ -1,7 +1,6 @@
 """jaxrecon.export (fused points, PLY, COLMAP text) and `python -m jaxrecon.reconstruct` end to end
 on a tiny freshly initialised run."""
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -17,6 +16,7 @@ from jaxrecon import export, io
 from jaxrecon.data.formats.colmap import read_colmap
 from jaxrecon.train.checkpoint import Checkpointer
 from jaxrecon.reliev3r.task import build
+from main_runs import command_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -192,9 +192,7 @@ def run(tmp_path_factory):
 
 
 def _cli(*args):
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
-  env["JAX_PLATFORMS"] = "cpu"
+  env = command_env()  # one device, as a user runs it; LLVM -O0 (compile_bound)
   return subprocess.run([sys.executable, "-m", "jaxrecon.reconstruct", *map(str, args)],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 

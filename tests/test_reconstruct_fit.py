@@ -2,7 +2,6 @@
 a hand-made fit result, and the command end to end on real templeRing views plus one view that
 cannot register (a noise image)."""
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -17,14 +16,14 @@ from jaxrecon import io
 from jaxrecon.data.formats import colmap
 from jaxrecon.io import colmap_read
 from jaxrecon.export import report as report_lib
+from main_runs import command_env
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TEMPLE_VIEWS = [f"templeR{i:04d}.png" for i in range(13, 19)]
 
+
 def _cli(*args):
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one device, as a user runs it
-  env["JAX_PLATFORMS"] = "cpu"
+  env = command_env()  # one device, as a user runs it; LLVM -O0 (compile_bound)
   return subprocess.run([sys.executable, "-m", "jaxrecon.reconstruct", *map(str, args)],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
