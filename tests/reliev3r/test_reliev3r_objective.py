@@ -58,7 +58,7 @@ def test_weak_objective_terms_and_gradients(batch):
   assert set(metrics) >= {"depth", "registration", "depth/data_term", "registration/mean_residual"}
   np.testing.assert_allclose(
       float(loss), float(metrics["depth"] + metrics["registration"] + metrics["gauge"]), rtol=1e-6)
-  grads = jax.grad(lambda o: objective(o, batch, ObjectiveConfig())[0])(outputs)
+  grads = jax.jit(jax.grad(lambda o: objective(o, batch, ObjectiveConfig())[0]))(outputs)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
   assert float(jnp.abs(grads["depth"]).max()) > 0
 
@@ -144,10 +144,11 @@ def test_loss_derivative_along_the_7_gauge_directions_is_zero(batch, config):
   with jax.enable_x64(True):
     batch64, outputs = _batch64(batch), _noisy(batch, jnp.float64)
     f = lambda p: objective(_similar(outputs, p), batch64, no_anchor)[0]
-    d = np.asarray(jax.grad(f)(jnp.zeros(7, jnp.float64)))
+    # Jitted: one program per config instead of one per primitive (eager), ~2x faster here.
+    d = np.asarray(jax.jit(jax.grad(f))(jnp.zeros(7, jnp.float64)))
     one = lambda e: objective({**outputs, "world_from_cam": outputs["world_from_cam"].at[
         0, 1, :3, 3].add(e)}, batch64, no_anchor)[0]
-    d_one = float(jax.grad(one)(0.0))
+    d_one = float(jax.jit(jax.grad(one))(0.0))
   assert np.all(np.abs(d) < 1e-6), d
   assert abs(d_one) > 1e-2 or config.registration == "off"
 
@@ -162,9 +163,10 @@ def test_gauge_anchor_is_stationary_in_the_canonical_frame(batch):
                                atol=1e-12)
     canon = {**outputs, "depth": depth, "world_from_cam": pose}
     f = lambda p: objective(_similar(canon, p), batch64, ObjectiveConfig())[0]
-    d = np.asarray(jax.grad(f)(jnp.zeros(7, jnp.float64)))
+    grad = jax.jit(jax.grad(f))   # one program: eager, each of the objective's ops compiles
+    d = np.asarray(grad(jnp.zeros(7, jnp.float64)))
     assert np.all(np.abs(d) < 1e-6), d
-    off = np.asarray(jax.grad(f)(jnp.asarray([0.1, 0, 0, 0, 0.2, 0, 0.3], jnp.float64)))
+    off = np.asarray(grad(jnp.asarray([0.1, 0, 0, 0, 0.2, 0, 0.3], jnp.float64)))
   assert np.all(np.abs(off[[0, 4, 6]]) > 1e-3), off
 
 
